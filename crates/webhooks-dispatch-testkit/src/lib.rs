@@ -1,0 +1,18 @@
+//! Test and demo harness for `webhooks-dispatch`.
+//!
+//! * [`pg`] starts throwaway PostgreSQL servers (one shared per test process,
+//!   or owned clusters for demos and benchmarks) and hands out fresh databases.
+//! * [`receiver`] runs real HTTPS webhook receivers on loopback, with
+//!   certificates from a throwaway CA, scriptable replies and request capture.
+//!
+//! Everything here is meant for tests: helpers panic with descriptive
+//! messages instead of returning errors where a failure means the test
+//! environment is broken.
+
+#![warn(missing_docs)]
+
+pub mod pg;
+pub mod receiver;
+
+pub use pg::{fresh_database, shared_server, ClusterOptions, PgCluster, PgServer};
+pub use receiver::{Received, Receiver, ReceiverOptions, Reply, TestCa};

@@ -1,0 +1,161 @@
+//! Dispatcher configuration: a builder whose `build` performs no I/O and cannot fail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::HeaderValue;
+use ipnet::IpNet;
+use rustls::RootCertStore;
+
+use crate::delivery::{default_roots, Deliverer};
+use crate::dispatcher::Dispatcher;
+use crate::retry::RetryPolicy;
+use crate::ssrf::{AddressPolicy, Resolver, SystemResolver};
+
+/// Source of "now" for scheduling and signature timestamps; inject one in tests.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Default absolute deadline for one attempt (DNS, connect, TLS, request and response head).
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of deliveries a single `deliver_due` call runs at once.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Largest response-body prefix read from an endpoint; the rest is discarded unread.
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 4 * 1024;
+
+/// Everything the dispatcher needs besides its executor; shared by all `Dispatcher` handles.
+pub(crate) struct Settings {
+    pub retry: RetryPolicy,
+    pub clock: Arc<dyn Clock>,
+    pub policy: AddressPolicy,
+    pub resolver: Arc<dyn Resolver>,
+    pub deliverer: Deliverer,
+    pub attempt_timeout: Duration,
+    pub concurrency: usize,
+}
+
+/// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
+pub struct DispatcherBuilder<E> {
+    executor: E,
+    retry: RetryPolicy,
+    attempt_timeout: Duration,
+    allow: Vec<IpNet>,
+    resolver: Arc<dyn Resolver>,
+    roots: Option<RootCertStore>,
+    clock: Arc<dyn Clock>,
+    concurrency: usize,
+    max_response_body: usize,
+    user_agent: HeaderValue,
+}
+
+impl<E> DispatcherBuilder<E> {
+    pub(crate) fn new(executor: E) -> Self {
+        DispatcherBuilder {
+            executor,
+            retry: RetryPolicy::default(),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            allow: Vec::new(),
+            resolver: Arc::new(SystemResolver),
+            roots: None,
+            clock: Arc::new(SystemClock),
+            concurrency: DEFAULT_CONCURRENCY,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            user_agent: HeaderValue::from_static(concat!(
+                "webhooks-dispatch/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+
+    /// How many attempts and what backoff (default: 6 attempts, 60 s doubling, capped at 1 h).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Absolute deadline for one attempt (default 10 s). Zero is raised to 1 ms.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Allows delivery to addresses inside `net` even though they are not globally routable (loopback in
+    /// tests, private services in internal deployments). This is the only way to weaken the SSRF policy, and
+    /// it is deliberately code, not an environment variable.
+    pub fn allow_net(mut self, net: IpNet) -> Self {
+        self.allow.push(net);
+        self
+    }
+
+    /// DNS resolver used at registration and before every attempt (default: the system resolver).
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Certificate authorities trusted for endpoint TLS, replacing the default Mozilla roots.
+    pub fn root_certificates(mut self, roots: RootCertStore) -> Self {
+        self.roots = Some(roots);
+        self
+    }
+
+    /// Clock for scheduling and signature timestamps (default: system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many deliveries one `deliver_due` call runs concurrently (default 16; at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Largest response-body prefix read (default 4 KiB).
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_response_body = bytes;
+        self
+    }
+
+    /// `User-Agent` sent with every delivery.
+    pub fn user_agent(mut self, value: HeaderValue) -> Self {
+        self.user_agent = value;
+        self
+    }
+
+    /// Finishes configuration. Performs no I/O.
+    pub fn build(self) -> Dispatcher<E> {
+        let policy = AddressPolicy::new(self.allow);
+        let deliverer = Deliverer::new(
+            self.roots.unwrap_or_else(default_roots),
+            policy.clone(),
+            self.resolver.clone(),
+            self.attempt_timeout,
+            self.max_response_body,
+            self.user_agent,
+        );
+        let settings = Settings {
+            retry: self.retry,
+            clock: self.clock,
+            policy,
+            resolver: self.resolver,
+            deliverer,
+            attempt_timeout: self.attempt_timeout,
+            concurrency: self.concurrency,
+        };
+        Dispatcher::from_parts(self.executor, Arc::new(settings))
+    }
+}

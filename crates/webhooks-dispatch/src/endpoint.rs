@@ -1,0 +1,162 @@
+//! Endpoint registration input, validation and records.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::DispatchError;
+use crate::signing::EndpointSecret;
+use crate::ssrf::{vet, AddressPolicy, Destination, Resolver, VetError};
+
+/// Longest accepted `owner_id`, in characters.
+pub const MAX_OWNER_ID_CHARS: usize = 512;
+/// Longest accepted endpoint URL, in characters.
+pub const MAX_URL_CHARS: usize = 2048;
+/// Longest accepted event type, in characters.
+pub const MAX_EVENT_TYPE_CHARS: usize = 256;
+/// Most event types one endpoint may subscribe to.
+pub const MAX_EVENT_TYPES: usize = 64;
+
+/// Input to [`Dispatcher::register_endpoint`](crate::Dispatcher::register_endpoint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEndpoint {
+    /// Your customer's id; opaque to the dispatcher. Non-blank, at most 512 characters.
+    pub owner_id: String,
+    /// `https://` URL to POST webhooks to. At most 2048 characters; must resolve only to allowed addresses.
+    pub url: String,
+    /// Event types to deliver; `None` (or empty) means every type. At most 64, each non-blank and at most
+    /// 256 characters; stored deduplicated and sorted.
+    pub event_types: Option<Vec<String>>,
+}
+
+impl NewEndpoint {
+    /// An endpoint receiving every event type.
+    pub fn new(owner_id: impl Into<String>, url: impl Into<String>) -> Self {
+        NewEndpoint {
+            owner_id: owner_id.into(),
+            url: url.into(),
+            event_types: None,
+        }
+    }
+
+    /// Restricts the endpoint to these event types.
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// The result of registration. The secret is returned here once and never again by any other call.
+#[derive(Clone, Debug)]
+pub struct RegisteredEndpoint {
+    /// `ep_…` id to dispatch to.
+    pub id: String,
+    /// The signing secret to give the endpoint's owner; its `Debug`/`Display` redact it.
+    pub secret: EndpointSecret,
+}
+
+/// A stored endpoint, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// `ep_…` id.
+    pub id: String,
+    /// Owner id given at registration.
+    pub owner_id: String,
+    /// Destination URL.
+    pub url: String,
+    /// Subscribed event types; empty means all.
+    pub event_types: Vec<String>,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+}
+
+pub(crate) fn check_chars(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    allow_blank: bool,
+) -> Result<(), DispatchError> {
+    if !allow_blank && value.trim().is_empty() {
+        return Err(DispatchError::input(field, "must not be blank"));
+    }
+    if value.chars().count() > max {
+        return Err(DispatchError::input(field, "too long"));
+    }
+    Ok(())
+}
+
+/// Validates the event type list and normalises it: deduplicated, sorted.
+pub(crate) fn normalize_event_types(
+    types: Option<&[String]>,
+) -> Result<Vec<String>, DispatchError> {
+    let types = types.unwrap_or_default();
+    if types.len() > MAX_EVENT_TYPES {
+        return Err(DispatchError::input("event_types", "too many event types"));
+    }
+    for t in types {
+        check_chars("event_types", t, MAX_EVENT_TYPE_CHARS, false)?;
+    }
+    let mut out = types.to_vec();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Checks the URL's shape and its destination. Done at registration so a bad URL is refused to the caller's
+/// face; delivery checks again, because DNS answers change.
+pub(crate) async fn vet_url(
+    url: &str,
+    policy: &AddressPolicy,
+    resolver: &dyn Resolver,
+) -> Result<(), DispatchError> {
+    if url.chars().count() > MAX_URL_CHARS {
+        return Err(DispatchError::InvalidUrl {
+            reason: "url too long".to_owned(),
+        });
+    }
+    let dest = Destination::parse(url).map_err(|e| DispatchError::InvalidUrl {
+        reason: e.to_string(),
+    })?;
+    vet(policy, resolver, &dest)
+        .await
+        .map_err(|e| DispatchError::InvalidUrl {
+            reason: match e {
+                VetError::Refused(r) => r.to_string(),
+                _ => "dns lookup failed".to_owned(),
+            },
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_are_deduplicated_and_sorted() {
+        let t = vec!["b".to_owned(), "a".to_owned(), "b".to_owned()];
+        assert_eq!(normalize_event_types(Some(&t)).unwrap(), ["a", "b"]);
+        assert!(normalize_event_types(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn invariant1_event_type_limits() {
+        let many: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+        assert_eq!(
+            normalize_event_types(Some(&many)).unwrap_err().code(),
+            "invalid_input"
+        );
+        let blank = vec![" ".to_owned()];
+        assert!(normalize_event_types(Some(&blank)).is_err());
+        let long = vec!["x".repeat(257)];
+        assert!(normalize_event_types(Some(&long)).is_err());
+        let ok = vec!["é".repeat(256)];
+        assert!(
+            normalize_event_types(Some(&ok)).is_ok(),
+            "limits count characters, not bytes"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! Typed errors with stable codes.
+//!
+//! Every public failure is a [`DispatchError`]. Its `Display` text is safe to show to an API caller: it never
+//! contains a driver message, a SQL fragment, or an endpoint secret. Storage failures keep the raw driver
+//! error reachable only through [`std::error::Error::source`], for operators' logs.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// Why a call was refused or failed.
+///
+/// Match on [`DispatchError::code`] for a stable, machine-readable identifier; the enum is non-exhaustive so
+/// new failure kinds can be added without breaking callers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// An input field is missing, blank, too long or out of range. `field` names it; `reason` says why.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The offending input field, e.g. `owner_id`.
+        field: &'static str,
+        /// A short human-readable reason, never echoing the value.
+        reason: &'static str,
+    },
+    /// The endpoint URL is malformed, not https, or points at a refused destination.
+    #[error("invalid url: {reason}")]
+    InvalidUrl {
+        /// A short human-readable reason (e.g. "url scheme must be https", "address refused: loopback").
+        reason: String,
+    },
+    /// The payload could not be serialized to JSON or is larger than the limit.
+    #[error("invalid payload: {reason}")]
+    InvalidPayload {
+        /// A short human-readable reason.
+        reason: &'static str,
+    },
+    /// No endpoint has this id.
+    #[error("unknown endpoint")]
+    UnknownEndpoint,
+    /// No message has this id.
+    #[error("unknown message")]
+    UnknownMessage,
+    /// The endpoint subscribed to a list of event types that does not include this one.
+    #[error("endpoint is not subscribed to this event type")]
+    EventTypeNotSubscribed,
+    /// The database failed. The message is generic; the driver error is only in `source()`.
+    #[error("storage error")]
+    Storage(#[source] StorageError),
+}
+
+impl DispatchError {
+    /// Stable identifier, suitable for API responses and metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DispatchError::InvalidInput { .. } => "invalid_input",
+            DispatchError::InvalidUrl { .. } => "invalid_url",
+            DispatchError::InvalidPayload { .. } => "invalid_payload",
+            DispatchError::UnknownEndpoint => "unknown_endpoint",
+            DispatchError::UnknownMessage => "unknown_message",
+            DispatchError::EventTypeNotSubscribed => "event_type_not_subscribed",
+            DispatchError::Storage(_) => "storage",
+        }
+    }
+
+    /// The HTTP status an API built on this library should answer with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DispatchError::InvalidInput { .. }
+            | DispatchError::InvalidUrl { .. }
+            | DispatchError::InvalidPayload { .. }
+            | DispatchError::EventTypeNotSubscribed => 400,
+            DispatchError::UnknownEndpoint | DispatchError::UnknownMessage => 404,
+            DispatchError::Storage(_) => 500,
+        }
+    }
+
+    pub(crate) fn input(field: &'static str, reason: &'static str) -> Self {
+        DispatchError::InvalidInput { field, reason }
+    }
+}
+
+impl From<StorageError> for DispatchError {
+    fn from(e: StorageError) -> Self {
+        DispatchError::Storage(e)
+    }
+}
+
+/// What kind of database failure happened, classified by SQLSTATE (never by message text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// SQLSTATE 23505.
+    UniqueViolation,
+    /// SQLSTATE 23503.
+    ForeignKeyViolation,
+    /// SQLSTATE 40001 / 40P01: safe to retry the transaction.
+    SerializationFailure,
+    /// SQLSTATE class 08, or the driver lost or could not open its connection.
+    Connection,
+    /// SQLSTATE 42P01 (undefined table): usually `migrate()` was not run.
+    UndefinedTable,
+    /// A value came back with a type or shape the core did not expect.
+    Decode,
+    /// Anything else.
+    Other,
+}
+
+impl StorageErrorKind {
+    /// Classifies a five-character SQLSTATE code.
+    pub fn from_sqlstate(code: &str) -> Self {
+        match code {
+            "23505" => StorageErrorKind::UniqueViolation,
+            "23503" => StorageErrorKind::ForeignKeyViolation,
+            "40001" | "40P01" => StorageErrorKind::SerializationFailure,
+            "42P01" => StorageErrorKind::UndefinedTable,
+            c if c.starts_with("08") => StorageErrorKind::Connection,
+            _ => StorageErrorKind::Other,
+        }
+    }
+}
+
+/// A database failure reported by an [`Executor`](crate::store::Executor) adapter.
+///
+/// `Display` is deliberately generic ("database error: unique_violation"); the driver's own error, which may
+/// contain SQL, values or connection strings, is kept as the `source`.
+pub struct StorageError {
+    kind: StorageErrorKind,
+    sqlstate: Option<String>,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl StorageError {
+    /// Wraps a driver error, classifying it by its SQLSTATE when it has one.
+    pub fn from_driver(
+        sqlstate: Option<&str>,
+        connection_lost: bool,
+        source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> Self {
+        let kind = match sqlstate {
+            Some(code) => StorageErrorKind::from_sqlstate(code),
+            None if connection_lost => StorageErrorKind::Connection,
+            None => StorageErrorKind::Other,
+        };
+        StorageError {
+            kind,
+            sqlstate: sqlstate.map(str::to_owned),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A result row did not have the expected shape.
+    pub fn decode(what: &'static str) -> Self {
+        StorageError {
+            kind: StorageErrorKind::Decode,
+            sqlstate: None,
+            source: Some(what.into()),
+        }
+    }
+
+    /// The classified kind.
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+
+    /// The SQLSTATE the database reported, if any.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.sqlstate.as_deref()
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            StorageErrorKind::UniqueViolation => "unique_violation",
+            StorageErrorKind::ForeignKeyViolation => "foreign_key_violation",
+            StorageErrorKind::SerializationFailure => "serialization_failure",
+            StorageErrorKind::Connection => "connection",
+            StorageErrorKind::UndefinedTable => "undefined_table",
+            StorageErrorKind::Decode => "decode",
+            StorageErrorKind::Other => "other",
+        };
+        write!(f, "database error: {kind}")
+    }
+}
+
+// Debug mirrors Display plus the SQLSTATE: `{:?}` of a DispatchError ends up in logs, and the driver's text may
+// carry values, so it is left to `source()`.
+impl fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageError")
+            .field("kind", &self.kind)
+            .field("sqlstate", &self.sqlstate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdError for StorageError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_classification_uses_codes_not_messages() {
+        assert_eq!(
+            StorageErrorKind::from_sqlstate("23505"),
+            StorageErrorKind::UniqueViolation
+        );
+        assert_eq!(
+            StorageErrorKind::from_sqlstate("08006"),
+            StorageErrorKind::Connection
+        );
+        assert_eq!(
+            StorageErrorKind::from_sqlstate("40P01"),
+            StorageErrorKind::SerializationFailure
+        );
+        assert_eq!(
+            StorageErrorKind::from_sqlstate("XX000"),
+            StorageErrorKind::Other
+        );
+    }
+
+    #[test]
+    fn storage_error_display_and_debug_hide_driver_text() {
+        let raw = std::io::Error::other("password=hunter2 at INSERT INTO secret_table");
+        let err = DispatchError::from(StorageError::from_driver(Some("23505"), false, raw));
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("INSERT"), "{text}");
+        }
+        assert_eq!(err.code(), "storage");
+        assert_eq!(err.http_status(), 500);
+        let source = err
+            .source()
+            .and_then(|s| s.source())
+            .expect("driver error kept");
+        assert!(source.to_string().contains("hunter2"));
+    }
+}

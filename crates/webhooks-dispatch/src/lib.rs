@@ -1,0 +1,81 @@
+//! # webhooks-dispatch
+//!
+//! Outbound webhooks through a transactional outbox. Your service registers its customers' endpoints and
+//! enqueues events into an outbox table in **its own database** — inside its own transaction when it wants, so
+//! an event commits or rolls back with the business write. Delivery happens out of band: every request is
+//! signed per [Standard Webhooks](https://www.standardwebhooks.com/), retried with capped exponential backoff,
+//! logged attempt by attempt, dead-lettered when exhausted, and never sent to a private address.
+//!
+//! ```no_run
+//! # #[cfg(feature = "sqlx")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use webhooks_dispatch::{DeliverDue, Dispatcher, NewEndpoint, NewMessage};
+//!
+//! let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+//! let dispatcher = Dispatcher::new(pool); // no I/O, cannot fail
+//! dispatcher.migrate().await?;
+//!
+//! let endpoint = dispatcher
+//!     .register_endpoint(NewEndpoint::new("customer_42", "https://example.com/webhooks"))
+//!     .await?;
+//! println!("give this secret to the customer once: {}", endpoint.secret.expose());
+//!
+//! let sent = dispatcher
+//!     .dispatch(NewMessage::new(&endpoint.id, "invoice.paid", serde_json::json!({"invoice": 1})))
+//!     .await?;
+//!
+//! // Elsewhere, in a loop or a background task:
+//! let report = dispatcher.deliver_due(DeliverDue::default()).await?;
+//! for attempt in dispatcher.list_attempts(&sent.message_id).await? {
+//!     println!("{attempt:?}");
+//! }
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`Dispatcher`] (`dispatcher`, `drain`, `config`): the API — register, dispatch, deliver, inspect.
+//! - [`store`]: the SQL seam ([`store::Executor`]), PostgreSQL statements, and driver adapters behind the
+//!   `sqlx` and `tokio-postgres` features. The default build links no database driver.
+//! - [`signing`]: Standard Webhooks signatures and [`signing::verify`] for receivers.
+//! - [`retry`]: which results are retried and when.
+//! - [`ssrf`]: address policy, URL rules and the resolver seam.
+//! - `delivery`: one hardened HTTPS attempt (pinned address, absolute deadline, bounded body).
+
+#![deny(missing_docs)]
+
+mod attempt;
+mod config;
+mod delivery;
+mod dispatcher;
+mod drain;
+mod endpoint;
+pub mod error;
+mod id;
+mod message;
+pub mod retry;
+pub mod signing;
+pub mod ssrf;
+pub mod store;
+
+pub use attempt::{Attempt, Outcome};
+pub use config::{
+    Clock, DispatcherBuilder, SystemClock, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE_BODY,
+};
+pub use dispatcher::Dispatcher;
+pub use drain::{DeliverDue, DeliveryReport, DEFAULT_BATCH, MAX_BATCH};
+pub use endpoint::{
+    Endpoint, NewEndpoint, RegisteredEndpoint, MAX_EVENT_TYPES, MAX_EVENT_TYPE_CHARS,
+    MAX_OWNER_ID_CHARS, MAX_URL_CHARS,
+};
+pub use error::{DispatchError, StorageError, StorageErrorKind};
+pub use message::{
+    Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES,
+};
+pub use retry::RetryPolicy;
+pub use signing::{verify, EndpointSecret, VerifyError};
+
+/// Re-exported so callers can build allowlists and root stores without adding the crates themselves.
+pub use ipnet;
+/// Re-exported for [`DispatcherBuilder::root_certificates`].
+pub use rustls;

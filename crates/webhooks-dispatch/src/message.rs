@@ -1,0 +1,143 @@
+//! Messages: dispatch input, payload encoding and stored status.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::endpoint::{check_chars, MAX_EVENT_TYPE_CHARS};
+use crate::error::DispatchError;
+
+/// Largest serialized payload, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Longest accepted endpoint id or idempotency key, in characters.
+pub const MAX_KEY_CHARS: usize = 512;
+
+/// Input to [`Dispatcher::dispatch`](crate::Dispatcher::dispatch).
+///
+/// `payload` is anything `serde::Serialize`: its JSON serialization is stored, signed and sent byte for byte.
+/// To send pre-encoded JSON verbatim, use `Box<serde_json::value::RawValue>`.
+#[derive(Clone, Debug)]
+pub struct NewMessage<P> {
+    /// Target endpoint (`ep_…`).
+    pub endpoint_id: String,
+    /// Event type, e.g. `invoice.paid`. Non-blank, at most 256 characters.
+    pub event_type: String,
+    /// The event body.
+    pub payload: P,
+    /// Optional: dispatching again with the same key for the same endpoint returns the first message's id and
+    /// creates nothing. At most 512 characters.
+    pub idempotency_key: Option<String>,
+}
+
+impl<P> NewMessage<P> {
+    /// A message without an idempotency key.
+    pub fn new(endpoint_id: impl Into<String>, event_type: impl Into<String>, payload: P) -> Self {
+        NewMessage {
+            endpoint_id: endpoint_id.into(),
+            event_type: event_type.into(),
+            payload,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+impl<P: Serialize> NewMessage<P> {
+    /// Validates every field and serializes the payload; runs before any SQL.
+    pub(crate) fn validate(&self) -> Result<String, DispatchError> {
+        check_chars("endpoint_id", &self.endpoint_id, MAX_KEY_CHARS, false)?;
+        check_chars("event_type", &self.event_type, MAX_EVENT_TYPE_CHARS, false)?;
+        if let Some(key) = &self.idempotency_key {
+            check_chars("idempotency_key", key, MAX_KEY_CHARS, false)?;
+        }
+        let body =
+            serde_json::to_string(&self.payload).map_err(|_| DispatchError::InvalidPayload {
+                reason: "payload is not serializable to JSON",
+            })?;
+        if body.len() > MAX_PAYLOAD_BYTES {
+            return Err(DispatchError::InvalidPayload {
+                reason: "payload larger than 256 KiB",
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// The result of a dispatch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dispatched {
+    /// `msg_…` id; also the `webhook-id` of every delivery attempt.
+    pub message_id: String,
+    /// False when an earlier dispatch with the same idempotency key already created the message.
+    pub created: bool,
+}
+
+/// Where a message is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// An endpoint answered 2xx. Final.
+    Delivered,
+    /// Failed permanently or exhausted its attempts. Final.
+    Dead,
+}
+
+impl MessageState {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(MessageState::Pending),
+            "delivered" => Some(MessageState::Delivered),
+            "dead" => Some(MessageState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A stored message's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `msg_…` id.
+    pub id: String,
+    /// Target endpoint.
+    pub endpoint_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Current state.
+    pub state: MessageState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (meaningful while pending).
+    pub next_attempt_at: DateTime<Utc>,
+    /// Dispatch time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invariant1_message_limits() {
+        let ok = NewMessage::new("ep_1", "a.b", serde_json::json!({"k": 1}));
+        assert_eq!(ok.validate().unwrap(), r#"{"k":1}"#);
+        let blank = NewMessage::new("ep_1", "  ", 1);
+        assert_eq!(blank.validate().unwrap_err().code(), "invalid_input");
+        let big = NewMessage::new("ep_1", "a", "x".repeat(MAX_PAYLOAD_BYTES));
+        assert_eq!(big.validate().unwrap_err().code(), "invalid_payload");
+        let at_limit = NewMessage::new("ep_1", "a", "x".repeat(MAX_PAYLOAD_BYTES - 2));
+        assert!(
+            at_limit.validate().is_ok(),
+            "the limit is inclusive of the quotes"
+        );
+        let key = NewMessage::new("ep_1", "a", 1).idempotency_key("k".repeat(513));
+        assert!(key.validate().is_err());
+    }
+}

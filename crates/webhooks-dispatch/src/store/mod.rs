@@ -1,0 +1,202 @@
+//! The SQL seam: the only way the core reaches a database.
+//!
+//! The core hands an [`Executor`] a `&'static str` statement with positional parameters (`$1`, `$2`, … each
+//! with an explicit cast, so every driver sees the same parameter types) and gets rows of [`Value`]s back.
+//! Because statements are `'static`, no input can ever be spliced into SQL text: every value is a bound
+//! parameter. Adapters for sqlx and tokio-postgres live behind cargo features; the default build links no
+//! database driver.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::StorageError;
+
+pub mod postgres;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
+#[cfg(feature = "tokio-postgres")]
+pub mod tokio_postgres;
+
+/// A boxed, sendable future, so the trait stays object-safe and drains can run on any tokio worker thread.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs the core's statements. Implement it to plug in a driver this crate does not ship an adapter for.
+///
+/// Implementations must bind `params` positionally and never interpolate them; must report failures as
+/// [`StorageError`] classified by SQLSTATE; and must decode each result column into the [`Value`] variant
+/// matching its PostgreSQL type (`text`→`Text`, `int4`→`I32`, `int8`→`I64`, `bool`→`Bool`,
+/// `timestamptz`→`Timestamp`, `text[]`→`TextArray`, SQL NULL→`Null`).
+pub trait Executor: Send + Sync {
+    /// Runs one statement and returns every row it produced (possibly none).
+    fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>>;
+
+    /// Runs a parameterless script of several statements as one implicit transaction (the simple-query
+    /// protocol). Used by migrations only.
+    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>>;
+}
+
+impl<E: Executor + ?Sized> Executor for &E {
+    fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
+        (**self).query(sql, params)
+    }
+
+    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
+        (**self).batch_execute(sql)
+    }
+}
+
+impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
+    fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
+        (**self).query(sql, params)
+    }
+
+    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
+        (**self).batch_execute(sql)
+    }
+}
+
+/// A statement parameter or result column.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// `text`.
+    Text(String),
+    /// `int4`.
+    I32(i32),
+    /// `int8`.
+    I64(i64),
+    /// `bool`.
+    Bool(bool),
+    /// `timestamptz`.
+    Timestamp(DateTime<Utc>),
+    /// `text[]`.
+    TextArray(Vec<String>),
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<i32> for Value {
+    fn from(v: i32) -> Self {
+        Value::I32(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::I64(v)
+    }
+}
+impl From<DateTime<Utc>> for Value {
+    fn from(v: DateTime<Utc>) -> Self {
+        Value::Timestamp(v)
+    }
+}
+impl From<Vec<String>> for Value {
+    fn from(v: Vec<String>) -> Self {
+        Value::TextArray(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One result row, columns in statement order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn col(&self, i: usize) -> Result<&Value, StorageError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| StorageError::decode("missing column"))
+    }
+
+    /// Column `i` as text; NULL is an error.
+    pub fn text(&self, i: usize) -> Result<String, StorageError> {
+        self.opt_text(i)?
+            .ok_or_else(|| StorageError::decode("unexpected NULL text"))
+    }
+
+    /// Column `i` as nullable text.
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, StorageError> {
+        match self.col(i)? {
+            Value::Text(s) => Ok(Some(s.clone())),
+            Value::Null => Ok(None),
+            _ => Err(StorageError::decode("expected text")),
+        }
+    }
+
+    /// Column `i` as an integer (`int4` or `int8`); NULL is an error.
+    pub fn int(&self, i: usize) -> Result<i64, StorageError> {
+        self.opt_int(i)?
+            .ok_or_else(|| StorageError::decode("unexpected NULL integer"))
+    }
+
+    /// Column `i` as a nullable integer.
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StorageError> {
+        match self.col(i)? {
+            Value::I32(v) => Ok(Some(i64::from(*v))),
+            Value::I64(v) => Ok(Some(*v)),
+            Value::Null => Ok(None),
+            _ => Err(StorageError::decode("expected integer")),
+        }
+    }
+
+    /// Column `i` as a nullable boolean.
+    pub fn opt_bool(&self, i: usize) -> Result<Option<bool>, StorageError> {
+        match self.col(i)? {
+            Value::Bool(v) => Ok(Some(*v)),
+            Value::Null => Ok(None),
+            _ => Err(StorageError::decode("expected bool")),
+        }
+    }
+
+    /// Column `i` as a timestamp; NULL is an error.
+    pub fn timestamp(&self, i: usize) -> Result<DateTime<Utc>, StorageError> {
+        self.opt_timestamp(i)?
+            .ok_or_else(|| StorageError::decode("unexpected NULL timestamp"))
+    }
+
+    /// Column `i` as a nullable timestamp.
+    pub fn opt_timestamp(&self, i: usize) -> Result<Option<DateTime<Utc>>, StorageError> {
+        match self.col(i)? {
+            Value::Timestamp(v) => Ok(Some(*v)),
+            Value::Null => Ok(None),
+            _ => Err(StorageError::decode("expected timestamp")),
+        }
+    }
+
+    /// Column `i` as a text array; NULL reads as empty.
+    pub fn text_array(&self, i: usize) -> Result<Vec<String>, StorageError> {
+        match self.col(i)? {
+            Value::TextArray(v) => Ok(v.clone()),
+            Value::Null => Ok(Vec::new()),
+            _ => Err(StorageError::decode("expected text[]")),
+        }
+    }
+}

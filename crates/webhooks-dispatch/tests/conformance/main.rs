@@ -1,0 +1,21 @@
+//! The conformance suite: every test runs against every storage engine, on a real PostgreSQL (a throwaway
+//! cluster unless `DATABASE_URL` is set), delivering to real HTTPS receivers on loopback.
+//!
+//! Test names carry the invariant they prove (`invariant1_…` … `invariant8_…`).
+
+mod support;
+
+/// Invariant 6 and hostile endpoints: SSRF policy, pinning, rebinding, deadlines.
+mod destinations;
+/// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.
+mod outbox;
+/// Invariant 4: retry, backoff, Retry-After, permanent failures, dead-letter.
+mod retries;
+/// Invariant 7: the secret is shown once and never again.
+mod secrets;
+/// Invariant 3: real deliveries carry valid Standard Webhooks signatures.
+mod signatures;
+/// Enqueue inside the caller's own transaction, per adapter.
+mod transactions;
+/// Invariant 1: construction does no I/O; validation precedes SQL; storage errors are typed and opaque.
+mod validation;

@@ -1,0 +1,268 @@
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use webhooks_dispatch::{DeliverDue, MessageState, NewMessage, Outcome, RetryPolicy};
+use webhooks_dispatch_testkit::receiver::Reply;
+
+use crate::conformance;
+use crate::support::{t0, Ctx, Engine, ManualClock};
+
+conformance!(
+    invariant4_transient_failures_back_off_then_dead_letter,
+    invariant4_permanent_statuses_dead_letter_at_once,
+    invariant4_408_429_503_retry_and_retry_after_is_honoured,
+    invariant4_network_errors_are_retried_and_recorded_without_status,
+    invariant4_final_states_never_change,
+);
+
+fn status(code: u16) -> Reply {
+    Reply::Status {
+        status: code,
+        headers: vec![],
+        body: vec![],
+    }
+}
+
+fn at(now: DateTime<Utc>) -> DeliverDue {
+    DeliverDue {
+        now: Some(now),
+        batch: None,
+    }
+}
+
+fn secs(s: i64) -> chrono::Duration {
+    chrono::Duration::seconds(s)
+}
+
+async fn invariant4_transient_failures_back_off_then_dead_letter(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let clock = ManualClock::at(t0());
+    let d = ctx.dispatcher_at(clock, RetryPolicy::default());
+    let (ep, _) = ctx.endpoint(&d).await;
+    ctx.receiver.set_default_reply(status(500));
+    let sent = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
+
+    // Default policy: 6 attempts, each retry 60 s × 2^(n−1) after the previous attempt.
+    let mut now = t0();
+    for n in 1..=5u32 {
+        let r = d.deliver_due(at(now)).await.unwrap();
+        assert_eq!((r.attempted, r.retried), (1, 1), "attempt {n}");
+        let attempts = d.list_attempts(&sent.message_id).await.unwrap();
+        let a = attempts.last().unwrap();
+        assert_eq!(
+            (a.attempt_no, a.outcome, a.status_code),
+            (n, Outcome::Retrying, Some(500))
+        );
+        assert_eq!(a.error.as_deref(), Some("endpoint answered HTTP 500"));
+        // attempted_at is the drain's `now` plus the time the drain had been running.
+        assert!(a.attempted_at >= now && a.attempted_at < now + secs(5));
+        let next = a.next_attempt_at.expect("retry scheduled");
+        assert_eq!(next - a.attempted_at, secs(60 << (n - 1)));
+        let early = d
+            .deliver_due(at(next - chrono::Duration::milliseconds(1)))
+            .await
+            .unwrap();
+        assert_eq!(early.attempted, 0, "attempt {} ran early", n + 1);
+        now = next;
+    }
+    let r = d.deliver_due(at(now)).await.unwrap();
+    assert_eq!((r.attempted, r.dead), (1, 1));
+    assert_eq!(ctx.receiver.count(), 6);
+    let attempts = d.list_attempts(&sent.message_id).await.unwrap();
+    assert_eq!(attempts.len(), 6);
+    let last = attempts.last().unwrap();
+    assert_eq!((last.outcome, last.next_attempt_at), (Outcome::Dead, None));
+    let m = d.message(&sent.message_id).await.unwrap();
+    assert_eq!((m.state, m.attempts), (MessageState::Dead, 6));
+}
+
+async fn invariant4_permanent_statuses_dead_letter_at_once(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
+    let (ep, _) = ctx.endpoint(&d).await;
+    let codes = [400u16, 401, 403, 404, 410, 422, 301, 302, 307, 308];
+    let mut ids = Vec::new();
+    for code in codes {
+        // Redirects point back at the receiver: following one would show up as an extra request.
+        let location = format!("{}?followed={code}", ctx.url());
+        ctx.receiver.push_replies([Reply::Status {
+            status: code,
+            headers: vec![("location".into(), location)],
+            body: vec![],
+        }]);
+        let id = d
+            .dispatch(NewMessage::new(&ep, "a", code))
+            .await
+            .unwrap()
+            .message_id;
+        let r = d.deliver_due(at(t0())).await.unwrap();
+        assert_eq!(
+            (r.attempted, r.dead),
+            (1, 1),
+            "HTTP {code} must be permanent"
+        );
+        ids.push(id);
+    }
+    assert_eq!(ctx.receiver.count(), codes.len(), "a redirect was followed");
+    assert!(ctx
+        .receiver
+        .received()
+        .iter()
+        .all(|r| !r.path.contains("followed")));
+    for (id, code) in ids.iter().zip(codes) {
+        let attempts = d.list_attempts(id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            (attempts[0].status_code, attempts[0].outcome),
+            (Some(code), Outcome::Dead)
+        );
+    }
+}
+
+async fn invariant4_408_429_503_retry_and_retry_after_is_honoured(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
+    let (ep, _) = ctx.endpoint(&d).await;
+    let http_date =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let cases: Vec<(Reply, Option<(i64, i64)>)> = vec![
+        (status(408), Some((60, 60))),
+        (
+            Reply::Status {
+                status: 429,
+                headers: vec![("retry-after".into(), "120".into())],
+                body: vec![],
+            },
+            Some((120, 120)),
+        ),
+        (
+            // An HTTP-date about an hour ahead of the wall clock.
+            Reply::Status {
+                status: 503,
+                headers: vec![("retry-after".into(), http_date)],
+                body: vec![],
+            },
+            Some((3590, 3601)),
+        ),
+        (
+            // Capped at 24 h.
+            Reply::Status {
+                status: 429,
+                headers: vec![("retry-after".into(), "999999999".into())],
+                body: vec![],
+            },
+            Some((86_400, 86_400)),
+        ),
+        (
+            // Retry-After is only honoured on 429 and 503.
+            Reply::Status {
+                status: 500,
+                headers: vec![("retry-after".into(), "5".into())],
+                body: vec![],
+            },
+            Some((60, 60)),
+        ),
+    ];
+    for (reply, window) in cases {
+        ctx.receiver.push_replies([reply]);
+        let id = d
+            .dispatch(NewMessage::new(&ep, "a", 1))
+            .await
+            .unwrap()
+            .message_id;
+        let r = d.deliver_due(at(t0())).await.unwrap();
+        assert_eq!(r.retried, 1);
+        let a = &d.list_attempts(&id).await.unwrap()[0];
+        assert_eq!(a.outcome, Outcome::Retrying);
+        let delay = (a.next_attempt_at.unwrap() - a.attempted_at).num_seconds();
+        let (lo, hi) = window.unwrap();
+        assert!(
+            (lo..=hi).contains(&delay),
+            "status {:?}: delay {delay}",
+            a.status_code
+        );
+    }
+}
+
+async fn invariant4_network_errors_are_retried_and_recorded_without_status(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
+    // A loopback port with nothing listening: connection refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let ep = d
+        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
+            "o",
+            format!("https://receiver.test:{port}/"),
+        ))
+        .await
+        .unwrap();
+    let id = d
+        .dispatch(NewMessage::new(&ep.id, "a", 1))
+        .await
+        .unwrap()
+        .message_id;
+    let r = d.deliver_due(at(t0())).await.unwrap();
+    assert_eq!((r.attempted, r.retried), (1, 1));
+    let a = &d.list_attempts(&id).await.unwrap()[0];
+    assert_eq!((a.status_code, a.outcome), (None, Outcome::Retrying));
+    assert_eq!(a.error.as_deref(), Some("connection failed"));
+
+    // A TLS failure (certificate for another name) is retried too.
+    ctx.resolver.insert(
+        "wrong-name.test",
+        vec![std::net::Ipv4Addr::LOCALHOST.into()],
+    );
+    let ep = d
+        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
+            "o",
+            format!("https://wrong-name.test:{}/", ctx.receiver.port()),
+        ))
+        .await
+        .unwrap();
+    let id = d
+        .dispatch(NewMessage::new(&ep.id, "a", 1))
+        .await
+        .unwrap()
+        .message_id;
+    d.deliver_due(at(t0())).await.unwrap();
+    let a = &d.list_attempts(&id).await.unwrap()[0];
+    assert_eq!((a.status_code, a.outcome), (None, Outcome::Retrying));
+    assert_eq!(a.error.as_deref(), Some("tls handshake failed"));
+    assert_eq!(
+        ctx.receiver.count(),
+        0,
+        "no request may be sent over an unverified connection"
+    );
+}
+
+async fn invariant4_final_states_never_change(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
+    let (ep, _) = ctx.endpoint(&d).await;
+    let delivered = d
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap()
+        .message_id;
+    d.deliver_due(at(t0())).await.unwrap();
+    ctx.receiver.set_default_reply(status(404));
+    let dead = d
+        .dispatch(NewMessage::new(&ep, "a", 2))
+        .await
+        .unwrap()
+        .message_id;
+    d.deliver_due(at(t0())).await.unwrap();
+    ctx.receiver.set_default_reply(status(200));
+    let later = d.deliver_due(at(t0() + secs(365 * 86_400))).await.unwrap();
+    assert_eq!(later.attempted, 0);
+    assert_eq!(
+        d.message(&delivered).await.unwrap().state,
+        MessageState::Delivered
+    );
+    assert_eq!(d.message(&dead).await.unwrap().state, MessageState::Dead);
+    assert_eq!(d.list_attempts(&delivered).await.unwrap().len(), 1);
+    assert_eq!(d.list_attempts(&dead).await.unwrap().len(), 1);
+    assert_eq!(ctx.receiver.count(), 2);
+}

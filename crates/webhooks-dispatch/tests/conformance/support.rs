@@ -1,0 +1,209 @@
+//! Shared fixtures: a fresh database per test on either adapter, a loopback HTTPS receiver with a test CA,
+//! an injected resolver, a manual clock, and an executor wrapper that counts statements.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use webhooks_dispatch::ssrf::StaticResolver;
+use webhooks_dispatch::store::{BoxFuture, Executor, Row, Value};
+use webhooks_dispatch::{
+    Clock, Dispatcher, DispatcherBuilder, NewEndpoint, RetryPolicy, StorageError,
+};
+use webhooks_dispatch_testkit::pg::fresh_database;
+use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, TestCa};
+
+/// The storage engines the suite runs against; every test in `conformance!` runs once per engine.
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    /// PostgreSQL through the sqlx adapter (`PgPool`).
+    Sqlx,
+    /// PostgreSQL through the tokio-postgres adapter (deadpool `Pool`).
+    TokioPostgres,
+}
+
+pub type Exec = Arc<dyn Executor>;
+
+impl Engine {
+    /// A pool on a brand-new database (not migrated), plus its URL.
+    pub async fn connect(self) -> (Exec, String) {
+        let url = fresh_database().await;
+        let exec: Exec = match self {
+            Engine::Sqlx => Arc::new(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect(&url)
+                    .await
+                    .expect("sqlx connect"),
+            ),
+            Engine::TokioPostgres => Arc::new(deadpool_pool(&url)),
+        };
+        (exec, url)
+    }
+}
+
+pub fn deadpool_pool(url: &str) -> deadpool_postgres::Pool {
+    let config: tokio_postgres::Config = url.parse().expect("database url");
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .expect("deadpool")
+}
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn at(t: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(ManualClock(Mutex::new(t)))
+    }
+    pub fn advance(&self, d: Duration) {
+        let mut now = self.0.lock().unwrap();
+        *now += chrono::Duration::from_std(d).unwrap();
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// A fixed instant for scheduling tests.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// Counts every statement that reaches the database, and can record their text.
+pub struct CountingExecutor<E> {
+    pub inner: E,
+    pub statements: AtomicUsize,
+    pub seen: Mutex<Vec<&'static str>>,
+}
+
+impl<E> CountingExecutor<E> {
+    pub fn new(inner: E) -> Arc<Self> {
+        Arc::new(CountingExecutor {
+            inner,
+            statements: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+    pub fn count(&self) -> usize {
+        self.statements.load(Ordering::SeqCst)
+    }
+}
+
+impl<E: Executor> Executor for CountingExecutor<E> {
+    fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
+        self.statements.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(sql);
+        self.inner.query(sql, params)
+    }
+    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.statements.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(sql);
+        self.inner.batch_execute(sql)
+    }
+}
+
+/// Everything one test needs: a migrated database, a receiver, a resolver mapping `receiver.test` to it.
+pub struct Ctx {
+    pub exec: Exec,
+    pub db_url: String,
+    pub ca: TestCa,
+    pub receiver: Receiver,
+    pub resolver: StaticResolver,
+}
+
+pub const RECEIVER_HOST: &str = "receiver.test";
+
+impl Ctx {
+    pub async fn new(engine: Engine) -> Ctx {
+        let (exec, db_url) = engine.connect().await;
+        let ca = TestCa::new();
+        let receiver = Receiver::start(&ca, ReceiverOptions::default())
+            .await
+            .expect("receiver");
+        let resolver = StaticResolver::new();
+        resolver.insert(RECEIVER_HOST, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let ctx = Ctx {
+            exec,
+            db_url,
+            ca,
+            receiver,
+            resolver,
+        };
+        ctx.dispatcher().migrate().await.expect("migrate");
+        ctx
+    }
+
+    /// The receiver's URL under its test host name.
+    pub fn url(&self) -> String {
+        format!("https://{RECEIVER_HOST}:{}/hook", self.receiver.port())
+    }
+
+    /// The test configuration: injected resolver, loopback explicitly allowlisted, the test CA trusted.
+    pub fn builder(&self) -> DispatcherBuilder<Exec> {
+        Dispatcher::builder(self.exec.clone())
+            .resolver(Arc::new(self.resolver.clone()))
+            .allow_net("127.0.0.1/32".parse().unwrap())
+            .root_certificates(self.ca.root_store())
+            .attempt_timeout(Duration::from_secs(5))
+    }
+
+    pub fn dispatcher(&self) -> Dispatcher<Exec> {
+        self.builder().build()
+    }
+
+    /// A dispatcher on a manual clock, with a short retry policy.
+    pub fn dispatcher_at(&self, clock: Arc<ManualClock>, retry: RetryPolicy) -> Dispatcher<Exec> {
+        self.builder().clock(clock).retry_policy(retry).build()
+    }
+
+    /// Registers an endpoint on the receiver; returns (id, secret text).
+    pub async fn endpoint<E: Executor>(&self, d: &Dispatcher<E>) -> (String, String) {
+        let ep = d
+            .register_endpoint(NewEndpoint::new("owner_1", self.url()))
+            .await
+            .expect("register");
+        (ep.id, ep.secret.expose().to_owned())
+    }
+
+    /// Runs one statement directly (for assertions on raw table contents).
+    pub async fn scalar(&self, sql: &'static str, params: &[Value]) -> i64 {
+        let rows = self.exec.query(sql, params).await.expect("query");
+        rows[0].int(0).expect("int")
+    }
+}
+
+/// Generates one `#[tokio::test]` per engine for each named async fn taking an [`Engine`].
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlx_pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Sqlx).await
+                }
+            )*
+        }
+        mod tokio_pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Engine::TokioPostgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,117 @@
+use webhooks_dispatch::store::sqlx::SqlxConnection;
+use webhooks_dispatch::{Dispatcher, NewMessage};
+
+use crate::support::{deadpool_pool, Ctx, Engine};
+
+const COUNT_OUTBOX: &str = "SELECT count(*) FROM webhooks_dispatch_outbox";
+
+#[tokio::test]
+async fn enqueue_inside_caller_transaction_sqlx_rolls_back_and_commits_with_it() {
+    let ctx = Ctx::new(Engine::Sqlx).await;
+    let (ep, _) = ctx.endpoint(&ctx.dispatcher()).await;
+    let pool = sqlx::PgPool::connect(&ctx.db_url).await.unwrap();
+    let d = ctx.dispatcher();
+
+    let mut tx = pool.begin().await.unwrap();
+    let id = {
+        let conn = SqlxConnection::new(&mut tx);
+        let id = d
+            .using(&conn)
+            .dispatch(NewMessage::new(&ep, "a", 1))
+            .await
+            .unwrap()
+            .message_id;
+        // Visible inside the transaction ...
+        assert!(d.using(&conn).message(&id).await.is_ok());
+        id
+    };
+    // ... but not outside it until commit.
+    assert_eq!(d.message(&id).await.unwrap_err().code(), "unknown_message");
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        ctx.scalar(COUNT_OUTBOX, &[]).await,
+        0,
+        "rolled back means no outbox row"
+    );
+
+    let mut tx = pool.begin().await.unwrap();
+    let id = d
+        .using(&SqlxConnection::new(&mut tx))
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap()
+        .message_id;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        ctx.scalar(COUNT_OUTBOX, &[]).await,
+        1,
+        "committed means one row"
+    );
+    assert!(d.message(&id).await.is_ok());
+
+    // A plain pooled connection works too.
+    let mut conn = pool.acquire().await.unwrap();
+    d.using(&SqlxConnection::new(&mut conn))
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap();
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 2);
+}
+
+#[tokio::test]
+async fn enqueue_inside_caller_transaction_tokio_postgres_rolls_back_and_commits_with_it() {
+    let ctx = Ctx::new(Engine::TokioPostgres).await;
+    let (ep, _) = ctx.endpoint(&ctx.dispatcher()).await;
+    let (mut client, connection) = tokio_postgres::connect(&ctx.db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let d = ctx.dispatcher();
+
+    let tx = client.transaction().await.unwrap();
+    let id = d
+        .using(&tx)
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap()
+        .message_id;
+    assert!(d.using(&tx).message(&id).await.is_ok());
+    assert_eq!(d.message(&id).await.unwrap_err().code(), "unknown_message");
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        ctx.scalar(COUNT_OUTBOX, &[]).await,
+        0,
+        "rolled back means no outbox row"
+    );
+
+    let tx = client.transaction().await.unwrap();
+    d.using(&tx)
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        ctx.scalar(COUNT_OUTBOX, &[]).await,
+        1,
+        "committed means one row"
+    );
+
+    // The plain client, a deadpool object and a deadpool transaction are executors as well.
+    Dispatcher::new(&client)
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap();
+    let pool = deadpool_pool(&ctx.db_url);
+    let mut object = pool.get().await.unwrap();
+    d.using(&object)
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap();
+    let tx = object.transaction().await.unwrap();
+    d.using(&tx)
+        .dispatch(NewMessage::new(&ep, "a", 1))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
+}
