@@ -80,10 +80,7 @@ impl Default for ClusterOptions {
 
 impl ClusterOptions {
     fn server_args(&self) -> Vec<String> {
-        let mut settings = vec![(
-            "max_connections".to_owned(),
-            self.max_connections.to_string(),
-        )];
+        let mut settings = vec![("max_connections".to_owned(), self.max_connections.to_string())];
         if !self.durable {
             for name in ["fsync", "synchronous_commit", "full_page_writes"] {
                 settings.push((name.to_owned(), "off".to_owned()));
@@ -254,10 +251,7 @@ pub async fn fresh_database() -> String {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        match client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-        {
+        match client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await {
             Ok(()) => break name,
             // Left behind on a DATABASE_URL server by an earlier process that had our pid.
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => continue,
@@ -271,8 +265,8 @@ pub async fn fresh_database() -> String {
 
 /// `url` with its path replaced by `/name`.
 fn with_database(url: &str, name: &str) -> String {
-    let mut url = url::Url::parse(url)
-        .unwrap_or_else(|e| panic!("{} is not a postgres:// URL: {e}", redacted(url)));
+    let mut url =
+        url::Url::parse(url).unwrap_or_else(|e| panic!("{} is not a postgres:// URL: {e}", redacted(url)));
     url.set_path(&format!("/{name}"));
     url.into()
 }
@@ -462,10 +456,7 @@ fn launch(dir: PathBuf, owner: Option<Owner>, args: &[String]) -> io::Result<PgC
 }
 
 fn read_pid(supervisor: &mut Child) -> io::Result<i32> {
-    let stdout = supervisor
-        .stdout
-        .take()
-        .expect("supervisor stdout is piped");
+    let stdout = supervisor.stdout.take().expect("supervisor stdout is piped");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     line.trim()
@@ -475,9 +466,7 @@ fn read_pid(supervisor: &mut Child) -> io::Result<i32> {
 
 /// A port that was free on 127.0.0.1 a moment ago.
 fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn probe_until_ready(url: &str, data: &Path, pid: i32) -> Result<(), String> {
@@ -493,9 +482,7 @@ fn probe_until_ready(url: &str, data: &Path, pid: i32) -> Result<(), String> {
                 Err(e) => e,
             };
             if !process_alive(pid) {
-                return Err(format!(
-                    "postgres exited during startup (last probe: {err})"
-                ));
+                return Err(format!("postgres exited during startup (last probe: {err})"));
             }
             if Instant::now() >= deadline {
                 return Err(format!(

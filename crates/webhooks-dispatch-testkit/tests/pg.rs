@@ -19,9 +19,7 @@ async fn fresh_databases_are_isolated() {
 
     let a = connect(&a).await;
     let b = connect(&b).await;
-    a.batch_execute("CREATE TABLE only_in_a (id int)")
-        .await
-        .unwrap();
+    a.batch_execute("CREATE TABLE only_in_a (id int)").await.unwrap();
     let in_a: Option<String> = a
         .query_one("SELECT to_regclass('only_in_a')::text", &[])
         .await

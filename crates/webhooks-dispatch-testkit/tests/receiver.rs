@@ -55,9 +55,7 @@ async fn text(response: http::Response<Incoming>) -> (StatusCode, String) {
 }
 
 async fn start(ca: &TestCa) -> Receiver {
-    Receiver::start(ca, ReceiverOptions::default())
-        .await
-        .unwrap()
+    Receiver::start(ca, ReceiverOptions::default()).await.unwrap()
 }
 
 #[tokio::test]
@@ -65,10 +63,7 @@ async fn http1_request_is_answered_and_recorded() {
     let ca = TestCa::new();
     let receiver = start(&ca).await;
     let mut client = h1(&ca, &receiver).await;
-    let response = client
-        .send_request(post("/hook?x=1", "hello"))
-        .await
-        .unwrap();
+    let response = client.send_request(post("/hook?x=1", "hello")).await.unwrap();
     assert_eq!(text(response).await, (StatusCode::OK, "ok".to_owned()));
 
     let got = receiver.received();
@@ -103,14 +98,8 @@ async fn scripted_replies_come_first_then_the_default() {
         let retry_after = response.headers().get("retry-after").cloned();
         seen.push((text(response).await, retry_after));
     }
-    assert_eq!(
-        seen[0].0,
-        (StatusCode::INTERNAL_SERVER_ERROR, String::new())
-    );
-    assert_eq!(
-        seen[1].0,
-        (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned())
-    );
+    assert_eq!(seen[0].0, (StatusCode::INTERNAL_SERVER_ERROR, String::new()));
+    assert_eq!(seen[1].0, (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned()));
     assert_eq!(seen[1].1.as_ref().unwrap(), "7");
     assert_eq!(seen[2].0, (StatusCode::NO_CONTENT, String::new()));
     // Keep-alive: all three on one connection.

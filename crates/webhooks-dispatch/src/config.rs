@@ -73,10 +73,7 @@ impl<E> DispatcherBuilder<E> {
             clock: Arc::new(SystemClock),
             concurrency: DEFAULT_CONCURRENCY,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
-            user_agent: HeaderValue::from_static(concat!(
-                "webhooks-dispatch/",
-                env!("CARGO_PKG_VERSION")
-            )),
+            user_agent: HeaderValue::from_static(concat!("webhooks-dispatch/", env!("CARGO_PKG_VERSION"))),
         }
     }
 

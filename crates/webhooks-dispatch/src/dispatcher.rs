@@ -98,18 +98,10 @@ impl<E: Executor> Dispatcher<E> {
     /// Registers an endpoint and returns its id and signing secret — the only time the secret is returned.
     ///
     /// The URL must be https and every address its host resolves to must be allowed; otherwise `invalid_url`.
-    pub async fn register_endpoint(
-        &self,
-        input: NewEndpoint,
-    ) -> Result<RegisteredEndpoint, DispatchError> {
+    pub async fn register_endpoint(&self, input: NewEndpoint) -> Result<RegisteredEndpoint, DispatchError> {
         check_chars("owner_id", &input.owner_id, MAX_OWNER_ID_CHARS, false)?;
         let event_types = normalize_event_types(input.event_types.as_deref())?;
-        vet_url(
-            &input.url,
-            &self.settings.policy,
-            self.settings.resolver.as_ref(),
-        )
-        .await?;
+        vet_url(&input.url, &self.settings.policy, self.settings.resolver.as_ref()).await?;
 
         let id = id::endpoint_id();
         let secret = EndpointSecret::generate();
@@ -128,9 +120,7 @@ impl<E: Executor> Dispatcher<E> {
     /// Reads an endpoint (never its secret).
     pub async fn endpoint(&self, endpoint_id: &str) -> Result<Endpoint, DispatchError> {
         check_chars("endpoint_id", endpoint_id, MAX_KEY_CHARS, false)?;
-        let rows = self
-            .query(sql::SELECT_ENDPOINT, &[endpoint_id.into()])
-            .await?;
+        let rows = self.query(sql::SELECT_ENDPOINT, &[endpoint_id.into()]).await?;
         let row = rows.first().ok_or(DispatchError::UnknownEndpoint)?;
         Ok(Endpoint {
             id: row.text(0)?,
@@ -145,10 +135,7 @@ impl<E: Executor> Dispatcher<E> {
     ///
     /// Errors: `invalid_input` / `invalid_payload` before any SQL; `unknown_endpoint`;
     /// `event_type_not_subscribed`; `storage`.
-    pub async fn dispatch<P: Serialize>(
-        &self,
-        input: NewMessage<P>,
-    ) -> Result<Dispatched, DispatchError> {
+    pub async fn dispatch<P: Serialize>(&self, input: NewMessage<P>) -> Result<Dispatched, DispatchError> {
         let body = input.validate()?;
         let message_id = id::message_id();
         let params = [
@@ -195,16 +182,13 @@ impl<E: Executor> Dispatcher<E> {
     /// A message's current status.
     pub async fn message(&self, message_id: &str) -> Result<Message, DispatchError> {
         check_chars("message_id", message_id, MAX_KEY_CHARS, false)?;
-        let rows = self
-            .query(sql::SELECT_MESSAGE, &[message_id.into()])
-            .await?;
+        let rows = self.query(sql::SELECT_MESSAGE, &[message_id.into()]).await?;
         let row = rows.first().ok_or(DispatchError::UnknownMessage)?;
         Ok(Message {
             id: row.text(0)?,
             endpoint_id: row.text(1)?,
             event_type: row.text(2)?,
-            state: MessageState::parse(&row.text(3)?)
-                .ok_or_else(|| StorageError::decode("message state"))?,
+            state: MessageState::parse(&row.text(3)?).ok_or_else(|| StorageError::decode("message state"))?,
             attempts: to_u32(row.int(4)?)?,
             next_attempt_at: row.timestamp(5)?,
             created_at: row.timestamp(6)?,
@@ -215,9 +199,7 @@ impl<E: Executor> Dispatcher<E> {
     /// Every attempt made for a message, oldest first. `unknown_message` if the message does not exist.
     pub async fn list_attempts(&self, message_id: &str) -> Result<Vec<Attempt>, DispatchError> {
         check_chars("message_id", message_id, MAX_KEY_CHARS, false)?;
-        let rows = self
-            .query(sql::SELECT_ATTEMPTS, &[message_id.into()])
-            .await?;
+        let rows = self.query(sql::SELECT_ATTEMPTS, &[message_id.into()]).await?;
         if rows.is_empty() {
             // Distinguish "no attempts yet" from "no such message".
             self.message(message_id).await?;
@@ -240,8 +222,7 @@ fn attempt_from_row(row: &Row) -> Result<Attempt, DispatchError> {
         attempt_no: to_u32(row.int(1)?)?,
         attempted_at: row.timestamp(2)?,
         status_code,
-        outcome: Outcome::parse(&row.text(4)?)
-            .ok_or_else(|| StorageError::decode("attempt outcome"))?,
+        outcome: Outcome::parse(&row.text(4)?).ok_or_else(|| StorageError::decode("attempt outcome"))?,
         latency_ms: u64::try_from(row.int(5)?).unwrap_or(0),
         next_attempt_at: row.opt_timestamp(6)?,
         error: row.opt_text(7)?,

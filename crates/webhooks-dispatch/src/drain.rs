@@ -170,14 +170,10 @@ impl<E: Executor> Dispatcher<E> {
                 latency: Duration::ZERO,
             },
         };
-        let (outcome, next_attempt_at) = match settings.retry.decide(attempt_no, &attempted.result)
-        {
+        let (outcome, next_attempt_at) = match settings.retry.decide(attempt_no, &attempted.result) {
             Decision::Delivered => (Outcome::Delivered, None),
             Decision::Dead => (Outcome::Dead, None),
-            Decision::RetryAfter(delay) => (
-                Outcome::Retrying,
-                Some(attempted_at + chrono_duration(delay)),
-            ),
+            Decision::RetryAfter(delay) => (Outcome::Retrying, Some(attempted_at + chrono_duration(delay))),
         };
         let status = attempted.result.status();
         let latency_ms = i64::try_from(attempted.latency.as_millis()).unwrap_or(i64::MAX);

@@ -89,9 +89,7 @@ pub(crate) fn check_chars(
 }
 
 /// Validates the event type list and normalises it: deduplicated, sorted.
-pub(crate) fn normalize_event_types(
-    types: Option<&[String]>,
-) -> Result<Vec<String>, DispatchError> {
+pub(crate) fn normalize_event_types(types: Option<&[String]>) -> Result<Vec<String>, DispatchError> {
     let types = types.unwrap_or_default();
     if types.len() > MAX_EVENT_TYPES {
         return Err(DispatchError::input("event_types", "too many event types"));

@@ -196,9 +196,7 @@ impl fmt::Debug for StorageError {
 
 impl StdError for StorageError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
+        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
     }
 }
 
@@ -220,10 +218,7 @@ mod tests {
             StorageErrorKind::from_sqlstate("40P01"),
             StorageErrorKind::SerializationFailure
         );
-        assert_eq!(
-            StorageErrorKind::from_sqlstate("XX000"),
-            StorageErrorKind::Other
-        );
+        assert_eq!(StorageErrorKind::from_sqlstate("XX000"), StorageErrorKind::Other);
     }
 
     #[test]
@@ -236,10 +231,7 @@ mod tests {
         }
         assert_eq!(err.code(), "storage");
         assert_eq!(err.http_status(), 500);
-        let source = err
-            .source()
-            .and_then(|s| s.source())
-            .expect("driver error kept");
+        let source = err.source().and_then(|s| s.source()).expect("driver error kept");
         assert!(source.to_string().contains("hunter2"));
     }
 }

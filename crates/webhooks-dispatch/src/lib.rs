@@ -65,13 +65,11 @@ pub use config::{
 pub use dispatcher::Dispatcher;
 pub use drain::{DeliverDue, DeliveryReport, DEFAULT_BATCH, MAX_BATCH};
 pub use endpoint::{
-    Endpoint, NewEndpoint, RegisteredEndpoint, MAX_EVENT_TYPES, MAX_EVENT_TYPE_CHARS,
-    MAX_OWNER_ID_CHARS, MAX_URL_CHARS,
+    Endpoint, NewEndpoint, RegisteredEndpoint, MAX_EVENT_TYPES, MAX_EVENT_TYPE_CHARS, MAX_OWNER_ID_CHARS,
+    MAX_URL_CHARS,
 };
 pub use error::{DispatchError, StorageError, StorageErrorKind};
-pub use message::{
-    Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES,
-};
+pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES};
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};
 

@@ -54,10 +54,9 @@ impl<P: Serialize> NewMessage<P> {
         if let Some(key) = &self.idempotency_key {
             check_chars("idempotency_key", key, MAX_KEY_CHARS, false)?;
         }
-        let body =
-            serde_json::to_string(&self.payload).map_err(|_| DispatchError::InvalidPayload {
-                reason: "payload is not serializable to JSON",
-            })?;
+        let body = serde_json::to_string(&self.payload).map_err(|_| DispatchError::InvalidPayload {
+            reason: "payload is not serializable to JSON",
+        })?;
         if body.len() > MAX_PAYLOAD_BYTES {
             return Err(DispatchError::InvalidPayload {
                 reason: "payload larger than 256 KiB",

@@ -101,10 +101,7 @@ enum Class {
 impl AttemptResult {
     fn class(&self) -> Class {
         match self {
-            AttemptResult::Response {
-                status,
-                retry_after,
-            } => match status {
+            AttemptResult::Response { status, retry_after } => match status {
                 200..=299 => Class::Success,
                 408 | 500..=599 => Class::Transient {
                     retry_after: if *status == 503 { *retry_after } else { None },
@@ -114,9 +111,7 @@ impl AttemptResult {
                 },
                 _ => Class::Permanent,
             },
-            AttemptResult::Network(_) | AttemptResult::Timeout => {
-                Class::Transient { retry_after: None }
-            }
+            AttemptResult::Network(_) | AttemptResult::Timeout => Class::Transient { retry_after: None },
             AttemptResult::Refused(_) => Class::Permanent,
         }
     }
@@ -135,9 +130,7 @@ impl AttemptResult {
             AttemptResult::Response {
                 status: 200..=299, ..
             } => None,
-            AttemptResult::Response { status, .. } => {
-                Some(format!("endpoint answered HTTP {status}"))
-            }
+            AttemptResult::Response { status, .. } => Some(format!("endpoint answered HTTP {status}")),
             AttemptResult::Network(what) => Some((*what).to_owned()),
             AttemptResult::Timeout => Some("attempt timed out".to_owned()),
             AttemptResult::Refused(why) => Some(format!("destination refused: {why}")),
@@ -192,10 +185,7 @@ mod tests {
     fn invariant4_retried_and_permanent_classes() {
         let p = RetryPolicy::default();
         for s in [408, 429, 500, 502, 503, 504, 599] {
-            assert!(
-                matches!(p.decide(1, &status(s)), Decision::RetryAfter(_)),
-                "{s}"
-            );
+            assert!(matches!(p.decide(1, &status(s)), Decision::RetryAfter(_)), "{s}");
         }
         for s in [301, 302, 307, 308, 400, 401, 403, 404, 410, 422, 100, 600] {
             assert_eq!(p.decide(1, &status(s)), Decision::Dead, "{s}");
@@ -246,10 +236,7 @@ mod tests {
     #[test]
     fn retry_after_parses_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
             Some(Duration::from_secs(1_445_412_600 - 1_445_412_480))
@@ -265,10 +252,7 @@ mod tests {
     #[test]
     fn invariant7_error_text_is_generic() {
         assert_eq!(status(200).error_text(), None);
-        assert_eq!(
-            status(503).error_text().unwrap(),
-            "endpoint answered HTTP 503"
-        );
+        assert_eq!(status(503).error_text().unwrap(), "endpoint answered HTTP 503");
     }
 
     proptest! {

@@ -143,10 +143,7 @@ pub fn verify_at<'h>(
     let msg_id = header("webhook-id").ok_or(VerifyError::MissingHeader)?;
     let timestamp = header("webhook-timestamp").ok_or(VerifyError::MissingHeader)?;
     let signatures = header("webhook-signature").ok_or(VerifyError::MissingHeader)?;
-    let timestamp: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| VerifyError::Timestamp)?;
+    let timestamp: i64 = timestamp.trim().parse().map_err(|_| VerifyError::Timestamp)?;
     if (now - timestamp).abs() > tolerance_secs {
         return Err(VerifyError::Timestamp);
     }
@@ -190,19 +187,9 @@ mod tests {
     #[test]
     fn invariant3_signature_matches_standard_webhooks_known_answer() {
         let secret = EndpointSecret::parse(SPEC_SECRET).unwrap();
-        assert_eq!(
-            sign(&secret, SPEC_ID, SPEC_TS, SPEC_BODY).unwrap(),
-            SPEC_SIG
-        );
+        assert_eq!(sign(&secret, SPEC_ID, SPEC_TS, SPEC_BODY).unwrap(), SPEC_SIG);
         let ts = SPEC_TS.to_string();
-        verify_at(
-            &secret,
-            headers(SPEC_ID, &ts, SPEC_SIG),
-            SPEC_BODY,
-            SPEC_TS,
-            300,
-        )
-        .unwrap();
+        verify_at(&secret, headers(SPEC_ID, &ts, SPEC_SIG), SPEC_BODY, SPEC_TS, 300).unwrap();
     }
 
     #[test]
@@ -210,14 +197,7 @@ mod tests {
         let secret = EndpointSecret::parse(SPEC_SECRET).unwrap();
         let ts = SPEC_TS.to_string();
         let sigs = format!("v1,AAAA v2,whatever {SPEC_SIG}");
-        verify_at(
-            &secret,
-            headers(SPEC_ID, &ts, &sigs),
-            SPEC_BODY,
-            SPEC_TS,
-            300,
-        )
-        .unwrap();
+        verify_at(&secret, headers(SPEC_ID, &ts, &sigs), SPEC_BODY, SPEC_TS, 300).unwrap();
     }
 
     #[test]
@@ -257,11 +237,7 @@ mod tests {
         assert!(BASE64.decode(&raw[6..]).unwrap().len() >= 24);
         assert!(!format!("{secret:?}").contains(&raw[6..]));
         assert!(!format!("{secret}").contains(&raw[6..]));
-        assert_ne!(
-            EndpointSecret::generate(),
-            secret,
-            "secrets come from a CSPRNG"
-        );
+        assert_ne!(EndpointSecret::generate(), secret, "secrets come from a CSPRNG");
     }
 
     proptest! {

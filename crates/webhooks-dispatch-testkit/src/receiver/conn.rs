@@ -247,21 +247,13 @@ impl Body for Endless {
 struct SharedIo(Arc<Mutex<TlsStream<TcpStream>>>);
 
 impl AsyncRead for SharedIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *lock(&self.0)).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for SharedIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut *lock(&self.0)).poll_write(cx, buf)
     }
 

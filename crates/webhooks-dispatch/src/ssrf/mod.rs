@@ -68,10 +68,7 @@ fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
         (IpNet::V6(net6), IpAddr::V4(v4)) => {
             // Only a net lying wholly inside ::ffff:0:0/96 can stand for IPv4 addresses; a broad IPv6
             // entry such as ::/0 must not silently open up all of IPv4.
-            match (
-                net6.network().to_ipv4_mapped(),
-                net6.prefix_len().checked_sub(96),
-            ) {
+            match (net6.network().to_ipv4_mapped(), net6.prefix_len().checked_sub(96)) {
                 (Some(base), Some(len)) => Ipv4Net::new(base, len).is_ok_and(|n| n.contains(&v4)),
                 _ => false,
             }
@@ -207,9 +204,7 @@ fn classify_v4(ip: Ipv4Addr) -> Option<RefusedRange> {
 
 /// `EmbeddedIpv4` if any of the IPv4 addresses an IPv6 form would deliver to is refused.
 fn embedded(v4s: &[u32]) -> Option<RefusedRange> {
-    let refused = v4s
-        .iter()
-        .any(|&v4| classify_v4(Ipv4Addr::from(v4)).is_some());
+    let refused = v4s.iter().any(|&v4| classify_v4(Ipv4Addr::from(v4)).is_some());
     refused.then_some(RefusedRange::EmbeddedIpv4)
 }
 
@@ -520,8 +515,7 @@ pub async fn vet(
                 .await
                 .map_err(VetError::Lookup)?;
             if ips.is_empty() {
-                let empty =
-                    io::Error::new(io::ErrorKind::NotFound, "dns lookup returned no addresses");
+                let empty = io::Error::new(io::ErrorKind::NotFound, "dns lookup returned no addresses");
                 return Err(VetError::Lookup(empty));
             }
             ips

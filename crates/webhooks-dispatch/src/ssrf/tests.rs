@@ -117,10 +117,7 @@ const TABLE: &[(&str, Option<RefusedRange>)] = &[
     ("::ffff:255.255.255.255", Some(Broadcast)),
     ("::1:0:0:0", Some(NotGlobalUnicast)),
     // ---- NAT64 64:ff9b::/96 and local-use 64:ff9b:1::/48 ----
-    (
-        "64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(NotGlobalUnicast),
-    ),
+    ("64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff", Some(NotGlobalUnicast)),
     ("64:ff9b::", Some(EmbeddedIpv4)),
     ("64:ff9b::8.8.8.8", None),
     ("64:ff9b::7f00:1", Some(EmbeddedIpv4)),
@@ -132,19 +129,13 @@ const TABLE: &[(&str, Option<RefusedRange>)] = &[
     ("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", Some(Private)),
     ("64:ff9b:2::", Some(NotGlobalUnicast)),
     // ---- discard 100::/64 ----
-    (
-        "ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(NotGlobalUnicast),
-    ),
+    ("ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(NotGlobalUnicast)),
     ("100::", Some(Reserved)),
     ("100::8000:0:0:1", Some(Reserved)),
     ("100::ffff:ffff:ffff:ffff", Some(Reserved)),
     ("100:0:0:1::", Some(NotGlobalUnicast)),
     // ---- edges of global unicast 2000::/3 ----
-    (
-        "1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(NotGlobalUnicast),
-    ),
+    ("1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(NotGlobalUnicast)),
     ("2000::", None),
     ("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
     ("4000::", Some(NotGlobalUnicast)),
@@ -183,42 +174,27 @@ const TABLE: &[(&str, Option<RefusedRange>)] = &[
     ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
     ("2001:db8::", Some(Documentation)),
     ("2001:db8:8000::1", Some(Documentation)),
-    (
-        "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(Documentation),
-    ),
+    ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some(Documentation)),
     ("2001:db9::", None),
     ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
     ("3fff::", Some(Documentation)),
     ("3fff:800::1", Some(Documentation)),
-    (
-        "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(Documentation),
-    ),
+    ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", Some(Documentation)),
     ("3fff:1000::", None),
     // ---- 6to4 2002::/16 ----
     ("2001:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
     ("2002::", Some(EmbeddedIpv4)),
     ("2002:808:808::1", None),
     ("2002:c0a8:101::1", Some(EmbeddedIpv4)),
-    (
-        "2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(EmbeddedIpv4),
-    ),
+    ("2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(EmbeddedIpv4)),
     ("2003::", None),
     // ---- unique local, link-local, site-local, multicast ----
-    (
-        "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(NotGlobalUnicast),
-    ),
+    ("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(NotGlobalUnicast)),
     ("fc00::", Some(UniqueLocal)),
     ("fd12:3456::1", Some(UniqueLocal)),
     ("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(UniqueLocal)),
     ("fe00::", Some(NotGlobalUnicast)),
-    (
-        "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        Some(NotGlobalUnicast),
-    ),
+    ("fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(NotGlobalUnicast)),
     ("fe80::", Some(LinkLocal)),
     ("fe80::1", Some(LinkLocal)),
     ("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(LinkLocal)),
@@ -298,10 +274,7 @@ fn ssrf_refuses_ipv6_forms_embedding_refused_ipv4() {
 #[test]
 fn ssrf_refusal_texts_are_generic_and_snake_case() {
     assert_eq!(Refusal(Loopback).to_string(), "address refused: loopback");
-    assert_eq!(
-        Refusal(SharedCgnat).to_string(),
-        "address refused: shared_cgnat"
-    );
+    assert_eq!(Refusal(SharedCgnat).to_string(), "address refused: shared_cgnat");
     let all = [
         Unspecified,
         Loopback,
@@ -342,14 +315,8 @@ fn ssrf_allowlist_admits_only_its_networks() {
     assert_eq!(policy.check(ip("::1")), Err(Refusal(Loopback)));
     assert_eq!(policy.check(ip("fc00::1")), Err(Refusal(UniqueLocal)));
     // Only the mapped form is the same address; tunnels and translators are other hosts.
-    assert_eq!(
-        policy.check(ip("2002:7f00:1::1")),
-        Err(Refusal(EmbeddedIpv4))
-    );
-    assert_eq!(
-        policy.check(ip("64:ff9b::7f00:1")),
-        Err(Refusal(EmbeddedIpv4))
-    );
+    assert_eq!(policy.check(ip("2002:7f00:1::1")), Err(Refusal(EmbeddedIpv4)));
+    assert_eq!(policy.check(ip("64:ff9b::7f00:1")), Err(Refusal(EmbeddedIpv4)));
 }
 
 #[test]
@@ -360,10 +327,7 @@ fn ssrf_mapped_allowlist_entries_mean_ipv4_but_broad_ipv6_entries_do_not() {
     assert_eq!(mapped.check(ip("192.168.0.1")), Err(Refusal(Private)));
     let everything_v6 = AddressPolicy::new(vec![net("::/0")]);
     assert_eq!(everything_v6.check(ip("::1")), Ok(()));
-    assert_eq!(
-        everything_v6.check(ip("::ffff:10.1.2.3")),
-        Err(Refusal(Private))
-    );
+    assert_eq!(everything_v6.check(ip("::ffff:10.1.2.3")), Err(Refusal(Private)));
     assert_eq!(everything_v6.check(ip("10.1.2.3")), Err(Refusal(Private)));
 }
 
@@ -382,10 +346,7 @@ fn ssrf_url_rules_reject_with_the_right_error() {
         ("https://user@example.com/hook", UrlError::Credentials),
         ("https://user:pw@example.com/hook", UrlError::Credentials),
         ("https://:pw@example.com/hook", UrlError::Credentials),
-        (
-            "https://example.com@evil.example/hook",
-            UrlError::Credentials,
-        ),
+        ("https://example.com@evil.example/hook", UrlError::Credentials),
         ("https://example.com/hook#frag", UrlError::Fragment),
         ("https://example.com/hook#", UrlError::Fragment),
         ("not a url", UrlError::Malformed),
@@ -404,10 +365,7 @@ fn ssrf_url_rules_reject_with_the_right_error() {
 #[test]
 fn ssrf_url_accessors_give_exact_values() {
     let d = dest("https://Hooks.Example.COM./v1/in?x=1&y=2");
-    assert_eq!(
-        d.host(),
-        &DestinationHost::Domain("hooks.example.com".into())
-    );
+    assert_eq!(d.host(), &DestinationHost::Domain("hooks.example.com".into()));
     assert_eq!(d.port(), 443);
     assert_eq!(d.host_str(), "hooks.example.com");
     assert_eq!(d.host_header(), "hooks.example.com");
@@ -455,11 +413,7 @@ fn ssrf_numeric_host_spellings_become_ip_literals() {
         "https://0177.0.0.1/",
         "https://127.1/",
     ] {
-        assert_eq!(
-            dest(raw).host(),
-            &DestinationHost::Ip(ip("127.0.0.1")),
-            "{raw}"
-        );
+        assert_eq!(dest(raw).host(), &DestinationHost::Ip(ip("127.0.0.1")), "{raw}");
     }
     assert_eq!(
         dest("https://bücher.example/").host_str(),
@@ -481,25 +435,16 @@ async fn ssrf_accepts_public_ipv6_literal_url() {
 async fn ssrf_vet_refuses_if_any_resolved_address_is_refused() {
     let resolver = StaticResolver::new();
     resolver.insert("mixed.example", vec![ip("8.8.8.8"), ip("10.0.0.1")]);
-    resolver.insert(
-        "mixed6.example",
-        vec![ip("2606:4700:4700::1111"), ip("fe80::1")],
-    );
+    resolver.insert("mixed6.example", vec![ip("2606:4700:4700::1111"), ip("fe80::1")]);
     let policy = AddressPolicy::default();
     let err = vet(&policy, &resolver, &dest("https://mixed.example/"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, VetError::Refused(Refusal(Private))),
-        "{err:?}"
-    );
+    assert!(matches!(err, VetError::Refused(Refusal(Private))), "{err:?}");
     let err = vet(&policy, &resolver, &dest("https://mixed6.example/"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, VetError::Refused(Refusal(LinkLocal))),
-        "{err:?}"
-    );
+    assert!(matches!(err, VetError::Refused(Refusal(LinkLocal))), "{err:?}");
     assert_eq!(err.to_string(), "address refused: link_local");
 }
 
@@ -547,20 +492,12 @@ async fn ssrf_vet_literal_ip_skips_resolver_and_is_checked() {
     let err = vet(&policy, &resolver, &dest("https://169.254.169.254/latest"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, VetError::Refused(Refusal(LinkLocal))),
-        "{err:?}"
-    );
+    assert!(matches!(err, VetError::Refused(Refusal(LinkLocal))), "{err:?}");
     let err = vet(&policy, &resolver, &dest("https://0x7f.1/"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, VetError::Refused(Refusal(Loopback))),
-        "{err:?}"
-    );
-    let ok = vet(&policy, &resolver, &dest("https://8.8.8.8/"))
-        .await
-        .unwrap();
+    assert!(matches!(err, VetError::Refused(Refusal(Loopback))), "{err:?}");
+    let ok = vet(&policy, &resolver, &dest("https://8.8.8.8/")).await.unwrap();
     assert_eq!(ok, vec!["8.8.8.8:443".parse().unwrap()]);
     assert_eq!(resolver.lookups(), 0);
 }
@@ -602,10 +539,7 @@ async fn ssrf_static_resolver_clones_share_answers_for_rebinding_tests() {
     assert!(vet(&policy, handed_out.as_ref(), &d).await.is_ok());
     resolver.insert("rebind.example.", vec![ip("127.0.0.1")]);
     let err = vet(&policy, handed_out.as_ref(), &d).await.unwrap_err();
-    assert!(
-        matches!(err, VetError::Refused(Refusal(Loopback))),
-        "{err:?}"
-    );
+    assert!(matches!(err, VetError::Refused(Refusal(Loopback))), "{err:?}");
     assert_eq!(resolver.lookups(), 2);
 }
 

@@ -155,3 +155,163 @@ pub const ALL: &[&str] = &[
     COMPLETE_ATTEMPT,
     SELECT_ATTEMPTS,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+
+    /// Words and the punctuation that ends a FROM list, with comments removed.
+    fn tokens(sql: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in sql.lines() {
+            let code = line.split("--").next().unwrap_or("");
+            let mut word = String::new();
+            for c in code.chars() {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '$' {
+                    word.push(c);
+                    continue;
+                }
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+                if matches!(c, '(' | ')' | ',' | ';') {
+                    out.push(c.to_string());
+                }
+            }
+            if !word.is_empty() {
+                out.push(word);
+            }
+        }
+        out
+    }
+
+    /// Names a statement reads or writes: what follows FROM (through comma lists) / JOIN / INTO / UPDATE /
+    /// TABLE / REFERENCES, and an index's own name and table. Skips `IF NOT EXISTS` and aliases.
+    fn relations(sql: &str) -> Vec<String> {
+        let t = tokens(sql);
+        let is = |i: usize, kw: &str| t.get(i).is_some_and(|w| w.eq_ignore_ascii_case(kw));
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < t.len() {
+            let kw = t[i].to_ascii_uppercase();
+            let introduces = matches!(
+                kw.as_str(),
+                "FROM" | "JOIN" | "INTO" | "TABLE" | "REFERENCES" | "INDEX"
+            ) || (kw == "UPDATE" && !(i > 0 && is(i - 1, "FOR")));
+            if !introduces {
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while is(j, "IF") || is(j, "NOT") || is(j, "EXISTS") {
+                j += 1;
+            }
+            if t.get(j).is_some_and(|w| w == "(") {
+                // A subquery, not a relation name.
+                i = j;
+                continue;
+            }
+            if let Some(name) = t.get(j) {
+                out.push(name.clone());
+            }
+            j += 1;
+            if kw == "INDEX" && is(j, "ON") {
+                if let Some(table) = t.get(j + 1) {
+                    out.push(table.clone());
+                }
+                j += 2;
+            }
+            if kw == "FROM" {
+                loop {
+                    // Optional alias, then maybe another relation after a comma.
+                    if is(j, "AS") {
+                        j += 2;
+                    } else if t
+                        .get(j)
+                        .is_some_and(|w| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                        && !matches!(
+                            t[j].to_ascii_uppercase().as_str(),
+                            "WHERE" | "JOIN" | "ORDER" | "LIMIT" | "GROUP" | "ON" | "FOR" | "RETURNING"
+                        )
+                    {
+                        j += 1;
+                    }
+                    if t.get(j).is_some_and(|w| w == ",") && t.get(j + 1).is_some_and(|w| w != "(") {
+                        out.push(t[j + 1].clone());
+                        j += 2;
+                        continue;
+                    }
+                    break;
+                }
+            }
+            i = j;
+        }
+        out
+    }
+
+    /// Names defined by `WITH name AS (` / `, name AS (` in the statement itself.
+    fn ctes(sql: &str) -> Vec<String> {
+        let compact: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        compact
+            .match_indices(" AS (")
+            .filter_map(|(at, _)| compact[..at].rsplit([' ', ',']).next().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn invariant8_every_statement_touches_only_prefixed_tables() {
+        let mut checked = 0;
+        for sql in ALL {
+            let local = ctes(sql);
+            for name in relations(sql) {
+                let ok = name.starts_with("webhooks_dispatch_") || local.contains(&name);
+                assert!(ok, "statement touches `{name}`:\n{sql}");
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 20,
+            "the scanner found too few relations ({checked}) to be trusted"
+        );
+    }
+
+    #[test]
+    fn invariant8_scanner_catches_foreign_tables() {
+        let names = relations("SELECT a FROM webhooks_dispatch_x AS w, users u JOIN orders ON true");
+        assert_eq!(names, ["webhooks_dispatch_x", "users", "orders"]);
+        assert_eq!(relations("INSERT INTO audit (x) VALUES ($1)"), ["audit"]);
+        assert_eq!(
+            relations("CREATE INDEX IF NOT EXISTS i ON other (x)"),
+            ["i", "other"]
+        );
+        assert_eq!(
+            relations("SELECT (SELECT 1 FROM a), (SELECT 2 FROM b) FROM c, d"),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(relations("SELECT id FROM q FOR UPDATE SKIP LOCKED"), ["q"]);
+    }
+
+    #[test]
+    fn invariant8_parameters_are_numbered_and_typed() {
+        for sql in ALL {
+            // Each placeholder carries an explicit cast at least once, and they are numbered 1..=n with no gap,
+            // so every driver binds the same types in the same order.
+            let t = tokens(sql);
+            let mut max = 0;
+            for w in t.iter().filter(|w| w.starts_with('$')) {
+                let n: usize = w[1..]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("odd placeholder {w} in {sql}"));
+                assert!(sql.contains(&format!("{w}::")), "{w} never cast in:\n{sql}");
+                max = max.max(n);
+            }
+            for n in 1..=max {
+                assert!(t.iter().any(|w| *w == format!("${n}")), "${n} unused in:\n{sql}");
+            }
+            assert!(
+                !sql.contains("'$"),
+                "a placeholder inside a string literal:\n{sql}"
+            );
+        }
+    }
+}

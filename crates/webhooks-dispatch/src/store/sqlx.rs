@@ -68,26 +68,16 @@ fn decode(row: &PgRow) -> Result<Row, StorageError> {
     for (i, col) in row.columns().iter().enumerate() {
         let err = |_| StorageError::decode("column could not be decoded");
         let v = match col.type_info().name() {
-            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => row
-                .try_get::<Option<String>, _>(i)
-                .map_err(err)?
-                .map(Value::Text),
+            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
+                row.try_get::<Option<String>, _>(i).map_err(err)?.map(Value::Text)
+            }
             "INT2" => row
                 .try_get::<Option<i16>, _>(i)
                 .map_err(err)?
                 .map(|v| Value::I32(v.into())),
-            "INT4" => row
-                .try_get::<Option<i32>, _>(i)
-                .map_err(err)?
-                .map(Value::I32),
-            "INT8" => row
-                .try_get::<Option<i64>, _>(i)
-                .map_err(err)?
-                .map(Value::I64),
-            "BOOL" => row
-                .try_get::<Option<bool>, _>(i)
-                .map_err(err)?
-                .map(Value::Bool),
+            "INT4" => row.try_get::<Option<i32>, _>(i).map_err(err)?.map(Value::I32),
+            "INT8" => row.try_get::<Option<i64>, _>(i).map_err(err)?.map(Value::I64),
+            "BOOL" => row.try_get::<Option<bool>, _>(i).map_err(err)?.map(Value::Bool),
             "TIMESTAMPTZ" => row
                 .try_get::<Option<DateTime<Utc>>, _>(i)
                 .map_err(err)?

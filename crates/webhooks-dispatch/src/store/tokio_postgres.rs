@@ -35,11 +35,7 @@ impl Value {
 }
 
 impl ToSql for Value {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         match self {
             Value::Null => Ok(IsNull::Yes),
             Value::Text(v) => v.to_sql_checked(ty, out),
@@ -64,30 +60,18 @@ fn decode(row: &tokio_postgres::Row) -> Result<Row, StorageError> {
     for (i, col) in row.columns().iter().enumerate() {
         let err = |_| StorageError::decode("column could not be decoded");
         let ty = col.type_();
-        let v = if *ty == Type::TEXT
-            || *ty == Type::VARCHAR
-            || *ty == Type::NAME
-            || *ty == Type::BPCHAR
-        {
-            row.try_get::<_, Option<String>>(i)
-                .map_err(err)?
-                .map(Value::Text)
+        let v = if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::NAME || *ty == Type::BPCHAR {
+            row.try_get::<_, Option<String>>(i).map_err(err)?.map(Value::Text)
         } else if *ty == Type::INT2 {
             row.try_get::<_, Option<i16>>(i)
                 .map_err(err)?
                 .map(|v| Value::I32(v.into()))
         } else if *ty == Type::INT4 {
-            row.try_get::<_, Option<i32>>(i)
-                .map_err(err)?
-                .map(Value::I32)
+            row.try_get::<_, Option<i32>>(i).map_err(err)?.map(Value::I32)
         } else if *ty == Type::INT8 {
-            row.try_get::<_, Option<i64>>(i)
-                .map_err(err)?
-                .map(Value::I64)
+            row.try_get::<_, Option<i64>>(i).map_err(err)?.map(Value::I64)
         } else if *ty == Type::BOOL {
-            row.try_get::<_, Option<bool>>(i)
-                .map_err(err)?
-                .map(Value::Bool)
+            row.try_get::<_, Option<bool>>(i).map_err(err)?.map(Value::Bool)
         } else if *ty == Type::TIMESTAMPTZ {
             row.try_get::<_, Option<DateTime<Utc>>>(i)
                 .map_err(err)?
@@ -113,10 +97,7 @@ async fn run<C: GenericClient + Sync>(
         .iter()
         .map(|p| (p as &(dyn ToSql + Sync), p.pg_type()))
         .collect();
-    let rows = client
-        .query_typed(sql, &typed)
-        .await
-        .map_err(storage_error)?;
+    let rows = client.query_typed(sql, &typed).await.map_err(storage_error)?;
     rows.iter().map(decode).collect()
 }
 

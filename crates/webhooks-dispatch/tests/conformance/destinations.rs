@@ -57,10 +57,7 @@ async fn invariant6_refuses_non_global_destinations_at_registration(engine: Engi
         "https://user:pass@8.8.8.8/hook",
     ];
     for url in refused {
-        let err = d
-            .register_endpoint(NewEndpoint::new("o", url))
-            .await
-            .unwrap_err();
+        let err = d.register_endpoint(NewEndpoint::new("o", url)).await.unwrap_err();
         assert_eq!(err.code(), "invalid_url", "{url}");
     }
     // Public destinations, IPv6 literals included, are accepted (registration sends no packet).
@@ -77,21 +74,13 @@ async fn invariant6_refuses_non_global_destinations_at_registration(engine: Engi
     }
 }
 
-async fn invariant6_connection_is_pinned_to_the_vetted_address_with_sni_for_the_name(
-    engine: Engine,
-) {
+async fn invariant6_connection_is_pinned_to_the_vetted_address_with_sni_for_the_name(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher();
     let (ep, _) = ctx.endpoint(&d).await;
     d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
     let lookups = ctx.resolver.lookups();
-    assert_eq!(
-        d.deliver_due(DeliverDue::default())
-            .await
-            .unwrap()
-            .delivered,
-        1
-    );
+    assert_eq!(d.deliver_due(DeliverDue::default()).await.unwrap().delivered, 1);
     assert_eq!(
         ctx.resolver.lookups(),
         lookups + 1,
@@ -107,9 +96,7 @@ async fn invariant6_connection_is_pinned_to_the_vetted_address_with_sni_for_the_
     assert_eq!(got.path, "/hook");
 }
 
-async fn invariant6_rebinding_to_a_refused_address_is_refused_at_delivery_without_connecting(
-    engine: Engine,
-) {
+async fn invariant6_rebinding_to_a_refused_address_is_refused_at_delivery_without_connecting(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     // A trap listening on 127.0.0.2, which is NOT in the allowlist (only 127.0.0.1/32 is).
     let trap = Receiver::start(
@@ -185,28 +172,17 @@ async fn invariant6_only_the_explicit_allowlist_opens_private_addresses(engine: 
     assert_eq!(r.dead, 1);
     assert_eq!(ctx.receiver.connections_accepted(), 0);
     let a = &strict.list_attempts(&id).await.unwrap()[0];
-    assert!(a
-        .error
-        .as_deref()
-        .unwrap()
-        .starts_with("destination refused"));
+    assert!(a.error.as_deref().unwrap().starts_with("destination refused"));
 }
 
 async fn hostile_endpoint_trickling_headers_is_cut_off_by_the_absolute_deadline(engine: Engine) {
     let ctx = Ctx::new(engine).await;
-    let d = ctx
-        .builder()
-        .attempt_timeout(Duration::from_millis(800))
-        .build();
+    let d = ctx.builder().attempt_timeout(Duration::from_millis(800)).build();
     let (ep, _) = ctx.endpoint(&d).await;
     ctx.receiver.set_default_reply(Reply::Trickle {
         every: Duration::from_millis(50),
     });
-    let id = d
-        .dispatch(NewMessage::new(&ep, "a", 1))
-        .await
-        .unwrap()
-        .message_id;
+    let id = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
     let started = Instant::now();
     let r = d.deliver_due(DeliverDue::default()).await.unwrap();
     // Not a speed test: the bound only shows the deadline is absolute, not per read (a per-read timeout would
@@ -222,11 +198,7 @@ async fn hostile_endpoint_trickling_headers_is_cut_off_by_the_absolute_deadline(
     assert_eq!(a.status_code, None);
 
     ctx.receiver.set_default_reply(Reply::Hang);
-    let id = d
-        .dispatch(NewMessage::new(&ep, "a", 2))
-        .await
-        .unwrap()
-        .message_id;
+    let id = d.dispatch(NewMessage::new(&ep, "a", 2)).await.unwrap().message_id;
     let r = d.deliver_due(DeliverDue::default()).await.unwrap();
     assert_eq!(r.retried, 1);
     assert_eq!(
@@ -237,17 +209,10 @@ async fn hostile_endpoint_trickling_headers_is_cut_off_by_the_absolute_deadline(
 
 async fn hostile_endpoint_endless_body_is_read_only_as_a_bounded_prefix(engine: Engine) {
     let ctx = Ctx::new(engine).await;
-    let d = ctx
-        .builder()
-        .attempt_timeout(Duration::from_secs(10))
-        .build();
+    let d = ctx.builder().attempt_timeout(Duration::from_secs(10)).build();
     let (ep, _) = ctx.endpoint(&d).await;
     ctx.receiver.set_default_reply(Reply::EndlessBody);
-    let id = d
-        .dispatch(NewMessage::new(&ep, "a", 1))
-        .await
-        .unwrap()
-        .message_id;
+    let id = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
     let started = Instant::now();
     let r = d.deliver_due(DeliverDue::default()).await.unwrap();
     // The status line decided the outcome; the endless body was not read to the deadline (reading it whole
@@ -258,8 +223,5 @@ async fn hostile_endpoint_endless_body_is_read_only_as_a_bounded_prefix(engine: 
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        d.list_attempts(&id).await.unwrap()[0].status_code,
-        Some(200)
-    );
+    assert_eq!(d.list_attempts(&id).await.unwrap()[0].status_code, Some(200));
 }

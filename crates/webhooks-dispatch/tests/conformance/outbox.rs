@@ -118,14 +118,8 @@ async fn invariant5_same_idempotency_key_yields_one_outbox_row(engine: Engine) {
     assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
 
     // No key: every dispatch is its own message.
-    let a = d
-        .dispatch(NewMessage::new(&ep, "invoice.paid", 1))
-        .await
-        .unwrap();
-    let b = d
-        .dispatch(NewMessage::new(&ep, "invoice.paid", 1))
-        .await
-        .unwrap();
+    let a = d.dispatch(NewMessage::new(&ep, "invoice.paid", 1)).await.unwrap();
+    let b = d.dispatch(NewMessage::new(&ep, "invoice.paid", 1)).await.unwrap();
     assert_ne!(a.message_id, b.message_id);
 }
 
@@ -197,10 +191,7 @@ async fn invariant8_sql_metacharacters_round_trip_literally(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(sent.message_id, again.message_id);
-    assert_eq!(
-        d.message(&sent.message_id).await.unwrap().event_type,
-        event_type
-    );
+    assert_eq!(d.message(&sent.message_id).await.unwrap().event_type, event_type);
     d.deliver_due(DeliverDue::default()).await.unwrap();
     let got = ctx.receiver.received();
     assert_eq!(got.len(), 1);
@@ -286,10 +277,7 @@ async fn event_types_are_enforced_deduplicated_and_sorted(engine: Engine) {
 async fn unknown_endpoint_is_a_typed_404(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher();
-    let err = d
-        .dispatch(NewMessage::new("ep_nope", "a", 1))
-        .await
-        .unwrap_err();
+    let err = d.dispatch(NewMessage::new("ep_nope", "a", 1)).await.unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("unknown_endpoint", 404));
     let err = d.list_attempts("msg_nope").await.unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("unknown_message", 404));
@@ -327,10 +315,7 @@ async fn attempt_numbers_are_unique_per_message(engine: Engine) {
     // The database itself refuses a repeated attempt number, and the error is classified by SQLSTATE.
     let err = ctx
         .exec
-        .query(
-            INSERT_DUPLICATE_ATTEMPT,
-            &[Value::from(sent.message_id.as_str())],
-        )
+        .query(INSERT_DUPLICATE_ATTEMPT, &[Value::from(sent.message_id.as_str())])
         .await
         .unwrap_err();
     assert_eq!(err.kind(), StorageErrorKind::UniqueViolation);

@@ -96,11 +96,7 @@ async fn invariant4_permanent_statuses_dead_letter_at_once(engine: Engine) {
             .unwrap()
             .message_id;
         let r = d.deliver_due(at(t0())).await.unwrap();
-        assert_eq!(
-            (r.attempted, r.dead),
-            (1, 1),
-            "HTTP {code} must be permanent"
-        );
+        assert_eq!((r.attempted, r.dead), (1, 1), "HTTP {code} must be permanent");
         ids.push(id);
     }
     assert_eq!(ctx.receiver.count(), codes.len(), "a redirect was followed");
@@ -123,8 +119,7 @@ async fn invariant4_408_429_503_retry_and_retry_after_is_honoured(engine: Engine
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
     let (ep, _) = ctx.endpoint(&d).await;
-    let http_date =
-        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let http_date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
     let cases: Vec<(Reply, Option<(i64, i64)>)> = vec![
         (status(408), Some((60, 60))),
         (
@@ -165,11 +160,7 @@ async fn invariant4_408_429_503_retry_and_retry_after_is_honoured(engine: Engine
     ];
     for (reply, window) in cases {
         ctx.receiver.push_replies([reply]);
-        let id = d
-            .dispatch(NewMessage::new(&ep, "a", 1))
-            .await
-            .unwrap()
-            .message_id;
+        let id = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
         let r = d.deliver_due(at(t0())).await.unwrap();
         assert_eq!(r.retried, 1);
         let a = &d.list_attempts(&id).await.unwrap()[0];
@@ -210,10 +201,8 @@ async fn invariant4_network_errors_are_retried_and_recorded_without_status(engin
     assert_eq!(a.error.as_deref(), Some("connection failed"));
 
     // A TLS failure (certificate for another name) is retried too.
-    ctx.resolver.insert(
-        "wrong-name.test",
-        vec![std::net::Ipv4Addr::LOCALHOST.into()],
-    );
+    ctx.resolver
+        .insert("wrong-name.test", vec![std::net::Ipv4Addr::LOCALHOST.into()]);
     let ep = d
         .register_endpoint(webhooks_dispatch::NewEndpoint::new(
             "o",
@@ -241,18 +230,10 @@ async fn invariant4_final_states_never_change(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
     let (ep, _) = ctx.endpoint(&d).await;
-    let delivered = d
-        .dispatch(NewMessage::new(&ep, "a", 1))
-        .await
-        .unwrap()
-        .message_id;
+    let delivered = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
     d.deliver_due(at(t0())).await.unwrap();
     ctx.receiver.set_default_reply(status(404));
-    let dead = d
-        .dispatch(NewMessage::new(&ep, "a", 2))
-        .await
-        .unwrap()
-        .message_id;
+    let dead = d.dispatch(NewMessage::new(&ep, "a", 2)).await.unwrap().message_id;
     d.deliver_due(at(t0())).await.unwrap();
     ctx.receiver.set_default_reply(status(200));
     let later = d.deliver_due(at(t0() + secs(365 * 86_400))).await.unwrap();

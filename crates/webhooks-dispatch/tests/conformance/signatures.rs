@@ -22,9 +22,7 @@ fn tampered_headers(headers: &HeaderMap, name: &str, value: &str) -> HeaderMap {
     h
 }
 
-async fn invariant3_delivery_verifies_with_independent_standard_webhooks_implementation(
-    engine: Engine,
-) {
+async fn invariant3_delivery_verifies_with_independent_standard_webhooks_implementation(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher();
     let (ep, secret) = ctx.endpoint(&d).await;
@@ -38,10 +36,7 @@ async fn invariant3_delivery_verifies_with_independent_standard_webhooks_impleme
     assert_eq!(report.delivered, 1);
 
     let got = ctx.receiver.received().pop().expect("one delivery");
-    assert_eq!(
-        &got.body[..],
-        serde_json::to_string(&payload).unwrap().as_bytes()
-    );
+    assert_eq!(&got.body[..], serde_json::to_string(&payload).unwrap().as_bytes());
     assert_eq!(got.headers["webhook-id"], sent.message_id.as_str());
     assert_eq!(got.headers["content-type"], "application/json");
     let signature = got.headers["webhook-signature"].to_str().unwrap();
@@ -66,12 +61,7 @@ async fn invariant3_delivery_verifies_with_independent_standard_webhooks_impleme
         let mut body = got.body.to_vec();
         body[i] ^= 0x01;
         assert!(independent.verify(&body, &got.headers).is_err(), "byte {i}");
-        assert!(verify(
-            &ours,
-            |n| got.headers.get(n).and_then(|v| v.to_str().ok()),
-            &body
-        )
-        .is_err());
+        assert!(verify(&ours, |n| got.headers.get(n).and_then(|v| v.to_str().ok()), &body).is_err());
     }
     // So do a tampered id, timestamp or signature, and a different secret.
     let ts: i64 = got.headers["webhook-timestamp"]
@@ -117,13 +107,7 @@ async fn invariant3_every_attempt_gets_a_fresh_timestamp_and_signature(engine: E
     assert_eq!(got.len(), 2);
     let ts: Vec<i64> = got
         .iter()
-        .map(|r| {
-            r.headers["webhook-timestamp"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|r| r.headers["webhook-timestamp"].to_str().unwrap().parse().unwrap())
         .collect();
     assert_eq!(
         ts,

@@ -9,9 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use webhooks_dispatch::ssrf::StaticResolver;
 use webhooks_dispatch::store::{BoxFuture, Executor, Row, Value};
-use webhooks_dispatch::{
-    Clock, Dispatcher, DispatcherBuilder, NewEndpoint, RetryPolicy, StorageError,
-};
+use webhooks_dispatch::{Clock, Dispatcher, DispatcherBuilder, NewEndpoint, RetryPolicy, StorageError};
 use webhooks_dispatch_testkit::pg::fresh_database;
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, TestCa};
 

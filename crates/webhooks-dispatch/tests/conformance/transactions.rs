@@ -42,11 +42,7 @@ async fn enqueue_inside_caller_transaction_sqlx_rolls_back_and_commits_with_it()
         .unwrap()
         .message_id;
     tx.commit().await.unwrap();
-    assert_eq!(
-        ctx.scalar(COUNT_OUTBOX, &[]).await,
-        1,
-        "committed means one row"
-    );
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 1, "committed means one row");
     assert!(d.message(&id).await.is_ok());
 
     // A plain pooled connection works too.
@@ -85,16 +81,9 @@ async fn enqueue_inside_caller_transaction_tokio_postgres_rolls_back_and_commits
     );
 
     let tx = client.transaction().await.unwrap();
-    d.using(&tx)
-        .dispatch(NewMessage::new(&ep, "a", 1))
-        .await
-        .unwrap();
+    d.using(&tx).dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(
-        ctx.scalar(COUNT_OUTBOX, &[]).await,
-        1,
-        "committed means one row"
-    );
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 1, "committed means one row");
 
     // The plain client, a deadpool object and a deadpool transaction are executors as well.
     Dispatcher::new(&client)
@@ -108,10 +97,7 @@ async fn enqueue_inside_caller_transaction_tokio_postgres_rolls_back_and_commits
         .await
         .unwrap();
     let tx = object.transaction().await.unwrap();
-    d.using(&tx)
-        .dispatch(NewMessage::new(&ep, "a", 1))
-        .await
-        .unwrap();
+    d.using(&tx).dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
 }

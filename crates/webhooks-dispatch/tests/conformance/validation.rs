@@ -2,9 +2,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 
 use webhooks_dispatch::ssrf::StaticResolver;
-use webhooks_dispatch::{
-    DeliverDue, DispatchError, Dispatcher, NewEndpoint, NewMessage, MAX_PAYLOAD_BYTES,
-};
+use webhooks_dispatch::{DeliverDue, DispatchError, Dispatcher, NewEndpoint, NewMessage, MAX_PAYLOAD_BYTES};
 
 use crate::conformance;
 use crate::support::{CountingExecutor, Ctx, Engine};
@@ -30,11 +28,7 @@ async fn invariant1_construction_performs_no_io() {
     let _other = built.using(exec.clone());
     drop(d);
     assert_eq!(exec.count(), 0, "constructing a dispatcher issued SQL");
-    assert_eq!(
-        resolver.lookups(),
-        0,
-        "constructing a dispatcher resolved a name"
-    );
+    assert_eq!(resolver.lookups(), 0, "constructing a dispatcher resolved a name");
 }
 
 async fn invariant1_inputs_rejected_with_typed_errors_before_any_sql(engine: Engine) {
@@ -53,19 +47,13 @@ async fn invariant1_inputs_rejected_with_typed_errors_before_any_sql(engine: Eng
             NewEndpoint::new("o", format!("https://{}.test/", long(2040))),
             "invalid_url",
         ),
-        (
-            NewEndpoint::new("o", "http://receiver.test/hook"),
-            "invalid_url",
-        ),
+        (NewEndpoint::new("o", "http://receiver.test/hook"), "invalid_url"),
         (NewEndpoint::new("o", "not a url"), "invalid_url"),
         (
             NewEndpoint::new("o", &url).event_types((0..65).map(|i| format!("t{i}"))),
             "invalid_input",
         ),
-        (
-            NewEndpoint::new("o", &url).event_types([" "]),
-            "invalid_input",
-        ),
+        (NewEndpoint::new("o", &url).event_types([" "]), "invalid_input"),
         (
             NewEndpoint::new("o", &url).event_types([long(257)]),
             "invalid_input",
@@ -83,10 +71,7 @@ async fn invariant1_inputs_rejected_with_typed_errors_before_any_sql(engine: Eng
     let before = exec.count();
 
     let message_cases: Vec<(NewMessage<serde_json::Value>, &str)> = vec![
-        (
-            NewMessage::new("", "a", serde_json::json!(1)),
-            "invalid_input",
-        ),
+        (NewMessage::new("", "a", serde_json::json!(1)), "invalid_input"),
         (
             NewMessage::new(long(513), "a", serde_json::json!(1)),
             "invalid_input",
@@ -132,19 +117,9 @@ async fn invariant1_inputs_rejected_with_typed_errors_before_any_sql(engine: Eng
             .unwrap_err();
         assert_eq!(err.code(), "invalid_input");
     }
-    assert_eq!(
-        d.list_attempts("").await.unwrap_err().code(),
-        "invalid_input"
-    );
-    assert_eq!(
-        d.message(&long(513)).await.unwrap_err().code(),
-        "invalid_input"
-    );
-    assert_eq!(
-        exec.count(),
-        before,
-        "an invalid input reached the database"
-    );
+    assert_eq!(d.list_attempts("").await.unwrap_err().code(), "invalid_input");
+    assert_eq!(d.message(&long(513)).await.unwrap_err().code(), "invalid_input");
+    assert_eq!(exec.count(), before, "an invalid input reached the database");
     assert_eq!(ctx.receiver.count(), 0);
 }
 
@@ -172,20 +147,14 @@ async fn invariant1_storage_failure_is_typed_and_hides_driver_error(engine: Engi
     );
     assert_eq!(storage.sqlstate(), Some("42P01"));
     for text in [err.to_string(), format!("{err:?}"), storage.to_string()] {
-        assert!(
-            !text.contains("webhooks_dispatch_"),
-            "driver text leaked: {text}"
-        );
+        assert!(!text.contains("webhooks_dispatch_"), "driver text leaked: {text}");
     }
     let driver = err
         .source()
         .and_then(|s| s.source())
         .expect("driver error reachable via source()");
     // tokio-postgres keeps the server's message one level further down; Debug shows the whole chain.
-    assert!(
-        format!("{driver:?}").contains("webhooks_dispatch_"),
-        "{driver:?}"
-    );
+    assert!(format!("{driver:?}").contains("webhooks_dispatch_"), "{driver:?}");
 
     // Once migrated, a missing row is a typed not-found, not a storage error.
     d.migrate().await.unwrap();
