@@ -77,3 +77,8 @@ pub use signing::{verify, EndpointSecret, VerifyError};
 pub use ipnet;
 /// Re-exported for [`DispatcherBuilder::root_certificates`].
 pub use rustls;
+
+// Compiles the README's examples as doctests, so the quick start cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
