@@ -8,8 +8,10 @@ use http::HeaderValue;
 use ipnet::IpNet;
 use rustls::RootCertStore;
 
+use crate::concurrency::EndpointLimiter;
 use crate::delivery::{default_roots, Deliverer};
 use crate::dispatcher::Dispatcher;
+use crate::notify::Debounce;
 use crate::retry::RetryPolicy;
 use crate::ssrf::{AddressPolicy, Resolver, SystemResolver};
 
@@ -31,8 +33,12 @@ impl Clock for SystemClock {
 
 /// Default absolute deadline for one attempt (DNS, connect, TLS, request and response head).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default number of deliveries a single `deliver_due` call runs at once.
-pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default number of deliveries one `deliver_due` call or one worker runs at once.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Default most attempts in flight to one endpoint in this process.
+pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = 16;
+/// Default shortest time between two wake-up NOTIFYs sent by one process.
+pub const DEFAULT_NOTIFY_DEBOUNCE: Duration = Duration::from_millis(5);
 /// Largest response-body prefix read from an endpoint; the rest is discarded unread.
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 4 * 1024;
 
@@ -45,6 +51,9 @@ pub(crate) struct Settings {
     pub deliverer: Deliverer,
     pub attempt_timeout: Duration,
     pub concurrency: usize,
+    pub limiter: EndpointLimiter,
+    /// None: dispatch never sends NOTIFY.
+    pub notify: Option<Debounce>,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -57,6 +66,8 @@ pub struct DispatcherBuilder<E> {
     roots: Option<RootCertStore>,
     clock: Arc<dyn Clock>,
     concurrency: usize,
+    per_endpoint: usize,
+    notify: Option<Duration>,
     max_response_body: usize,
     user_agent: HeaderValue,
 }
@@ -72,6 +83,8 @@ impl<E> DispatcherBuilder<E> {
             roots: None,
             clock: Arc::new(SystemClock),
             concurrency: DEFAULT_CONCURRENCY,
+            per_endpoint: DEFAULT_PER_ENDPOINT_CONCURRENCY,
+            notify: Some(DEFAULT_NOTIFY_DEBOUNCE),
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             user_agent: HeaderValue::from_static(concat!("webhooks-dispatch/", env!("CARGO_PKG_VERSION"))),
         }
@@ -115,9 +128,23 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
-    /// How many deliveries one `deliver_due` call runs concurrently (default 16; at least 1).
+    /// How many deliveries one `deliver_due` call or one worker runs concurrently (default 64; at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Most attempts in flight to any one endpoint in this process (default 16; at least 1), so a slow or
+    /// hanging endpoint cannot take every delivery slot.
+    pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
+        self.per_endpoint = n.max(1);
+        self
+    }
+
+    /// Whether `dispatch` wakes listening workers with a PostgreSQL NOTIFY, and the shortest interval between
+    /// two NOTIFYs from this process (default: on, 5 ms). `None` turns it off (workers then poll).
+    pub fn notify_debounce(mut self, interval: Option<Duration>) -> Self {
+        self.notify = interval;
         self
     }
 
@@ -152,6 +179,8 @@ impl<E> DispatcherBuilder<E> {
             deliverer,
             attempt_timeout: self.attempt_timeout,
             concurrency: self.concurrency,
+            limiter: EndpointLimiter::new(self.per_endpoint),
+            notify: self.notify.map(Debounce::new),
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
     }

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::attempt::{Attempt, Outcome};
 use crate::config::{DispatcherBuilder, Settings};
 use crate::endpoint::{
@@ -14,7 +12,7 @@ use crate::endpoint::{
 };
 use crate::error::{DispatchError, StorageError};
 use crate::id;
-use crate::message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS};
+use crate::message::{Message, MessageState, MAX_KEY_CHARS};
 use crate::signing::EndpointSecret;
 use crate::store::{postgres as sql, Executor, Row, Value};
 
@@ -128,54 +126,6 @@ impl<E: Executor> Dispatcher<E> {
             url: row.text(2)?,
             event_types: row.text_array(3)?,
             created_at: row.timestamp(4)?,
-        })
-    }
-
-    /// Enqueues a message: validates, then writes one outbox row. Never performs HTTP.
-    ///
-    /// Errors: `invalid_input` / `invalid_payload` before any SQL; `unknown_endpoint`;
-    /// `event_type_not_subscribed`; `storage`.
-    pub async fn dispatch<P: Serialize>(&self, input: NewMessage<P>) -> Result<Dispatched, DispatchError> {
-        let body = input.validate()?;
-        let message_id = id::message_id();
-        let params = [
-            Value::from(message_id.as_str()),
-            Value::from(input.endpoint_id.as_str()),
-            Value::from(input.event_type),
-            Value::from(body),
-            Value::from(input.idempotency_key.clone()),
-            Value::from(self.settings.clock.now()),
-        ];
-        let rows = self.query(sql::INSERT_MESSAGE, &params).await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| StorageError::decode("no row from insert"))?;
-        if row.int(0)? == 0 {
-            return Err(DispatchError::UnknownEndpoint);
-        }
-        if row.opt_bool(1)? != Some(true) {
-            return Err(DispatchError::EventTypeNotSubscribed);
-        }
-        if let Some(inserted) = row.opt_text(2)? {
-            return Ok(Dispatched {
-                message_id: inserted,
-                created: true,
-            });
-        }
-        // Idempotency conflict: the row exists (ON CONFLICT waited for it to commit), so read its id.
-        let key = input.idempotency_key.unwrap_or_default();
-        let rows = self
-            .query(
-                sql::SELECT_MESSAGE_BY_KEY,
-                &[input.endpoint_id.into(), key.into()],
-            )
-            .await?;
-        let existing = rows
-            .first()
-            .ok_or_else(|| StorageError::decode("conflicting message not found"))?;
-        Ok(Dispatched {
-            message_id: existing.text(0)?,
-            created: false,
         })
     }
 

@@ -1,10 +1,15 @@
-//! `deliver_due`: claim due messages, attempt them concurrently, record every outcome.
+//! Claiming, attempting and recording: the delivery machinery shared by [`Dispatcher::deliver_due`] and the
+//! continuous [`Worker`](crate::Worker).
 //!
 //! A drain stamps the rows it claims with a lease token and expiry. Other drains skip leased rows, so a message
 //! is never attempted by two drains at once; if a drain dies, its rows become due again when the lease
 //! expires; and a drain whose lease was taken over cannot record its late result (the token no longer
 //! matches). Delivery is therefore at-least-once, and exactly-once whenever drains finish within their lease.
+//! Outcomes are recorded in bulk (one statement for many attempts), so database round trips per delivery
+//! stay far below one.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -12,11 +17,11 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::attempt::Outcome;
-use crate::delivery::Outgoing;
+use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
 use crate::error::{DispatchError, StorageError};
 use crate::id;
-use crate::retry::Decision;
+use crate::retry::{AttemptResult, Decision};
 use crate::signing::EndpointSecret;
 use crate::store::{postgres as sql, Executor, Row, Value};
 
@@ -50,26 +55,56 @@ pub struct DeliveryReport {
     pub dead: u64,
 }
 
-struct Claimed {
-    id: String,
-    endpoint_id: String,
+impl DeliveryReport {
+    pub(crate) fn count(&mut self, outcome: Outcome) {
+        self.attempted += 1;
+        match outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Retrying => self.retried += 1,
+            Outcome::Dead => self.dead += 1,
+        }
+    }
+}
+
+/// A message this process holds a lease on.
+pub(crate) struct Claimed {
+    pub id: String,
+    pub endpoint_id: String,
+    pub token: Arc<str>,
     payload: String,
-    attempt_no: i64,
+    attempt_no: u32,
     url: String,
     secret: Option<EndpointSecret>,
 }
 
 impl Claimed {
-    fn from_row(row: &Row) -> Result<Self, StorageError> {
+    fn from_row(row: &Row, token: &Arc<str>) -> Result<Self, StorageError> {
+        let attempts =
+            u32::try_from(row.int(3)?).map_err(|_| StorageError::decode("attempts out of range"))?;
         Ok(Claimed {
             id: row.text(0)?,
             endpoint_id: row.text(1)?,
+            token: token.clone(),
             payload: row.text(2)?,
-            attempt_no: row.int(3)? + 1,
+            attempt_no: attempts.saturating_add(1),
             url: row.text(4)?,
             secret: EndpointSecret::parse(&row.text(5)?).ok(),
         })
     }
+}
+
+/// The outcome of one attempt, waiting to be written.
+pub(crate) struct Record {
+    pub id: String,
+    pub token: Arc<str>,
+    pub outcome: Outcome,
+    attempt_no: u32,
+    endpoint_id: String,
+    attempted_at: DateTime<Utc>,
+    status: Option<u16>,
+    latency_ms: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    error: Option<String>,
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -78,7 +113,8 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 
 impl<E: Executor> Dispatcher<E> {
     /// Attempts every due message (up to `batch`), records each attempt, and schedules retries or
-    /// dead-letters. Safe to call from many tasks and processes at once.
+    /// dead-letters. Safe to call from many tasks and processes at once. Runs up to the configured concurrency
+    /// in parallel, at most the per-endpoint cap per endpoint, and records all outcomes in one statement.
     pub async fn deliver_due(&self, opts: DeliverDue) -> Result<DeliveryReport, DispatchError> {
         let batch = opts.batch.unwrap_or(DEFAULT_BATCH);
         if !(1..=MAX_BATCH).contains(&batch) {
@@ -86,72 +122,69 @@ impl<E: Executor> Dispatcher<E> {
         }
         let settings = self.settings();
         let now = opts.now.unwrap_or_else(|| settings.clock.now());
-        // The lease must outlast the whole drain, not one attempt: with `concurrency` attempts in flight, the
-        // last of `batch` messages starts after ceil(batch / concurrency) attempt deadlines at worst.
-        let waves = u32::try_from(
-            usize::try_from(batch)
-                .unwrap_or(usize::MAX)
-                .div_ceil(settings.concurrency),
-        )
-        .unwrap_or(u32::MAX);
-        let lease = settings.attempt_timeout.saturating_mul(waves) + LEASE_MARGIN;
-        let token = id::lease_token();
-        let claim = [
-            Value::from(token.as_str()),
-            Value::from(now + chrono_duration(lease)),
-            Value::from(now),
-            Value::from(i64::from(batch)),
-        ];
-        let rows = self.query(sql::CLAIM_DUE, &claim).await?;
-        let claimed = rows
-            .iter()
-            .map(Claimed::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        // The lease must outlast the whole drain: with `concurrency` attempts in flight, the last of `batch`
+        // messages starts after ceil(batch / concurrency) attempt deadlines at worst, plus one more if it had
+        // to wait for its endpoint's slot.
+        let waves = usize::try_from(batch)
+            .unwrap_or(usize::MAX)
+            .div_ceil(settings.concurrency)
+            + 1;
+        let lease = settings
+            .attempt_timeout
+            .saturating_mul(u32::try_from(waves).unwrap_or(u32::MAX))
+            + LEASE_MARGIN;
+        let claimed = self
+            .claim(now, lease, batch, settings.limiter.saturated())
+            .await?;
 
         let started = Instant::now();
-        let outcomes: Vec<Result<Option<Outcome>, StorageError>> = stream::iter(claimed)
-            .map(|msg| self.attempt_one(msg, &token, now, started))
+        let records: Vec<Record> = stream::iter(claimed)
+            .map(|msg| async move { self.attempt_claimed(&msg, now, started).await })
             .buffer_unordered(settings.concurrency)
             .collect()
             .await;
-
+        // Unrecorded messages (a storage error here) keep their lease and are retried after it expires.
+        let recorded = self.record(&records).await?;
         let mut report = DeliveryReport::default();
-        let mut first_error = None;
-        for outcome in outcomes {
-            match outcome {
-                Ok(Some(o)) => {
-                    report.attempted += 1;
-                    match o {
-                        Outcome::Delivered => report.delivered += 1,
-                        Outcome::Retrying => report.retried += 1,
-                        Outcome::Dead => report.dead += 1,
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
+        for r in records.iter().filter(|r| recorded.contains(&r.id)) {
+            report.count(r.outcome);
         }
-        match first_error {
-            // Unrecorded messages keep their lease and are retried after it expires: nothing is lost.
-            Some(e) => Err(e.into()),
-            None => Ok(report),
-        }
+        Ok(report)
     }
 
-    /// Attempts one claimed message and records the result. `Ok(None)`: the lease was lost to another drain,
-    /// so this result was discarded.
-    async fn attempt_one(
+    /// Claims up to `limit` due messages under a fresh lease token, skipping `skip` endpoints.
+    pub(crate) async fn claim(
         &self,
-        msg: Claimed,
-        token: &str,
         now: DateTime<Utc>,
-        drain_started: Instant,
-    ) -> Result<Option<Outcome>, StorageError> {
+        lease: Duration,
+        limit: u32,
+        skip: Vec<String>,
+    ) -> Result<Vec<Claimed>, StorageError> {
+        let token: Arc<str> = id::lease_token().into();
+        let per_endpoint = i64::try_from(self.settings().limiter.cap()).unwrap_or(i64::MAX);
+        let params = [
+            Value::from(&*token),
+            Value::from(now + chrono_duration(lease)),
+            Value::from(now),
+            Value::from(i64::from(limit)),
+            Value::from(skip),
+            Value::from(per_endpoint),
+        ];
+        let rows = self.query(sql::CLAIM_DUE, &params).await?;
+        rows.iter().map(|row| Claimed::from_row(row, &token)).collect()
+    }
+
+    /// Attempts one claimed message (waiting for a slot on its endpoint first) and decides what follows.
+    /// `base` and `started` place the attempt on the drain's clock: attempted_at = base + time since started.
+    pub(crate) async fn attempt_claimed(
+        &self,
+        msg: &Claimed,
+        base: DateTime<Utc>,
+        started: Instant,
+    ) -> Record {
         let settings = self.settings();
-        let attempted_at = now + chrono_duration(drain_started.elapsed());
-        let attempt_no = u32::try_from(msg.attempt_no).unwrap_or(u32::MAX);
+        let _slot = settings.limiter.acquire(&msg.endpoint_id).await;
+        let attempted_at = base + chrono_duration(started.elapsed());
         let attempted = match &msg.secret {
             Some(secret) => {
                 settings
@@ -165,42 +198,88 @@ impl<E: Executor> Dispatcher<E> {
                     })
                     .await
             }
-            None => crate::delivery::Attempted {
-                result: crate::retry::AttemptResult::Refused("endpoint secret unusable".to_owned()),
+            None => Attempted {
+                result: AttemptResult::Refused("endpoint secret unusable".to_owned()),
                 latency: Duration::ZERO,
             },
         };
-        let (outcome, next_attempt_at) = match settings.retry.decide(attempt_no, &attempted.result) {
+        let (outcome, next_attempt_at) = match settings.retry.decide(msg.attempt_no, &attempted.result) {
             Decision::Delivered => (Outcome::Delivered, None),
             Decision::Dead => (Outcome::Dead, None),
             Decision::RetryAfter(delay) => (Outcome::Retrying, Some(attempted_at + chrono_duration(delay))),
         };
-        let status = attempted.result.status();
-        let latency_ms = i64::try_from(attempted.latency.as_millis()).unwrap_or(i64::MAX);
-        let params = [
-            Value::from(msg.id.as_str()),
-            Value::from(token),
-            Value::from(outcome.as_str()),
-            Value::from(attempted_at),
-            Value::from(status.map(i32::from)),
-            Value::from(latency_ms),
-            Value::from(next_attempt_at),
-            Value::from(attempted.result.error_text()),
-        ];
-        let recorded = self.query(sql::COMPLETE_ATTEMPT, &params).await?;
-        if recorded.is_empty() {
-            tracing::warn!(message_id = %msg.id, attempt_no, "lease lost before recording; result discarded");
-            return Ok(None);
+        Record {
+            id: msg.id.clone(),
+            token: msg.token.clone(),
+            outcome,
+            attempt_no: msg.attempt_no,
+            endpoint_id: msg.endpoint_id.clone(),
+            attempted_at,
+            status: attempted.result.status(),
+            latency_ms: i64::try_from(attempted.latency.as_millis()).unwrap_or(i64::MAX),
+            next_attempt_at,
+            error: attempted.result.error_text(),
         }
-        tracing::info!(
-            message_id = %msg.id,
-            endpoint_id = %msg.endpoint_id,
-            attempt_no,
-            status = status.map(i64::from),
-            latency_ms,
-            outcome = outcome.as_str(),
-            "webhook attempt"
-        );
-        Ok(Some(outcome))
+    }
+
+    /// Writes attempts in bulk; returns the ids actually recorded. A missing id means its lease was taken over
+    /// by another drain, so this late result was discarded.
+    pub(crate) async fn record(&self, records: &[Record]) -> Result<HashSet<String>, StorageError> {
+        let mut recorded = HashSet::with_capacity(records.len());
+        for chunk in records.chunks(usize::try_from(MAX_BATCH).unwrap_or(1000)) {
+            let params = [
+                Value::from(chunk.iter().map(|r| r.id.clone()).collect::<Vec<String>>()),
+                Value::from(chunk.iter().map(|r| r.token.to_string()).collect::<Vec<String>>()),
+                Value::from(
+                    chunk
+                        .iter()
+                        .map(|r| r.outcome.as_str().to_owned())
+                        .collect::<Vec<String>>(),
+                ),
+                Value::from(chunk.iter().map(|r| Some(r.attempted_at)).collect::<Vec<_>>()),
+                Value::from(chunk.iter().map(|r| r.status.map(i32::from)).collect::<Vec<_>>()),
+                Value::from(chunk.iter().map(|r| r.latency_ms).collect::<Vec<i64>>()),
+                Value::from(chunk.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>()),
+                Value::from(
+                    chunk
+                        .iter()
+                        .map(|r| r.error.clone())
+                        .collect::<Vec<Option<String>>>(),
+                ),
+            ];
+            let rows = self.query(sql::COMPLETE_ATTEMPTS, &params).await?;
+            for row in &rows {
+                recorded.insert(row.text(0)?);
+            }
+        }
+        for r in records {
+            if recorded.contains(&r.id) {
+                tracing::info!(
+                    message_id = %r.id,
+                    endpoint_id = %r.endpoint_id,
+                    attempt_no = r.attempt_no,
+                    status = r.status.map(i64::from),
+                    latency_ms = r.latency_ms,
+                    outcome = r.outcome.as_str(),
+                    error = r.error.as_deref(),
+                    "webhook attempt"
+                );
+            } else {
+                tracing::warn!(message_id = %r.id, attempt_no = r.attempt_no, "lease lost before recording; result discarded");
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Returns never-attempted claims to the queue at once (graceful shutdown).
+    pub(crate) async fn release(&self, claims: &[(String, Arc<str>)]) -> Result<usize, StorageError> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let params = [
+            Value::from(claims.iter().map(|(id, _)| id.clone()).collect::<Vec<String>>()),
+            Value::from(claims.iter().map(|(_, t)| t.to_string()).collect::<Vec<String>>()),
+        ];
+        Ok(self.query(sql::RELEASE_CLAIMS, &params).await?.len())
     }
 }

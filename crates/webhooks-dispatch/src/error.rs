@@ -43,6 +43,15 @@ pub enum DispatchError {
     /// The endpoint subscribed to a list of event types that does not include this one.
     #[error("endpoint is not subscribed to this event type")]
     EventTypeNotSubscribed,
+    /// One message of a [`dispatch_many`](crate::Dispatcher::dispatch_many) batch was refused, so none was
+    /// inserted. `code()` and `http_status()` are those of the inner error.
+    #[error("message {index}: {error}")]
+    InBatch {
+        /// Position of the refused message in the input.
+        index: usize,
+        /// Why it was refused.
+        error: Box<DispatchError>,
+    },
     /// The database failed. The message is generic; the driver error is only in `source()`.
     #[error("storage error")]
     Storage(#[source] StorageError),
@@ -58,6 +67,7 @@ impl DispatchError {
             DispatchError::UnknownEndpoint => "unknown_endpoint",
             DispatchError::UnknownMessage => "unknown_message",
             DispatchError::EventTypeNotSubscribed => "event_type_not_subscribed",
+            DispatchError::InBatch { error, .. } => error.code(),
             DispatchError::Storage(_) => "storage",
         }
     }
@@ -70,12 +80,20 @@ impl DispatchError {
             | DispatchError::InvalidPayload { .. }
             | DispatchError::EventTypeNotSubscribed => 400,
             DispatchError::UnknownEndpoint | DispatchError::UnknownMessage => 404,
+            DispatchError::InBatch { error, .. } => error.http_status(),
             DispatchError::Storage(_) => 500,
         }
     }
 
     pub(crate) fn input(field: &'static str, reason: &'static str) -> Self {
         DispatchError::InvalidInput { field, reason }
+    }
+
+    pub(crate) fn in_batch(index: usize, error: DispatchError) -> Self {
+        DispatchError::InBatch {
+            index,
+            error: Box::new(error),
+        }
     }
 }
 

@@ -44,18 +44,22 @@
 #![deny(missing_docs)]
 
 mod attempt;
+mod concurrency;
 mod config;
 mod delivery;
 mod dispatcher;
 mod drain;
 mod endpoint;
+mod enqueue;
 pub mod error;
 mod id;
 mod message;
+mod notify;
 pub mod retry;
 pub mod signing;
 pub mod ssrf;
 pub mod store;
+mod worker;
 
 pub use attempt::{Attempt, Outcome};
 pub use config::{
@@ -68,10 +72,12 @@ pub use endpoint::{
     Endpoint, NewEndpoint, RegisteredEndpoint, MAX_EVENT_TYPES, MAX_EVENT_TYPE_CHARS, MAX_OWNER_ID_CHARS,
     MAX_URL_CHARS,
 };
+pub use enqueue::MAX_DISPATCH_MANY;
 pub use error::{DispatchError, StorageError, StorageErrorKind};
 pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES};
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};
+pub use worker::{Worker, WorkerReport, DEFAULT_CLAIM_BATCH, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE};
 
 /// Re-exported so callers can build allowlists and root stores without adding the crates themselves.
 pub use ipnet;

@@ -41,6 +41,23 @@ pub trait Executor: Send + Sync {
     fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>>;
 }
 
+/// A dedicated connection subscribed to the workers' wake-up channel (`LISTEN webhooks_dispatch_due`).
+///
+/// Adapters: [`sqlx::SqlxListener`] and [`tokio_postgres::TokioPostgresListener`]. A worker without a listener
+/// still works, by polling.
+pub trait Listener: Send {
+    /// Resolves at the next notification (several pending ones may be coalesced into one). An error means the
+    /// connection was lost; the worker falls back to polling and calls again later, and the adapter
+    /// reconnects on that call. Must be cancel-safe: the worker drops this future when other work arrives.
+    fn recv(&mut self) -> BoxFuture<'_, Result<(), StorageError>>;
+}
+
+impl<L: Listener + ?Sized> Listener for Box<L> {
+    fn recv(&mut self) -> BoxFuture<'_, Result<(), StorageError>> {
+        (**self).recv()
+    }
+}
+
 impl<E: Executor + ?Sized> Executor for &E {
     fn query<'a>(
         &'a self,
@@ -87,6 +104,14 @@ pub enum Value {
     Timestamp(DateTime<Utc>),
     /// `text[]`.
     TextArray(Vec<String>),
+    /// `text[]` with NULL elements (bulk statements unnest it).
+    NullableTextArray(Vec<Option<String>>),
+    /// `int4[]` with NULL elements.
+    NullableI32Array(Vec<Option<i32>>),
+    /// `int8[]`.
+    I64Array(Vec<i64>),
+    /// `timestamptz[]` with NULL elements.
+    NullableTimestampArray(Vec<Option<DateTime<Utc>>>),
 }
 
 impl From<&str> for Value {
@@ -117,6 +142,26 @@ impl From<DateTime<Utc>> for Value {
 impl From<Vec<String>> for Value {
     fn from(v: Vec<String>) -> Self {
         Value::TextArray(v)
+    }
+}
+impl From<Vec<Option<String>>> for Value {
+    fn from(v: Vec<Option<String>>) -> Self {
+        Value::NullableTextArray(v)
+    }
+}
+impl From<Vec<Option<i32>>> for Value {
+    fn from(v: Vec<Option<i32>>) -> Self {
+        Value::NullableI32Array(v)
+    }
+}
+impl From<Vec<i64>> for Value {
+    fn from(v: Vec<i64>) -> Self {
+        Value::I64Array(v)
+    }
+}
+impl From<Vec<Option<DateTime<Utc>>>> for Value {
+    fn from(v: Vec<Option<DateTime<Utc>>>) -> Self {
+        Value::NullableTimestampArray(v)
     }
 }
 impl<T: Into<Value>> From<Option<T>> for Value {

@@ -98,18 +98,31 @@ SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_a
 FROM webhooks_dispatch_outbox WHERE id = $1::text";
 
 /// Claims up to $4 due messages for one drain by stamping them with a lease.
-/// $1 lease token, $2 lease expiry, $3 now, $4 limit
+/// $1 lease token, $2 lease expiry, $3 now, $4 limit, $5 endpoint ids to skip (already at their concurrency
+/// cap in this process), $6 most messages per endpoint in this claim
 /// → id, endpoint_id, payload, attempts, url, secret.
 /// `FOR UPDATE SKIP LOCKED` lets concurrent drains take disjoint rows without waiting on each other; the lease
-/// (not the row lock, which ends with this statement) is what keeps a second drain away during delivery.
+/// (not the row lock, which ends with this statement) keeps other drains away during delivery. Capping rows
+/// per endpoint keeps one endpoint with a deep backlog from filling a whole claim while others wait; the
+/// candidate window is wider than the limit so the cap rarely leaves a claim short.
 pub const CLAIM_DUE: &str = "\
-WITH due AS (
-    SELECT id FROM webhooks_dispatch_outbox
+WITH candidates AS (
+    SELECT id, endpoint_id, next_attempt_at FROM webhooks_dispatch_outbox
     WHERE status = 'pending' AND next_attempt_at <= $3::timestamptz
       AND (lease_expires_at IS NULL OR lease_expires_at <= $3::timestamptz)
+      AND endpoint_id <> ALL ($5::text[])
+    ORDER BY next_attempt_at, id
+    LIMIT $4::int8 * 4
+    FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id FROM (
+        SELECT id, next_attempt_at,
+               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS endpoint_rank
+        FROM candidates
+    ) AS ranked
+    WHERE endpoint_rank <= $6::int8
     ORDER BY next_attempt_at, id
     LIMIT $4::int8
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE webhooks_dispatch_outbox AS o
 SET lease_token = $1::text, lease_expires_at = $2::timestamptz
@@ -117,26 +130,93 @@ FROM due, webhooks_dispatch_endpoints AS e
 WHERE o.id = due.id AND e.id = o.endpoint_id
 RETURNING o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret";
 
-/// Records one attempt and moves the message to its next state, atomically.
-/// $1 message id, $2 lease token, $3 outcome ('delivered' | 'retrying' | 'dead'), $4 attempted_at,
-/// $5 status_code, $6 latency_ms, $7 next_attempt_at (NULL unless retrying), $8 error → attempt_no.
+/// Records many attempts and moves their messages on, in one round trip. Parallel arrays, one element per
+/// attempt: $1 message ids, $2 lease tokens, $3 outcomes ('delivered' | 'retrying' | 'dead'), $4 attempted_at,
+/// $5 status codes (NULL: no response), $6 latency_ms, $7 next_attempt_at (NULL unless retrying), $8 errors
+/// → message_id of each attempt recorded.
 /// Matching on the lease token refuses a stale drain whose lease expired and was re-claimed; matching on
 /// status = 'pending' means a delivered or dead message never changes again. The attempt number comes from
 /// the row itself and is unique per message by the primary key.
-pub const COMPLETE_ATTEMPT: &str = "\
-WITH done AS (
-    UPDATE webhooks_dispatch_outbox
-    SET status = CASE $3::text WHEN 'retrying' THEN 'pending' ELSE $3::text END,
-        attempts = attempts + 1,
-        next_attempt_at = COALESCE($7::timestamptz, next_attempt_at),
-        lease_token = NULL, lease_expires_at = NULL, updated_at = $4::timestamptz
-    WHERE id = $1::text AND lease_token = $2::text AND status = 'pending'
-    RETURNING id, attempts
+pub const COMPLETE_ATTEMPTS: &str = "\
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $6::int8[],
+                         $7::timestamptz[], $8::text[])
+        AS t(id, lease_token, outcome, attempted_at, status_code, latency_ms, next_attempt_at, error)
+), done AS (
+    UPDATE webhooks_dispatch_outbox AS o
+    SET status = CASE i.outcome WHEN 'retrying' THEN 'pending' ELSE i.outcome END,
+        attempts = o.attempts + 1,
+        next_attempt_at = COALESCE(i.next_attempt_at, o.next_attempt_at),
+        lease_token = NULL, lease_expires_at = NULL, updated_at = i.attempted_at
+    FROM input AS i
+    WHERE o.id = i.id AND o.lease_token = i.lease_token AND o.status = 'pending'
+    RETURNING o.id, o.attempts, i.outcome, i.attempted_at, i.status_code, i.latency_ms, i.next_attempt_at, i.error
 )
 INSERT INTO webhooks_dispatch_attempts
     (message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error)
-SELECT id, attempts, $4::timestamptz, $5::int4, $3::text, $6::int8, $7::timestamptz, $8::text FROM done
-RETURNING attempt_no";
+SELECT id, attempts, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error FROM done
+RETURNING message_id";
+
+/// Gives back claimed messages that were never attempted (a worker shutting down), so they are due at once
+/// instead of after the lease. $1 message ids, $2 their lease tokens → id of each released message.
+pub const RELEASE_CLAIMS: &str = "\
+UPDATE webhooks_dispatch_outbox AS o
+SET lease_token = NULL, lease_expires_at = NULL
+FROM unnest($1::text[], $2::text[]) AS r(id, lease_token)
+WHERE o.id = r.id AND o.lease_token = r.lease_token AND o.status = 'pending'
+RETURNING o.id";
+
+/// $1 now → the earliest future next_attempt_at among pending messages (NULL if none), so an idle worker
+/// sleeps exactly until the next retry. Walks the partial pending index from $1, so it reads one entry.
+pub const NEXT_DUE: &str = "\
+SELECT min(next_attempt_at) FROM webhooks_dispatch_outbox
+WHERE status = 'pending' AND next_attempt_at > $1::timestamptz";
+
+/// The channel workers LISTEN on.
+pub const NOTIFY_CHANNEL: &str = "webhooks_dispatch_due";
+
+/// Wakes listening workers. Sent through the dispatching executor, so inside a caller's transaction it is
+/// delivered only at commit, when the new rows are visible. Debounced by the dispatcher.
+pub const NOTIFY_DUE: &str = "SELECT pg_notify('webhooks_dispatch_due', '')";
+
+/// Subscribes a dedicated connection to [`NOTIFY_CHANNEL`].
+pub const LISTEN_DUE: &str = "LISTEN webhooks_dispatch_due";
+
+/// Inserts many messages in one round trip, all or nothing: if any endpoint is unknown or not subscribed,
+/// nothing is inserted. Parallel arrays: $1 message ids, $2 endpoint ids, $3 event types, $4 payloads,
+/// $5 idempotency keys (NULL: none), $6 now
+/// → per input in order: ordinal, found, subscribed, message id (NULL if a concurrent commit of the same key
+/// is not yet visible to this snapshot), created.
+pub const INSERT_MESSAGES: &str = "\
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS t(id, endpoint_id, event_type, payload, idempotency_key, ord)
+), checked AS (
+    SELECT i.id, i.endpoint_id, i.event_type, i.payload, i.idempotency_key, i.ord,
+           e.id IS NOT NULL AS found,
+           COALESCE(cardinality(e.event_types) = 0 OR i.event_type = ANY (e.event_types), false) AS subscribed
+    FROM input AS i LEFT JOIN webhooks_dispatch_endpoints AS e ON e.id = i.endpoint_id
+), ins AS (
+    INSERT INTO webhooks_dispatch_outbox
+        (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
+    SELECT id, endpoint_id, event_type, payload, idempotency_key,
+           $6::timestamptz, $6::timestamptz, $6::timestamptz
+    FROM checked
+    WHERE (SELECT bool_and(subscribed) FROM checked)
+    ORDER BY ord
+    ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING
+    RETURNING id, endpoint_id, idempotency_key
+)
+SELECT c.ord, c.found, c.subscribed,
+       COALESCE(
+           n.id,
+           (SELECT k.id FROM ins AS k
+            WHERE k.endpoint_id = c.endpoint_id AND k.idempotency_key = c.idempotency_key),
+           (SELECT o.id FROM webhooks_dispatch_outbox AS o
+            WHERE o.endpoint_id = c.endpoint_id AND o.idempotency_key = c.idempotency_key)),
+       n.id IS NOT NULL
+FROM checked AS c LEFT JOIN ins AS n ON n.id = c.id
+ORDER BY c.ord";
 
 /// $1 message id → message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error.
 pub const SELECT_ATTEMPTS: &str = "\
@@ -152,7 +232,12 @@ pub const ALL: &[&str] = &[
     SELECT_MESSAGE_BY_KEY,
     SELECT_MESSAGE,
     CLAIM_DUE,
-    COMPLETE_ATTEMPT,
+    COMPLETE_ATTEMPTS,
+    RELEASE_CLAIMS,
+    NEXT_DUE,
+    NOTIFY_DUE,
+    LISTEN_DUE,
+    INSERT_MESSAGES,
     SELECT_ATTEMPTS,
 ];
 
@@ -209,6 +294,11 @@ mod tests {
             if t.get(j).is_some_and(|w| w == "(") {
                 // A subquery, not a relation name.
                 i = j;
+                continue;
+            }
+            if t.get(j + 1).is_some_and(|w| w == "(") && kw == "FROM" {
+                // A set-returning function such as unnest(...), not a relation.
+                i = j + 1;
                 continue;
             }
             if let Some(name) = t.get(j) {

@@ -10,22 +10,20 @@
 //! use webhooks_dispatch::{store::sqlx::SqlxConnection, NewMessage};
 //! let mut tx = pool.begin().await?;
 //! sqlx::query("UPDATE invoices SET paid = true WHERE id = $1").bind(42).execute(&mut *tx).await?;
-//! let conn = SqlxConnection::new(&mut tx);
 //! dispatcher
-//!     .using(&conn)
+//!     .using(&SqlxConnection::new(&mut tx))
 //!     .dispatch(NewMessage::new("ep_123", "invoice.paid", serde_json::json!({"invoice": 42})))
 //!     .await?;
-//! drop(conn);
 //! tx.commit().await?; // the webhook exists if and only if the invoice update committed
 //! # Ok(()) }
 //! ```
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
+use sqlx::postgres::{PgArguments, PgConnection, PgListener, PgPool, PgRow};
 use sqlx::{Arguments, Column, Row as _, TypeInfo};
 use tokio::sync::Mutex;
 
-use super::{BoxFuture, Executor, Row, Value};
+use super::{postgres::NOTIFY_CHANNEL, BoxFuture, Executor, Listener, Row, Value};
 use crate::error::StorageError;
 
 fn storage_error(e: sqlx::Error) -> StorageError {
@@ -57,6 +55,10 @@ fn arguments(params: &[Value]) -> Result<PgArguments, StorageError> {
             Value::Bool(v) => args.add(*v),
             Value::Timestamp(v) => args.add(*v),
             Value::TextArray(v) => args.add(v.as_slice()),
+            Value::NullableTextArray(v) => args.add(v.as_slice()),
+            Value::NullableI32Array(v) => args.add(v.as_slice()),
+            Value::I64Array(v) => args.add(v.as_slice()),
+            Value::NullableTimestampArray(v) => args.add(v.as_slice()),
         };
         added.map_err(|_| StorageError::decode("parameter could not be encoded"))?;
     }
@@ -86,6 +88,7 @@ fn decode(row: &PgRow) -> Result<Row, StorageError> {
                 .try_get::<Option<Vec<String>>, _>(i)
                 .map_err(err)?
                 .map(Value::TextArray),
+            "VOID" => None,
             _ => return Err(StorageError::decode("unsupported column type")),
         };
         values.push(v.unwrap_or(Value::Null));
@@ -160,6 +163,28 @@ impl Executor for SqlxConnection<'_> {
         Box::pin(async move {
             let mut conn = self.conn.lock().await;
             run_script(&mut **conn, sql).await
+        })
+    }
+}
+
+/// A [`Listener`] on its own sqlx connection. sqlx reconnects and re-subscribes by itself after a lost
+/// connection; notifications sent while it was down are lost, which the worker's polling covers.
+pub struct SqlxListener(PgListener);
+
+impl SqlxListener {
+    /// Opens a dedicated connection with the pool's settings and subscribes to the wake-up channel.
+    pub async fn connect(pool: &PgPool) -> Result<Self, StorageError> {
+        let mut listener = PgListener::connect_with(pool).await.map_err(storage_error)?;
+        listener.listen(NOTIFY_CHANNEL).await.map_err(storage_error)?;
+        Ok(SqlxListener(listener))
+    }
+}
+
+impl Listener for SqlxListener {
+    fn recv(&mut self) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.0.recv().await.map_err(storage_error)?;
+            Ok(())
         })
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::GenericClient;
 
-use super::{BoxFuture, Executor, Row, Value};
+use super::{postgres::LISTEN_DUE, BoxFuture, Executor, Listener, Row, Value};
 use crate::error::StorageError;
 
 fn storage_error(e: tokio_postgres::Error) -> StorageError {
@@ -29,7 +29,10 @@ impl Value {
             Value::I64(_) => Type::INT8,
             Value::Bool(_) => Type::BOOL,
             Value::Timestamp(_) => Type::TIMESTAMPTZ,
-            Value::TextArray(_) => Type::TEXT_ARRAY,
+            Value::TextArray(_) | Value::NullableTextArray(_) => Type::TEXT_ARRAY,
+            Value::NullableI32Array(_) => Type::INT4_ARRAY,
+            Value::I64Array(_) => Type::INT8_ARRAY,
+            Value::NullableTimestampArray(_) => Type::TIMESTAMPTZ_ARRAY,
         }
     }
 }
@@ -44,6 +47,10 @@ impl ToSql for Value {
             Value::Bool(v) => v.to_sql_checked(ty, out),
             Value::Timestamp(v) => v.to_sql_checked(ty, out),
             Value::TextArray(v) => v.to_sql_checked(ty, out),
+            Value::NullableTextArray(v) => v.to_sql_checked(ty, out),
+            Value::NullableI32Array(v) => v.to_sql_checked(ty, out),
+            Value::I64Array(v) => v.to_sql_checked(ty, out),
+            Value::NullableTimestampArray(v) => v.to_sql_checked(ty, out),
         }
     }
 
@@ -80,6 +87,8 @@ fn decode(row: &tokio_postgres::Row) -> Result<Row, StorageError> {
             row.try_get::<_, Option<Vec<String>>>(i)
                 .map_err(err)?
                 .map(Value::TextArray)
+        } else if *ty == Type::VOID {
+            None
         } else {
             return Err(StorageError::decode("unsupported column type"));
         };
@@ -176,6 +185,101 @@ impl Executor for deadpool_postgres::Pool {
             let client = self.get().await.map_err(pool_error)?;
             let client: &tokio_postgres::Client = &client;
             batch(client, sql).await
+        })
+    }
+}
+
+type ConnectFn = Box<dyn Fn() -> BoxFuture<'static, Result<ListenSession, StorageError>> + Send + Sync>;
+
+struct ListenSession {
+    // Dropping the client ends the session, so it lives as long as the receiver.
+    _client: tokio_postgres::Client,
+    notifications: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+/// A [`Listener`] on a dedicated tokio-postgres connection, reconnecting on the call after a lost connection.
+pub struct TokioPostgresListener {
+    connect: ConnectFn,
+    session: Option<ListenSession>,
+}
+
+impl TokioPostgresListener {
+    /// Connects with `config` and `tls` (e.g. `tokio_postgres::NoTls`) and subscribes to the wake-up channel.
+    pub async fn connect<T>(config: tokio_postgres::Config, tls: T) -> Result<Self, StorageError>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+    {
+        let connect: ConnectFn = Box::new(move || {
+            let config = config.clone();
+            let tls = tls.clone();
+            Box::pin(async move { open_session(config, tls).await })
+        });
+        let session = connect().await?;
+        Ok(TokioPostgresListener {
+            connect,
+            session: Some(session),
+        })
+    }
+}
+
+async fn open_session<T>(config: tokio_postgres::Config, tls: T) -> Result<ListenSession, StorageError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Send + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+{
+    use futures_util::StreamExt;
+    let (client, mut connection) = config.connect(tls).await.map_err(storage_error)?;
+    let (tx, notifications) = tokio::sync::mpsc::unbounded_channel();
+    // The connection must be polled by hand to see notifications; the task ends when the connection does,
+    // which closes the channel and tells `recv` to reconnect.
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    client.batch_execute(LISTEN_DUE).await.map_err(storage_error)?;
+    Ok(ListenSession {
+        _client: client,
+        notifications,
+    })
+}
+
+impl Listener for TokioPostgresListener {
+    fn recv(&mut self) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            if self.session.is_none() {
+                self.session = Some((self.connect)().await?);
+            }
+            let session = self.session.as_mut().expect("session was just opened");
+            match session.notifications.recv().await {
+                Some(()) => {
+                    // Coalesce a burst into one wake-up.
+                    while session.notifications.try_recv().is_ok() {}
+                    Ok(())
+                }
+                None => {
+                    self.session = None;
+                    Err(StorageError::from_driver(
+                        None,
+                        true,
+                        std::io::Error::other("listen connection closed"),
+                    ))
+                }
+            }
         })
     }
 }

@@ -5,12 +5,16 @@
 
 mod support;
 
+/// Batch enqueue: `dispatch_many`.
+mod batch;
 /// Invariant 6 and hostile endpoints: SSRF policy, pinning, rebinding, deadlines.
 mod destinations;
 /// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.
 mod outbox;
 /// Invariant 4: retry, backoff, Retry-After, permanent failures, dead-letter.
 mod retries;
+/// Concurrent drains, leases, the continuous worker, per-endpoint caps.
+mod scale;
 /// Invariant 7: the secret is shown once and never again.
 mod secrets;
 /// Invariant 3: real deliveries carry valid Standard Webhooks signatures.

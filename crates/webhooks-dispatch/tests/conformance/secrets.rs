@@ -1,12 +1,12 @@
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use webhooks_dispatch::{DeliverDue, NewEndpoint, NewMessage, RetryPolicy};
 use webhooks_dispatch_testkit::receiver::Reply;
 
 use crate::support::{t0, Ctx, Engine, ManualClock};
 
-/// Collects everything the tracing subscriber writes.
+/// Collects everything the process-wide tracing subscriber writes.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
@@ -20,26 +20,35 @@ impl Write for LogBuffer {
     }
 }
 
-// A current-thread runtime, so the thread-local log subscriber sees every event of the flow.
-#[tokio::test]
+/// Installs one global subscriber for the whole test process. A thread-local one (`set_default`) is not
+/// reliable here: other tests' threads share tracing's per-callsite interest cache, and the delivery's own
+/// tasks may run on other threads. Everything at debug and above is captured, including the drivers' (sqlx
+/// logs statements), so a secret leaking through any layer shows up.
+fn captured_logs() -> &'static LogBuffer {
+    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("debug,webhooks_dispatch=trace")
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invariant7_secret_never_appears_in_errors_logs_debug_or_attempts_sqlx() {
     secret_is_shown_once(Engine::Sqlx).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invariant7_secret_never_appears_in_errors_logs_debug_or_attempts_tokio_postgres() {
     secret_is_shown_once(Engine::TokioPostgres).await
 }
 
 async fn secret_is_shown_once(engine: Engine) {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let logs = captured_logs();
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher_at(
         ManualClock::at(t0()),
@@ -99,7 +108,7 @@ async fn secret_is_shown_once(engine: Engine) {
     }
     let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
-        log_text.contains("webhook attempt"),
+        log_text.contains("webhook attempt") && log_text.contains(&id),
         "the attempt log lines were captured"
     );
     texts.push(log_text);

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use webhooks_dispatch::ssrf::StaticResolver;
-use webhooks_dispatch::store::{BoxFuture, Executor, Row, Value};
+use webhooks_dispatch::store::sqlx::SqlxListener;
+use webhooks_dispatch::store::tokio_postgres::TokioPostgresListener;
+use webhooks_dispatch::store::{BoxFuture, Executor, Listener, Row, Value};
 use webhooks_dispatch::{Clock, Dispatcher, DispatcherBuilder, NewEndpoint, RetryPolicy, StorageError};
 use webhooks_dispatch_testkit::pg::fresh_database;
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, TestCa};
@@ -39,6 +41,21 @@ impl Engine {
             Engine::TokioPostgres => Arc::new(deadpool_pool(&url)),
         };
         (exec, url)
+    }
+}
+
+/// A LISTEN connection for workers, through the engine's own adapter.
+pub async fn listener(engine: Engine, url: &str) -> Box<dyn Listener> {
+    match engine {
+        Engine::Sqlx => {
+            let pool = sqlx::PgPool::connect(url).await.expect("sqlx connect");
+            Box::new(SqlxListener::connect(&pool).await.expect("listen"))
+        }
+        Engine::TokioPostgres => Box::new(
+            TokioPostgresListener::connect(url.parse().expect("url"), tokio_postgres::NoTls)
+                .await
+                .expect("listen"),
+        ),
     }
 }
 

@@ -1,0 +1,155 @@
+//! Enqueueing: `dispatch` and `dispatch_many` write outbox rows and nothing else — no HTTP, ever.
+
+use serde::Serialize;
+
+use crate::dispatcher::Dispatcher;
+use crate::error::{DispatchError, StorageError};
+use crate::id;
+use crate::message::{Dispatched, NewMessage};
+use crate::store::{postgres as sql, Executor, Value};
+
+/// Most messages one [`Dispatcher::dispatch_many`] call accepts.
+pub const MAX_DISPATCH_MANY: usize = 1000;
+
+impl<E: Executor> Dispatcher<E> {
+    /// Enqueues a message: validates, then writes one outbox row. Never performs HTTP.
+    ///
+    /// Errors: `invalid_input` / `invalid_payload` before any SQL; `unknown_endpoint`;
+    /// `event_type_not_subscribed`; `storage`.
+    pub async fn dispatch<P: Serialize>(&self, input: NewMessage<P>) -> Result<Dispatched, DispatchError> {
+        let body = input.validate()?;
+        let params = [
+            Value::from(id::message_id()),
+            Value::from(input.endpoint_id.as_str()),
+            Value::from(input.event_type),
+            Value::from(body),
+            Value::from(input.idempotency_key.clone()),
+            Value::from(self.settings().clock.now()),
+        ];
+        let rows = self.query(sql::INSERT_MESSAGE, &params).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StorageError::decode("no row from insert"))?;
+        if row.int(0)? == 0 {
+            return Err(DispatchError::UnknownEndpoint);
+        }
+        if row.opt_bool(1)? != Some(true) {
+            return Err(DispatchError::EventTypeNotSubscribed);
+        }
+        if let Some(inserted) = row.opt_text(2)? {
+            self.wake_workers().await;
+            return Ok(Dispatched {
+                message_id: inserted,
+                created: true,
+            });
+        }
+        // Idempotency conflict: the row exists (ON CONFLICT waited for it to commit), so read its id.
+        let key = input.idempotency_key.unwrap_or_default();
+        let message_id = self.existing_message(input.endpoint_id, key).await?;
+        Ok(Dispatched {
+            message_id,
+            created: false,
+        })
+    }
+
+    /// Enqueues up to 1000 messages in one round trip, with `dispatch`'s validation and idempotency rules.
+    ///
+    /// All or nothing: if any message is invalid, targets an unknown endpoint or an unsubscribed event type,
+    /// nothing is inserted and the error is `InBatch { index, .. }` for the first such message. Results are in
+    /// input order; repeated idempotency keys (within the batch or with earlier dispatches) yield the first
+    /// message's id with `created: false`.
+    pub async fn dispatch_many<P: Serialize>(
+        &self,
+        inputs: Vec<NewMessage<P>>,
+    ) -> Result<Vec<Dispatched>, DispatchError> {
+        if inputs.len() > MAX_DISPATCH_MANY {
+            return Err(DispatchError::input(
+                "messages",
+                "at most 1000 messages per batch",
+            ));
+        }
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(inputs.len());
+        let mut endpoint_ids = Vec::with_capacity(inputs.len());
+        let mut event_types = Vec::with_capacity(inputs.len());
+        let mut payloads = Vec::with_capacity(inputs.len());
+        let mut keys = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.into_iter().enumerate() {
+            let body = input.validate().map_err(|e| DispatchError::in_batch(index, e))?;
+            ids.push(Some(id::message_id()));
+            endpoint_ids.push(Some(input.endpoint_id));
+            event_types.push(Some(input.event_type));
+            payloads.push(Some(body));
+            keys.push(input.idempotency_key);
+        }
+        let params = [
+            Value::from(ids),
+            Value::from(endpoint_ids.clone()),
+            Value::from(event_types),
+            Value::from(payloads),
+            Value::from(keys.clone()),
+            Value::from(self.settings().clock.now()),
+        ];
+        let rows = self.query(sql::INSERT_MESSAGES, &params).await?;
+        if rows.len() != endpoint_ids.len() {
+            return Err(StorageError::decode("batch insert returned the wrong number of rows").into());
+        }
+        // Refusals first: when any message is refused, the statement inserted nothing at all.
+        for (index, row) in rows.iter().enumerate() {
+            if row.opt_bool(1)? != Some(true) {
+                return Err(DispatchError::in_batch(index, DispatchError::UnknownEndpoint));
+            }
+            if row.opt_bool(2)? != Some(true) {
+                return Err(DispatchError::in_batch(
+                    index,
+                    DispatchError::EventTypeNotSubscribed,
+                ));
+            }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (index, row) in rows.iter().enumerate() {
+            let message_id = match row.opt_text(3)? {
+                Some(id) => id,
+                // Conflict with a row committed concurrently, after this statement's snapshot.
+                None => {
+                    let endpoint = endpoint_ids[index].clone().unwrap_or_default();
+                    let key = keys[index].clone().unwrap_or_default();
+                    self.existing_message(endpoint, key).await?
+                }
+            };
+            out.push(Dispatched {
+                message_id,
+                created: row.opt_bool(4)? == Some(true),
+            });
+        }
+        if out.iter().any(|d| d.created) {
+            self.wake_workers().await;
+        }
+        Ok(out)
+    }
+
+    async fn existing_message(&self, endpoint_id: String, key: String) -> Result<String, DispatchError> {
+        let rows = self
+            .query(sql::SELECT_MESSAGE_BY_KEY, &[endpoint_id.into(), key.into()])
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StorageError::decode("conflicting message not found"))?;
+        Ok(row.text(0)?)
+    }
+
+    /// Sends a debounced NOTIFY through this dispatcher's executor, so inside a caller's transaction it is
+    /// delivered at commit. A failure only costs latency (workers also poll), so it is logged, not returned.
+    async fn wake_workers(&self) {
+        let Some(debounce) = &self.settings().notify else {
+            return;
+        };
+        if debounce.fire() {
+            if let Err(e) = self.query(sql::NOTIFY_DUE, &[]).await {
+                tracing::warn!(error = %e, "could not notify workers; they will find the message by polling");
+            }
+        }
+    }
+}

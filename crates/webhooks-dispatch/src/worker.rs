@@ -1,0 +1,305 @@
+//! The continuous worker: claims due messages as capacity frees up, delivers them concurrently, records
+//! outcomes in bulk, and shuts down without leaving anything claimed.
+//!
+//! Wake-ups, in order of preference: a NOTIFY from a dispatch (through a [`Listener`]), a claim that came back
+//! full (there is probably more), the next scheduled retry (read from the table), and finally a poll interval
+//! that bounds every sleep (it also picks up messages whose lease expired after a crash elsewhere).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::dispatcher::Dispatcher;
+use crate::drain::{DeliveryReport, Record};
+use crate::error::DispatchError;
+use crate::store::{postgres as sql, Executor, Listener};
+
+/// Default most messages claimed per statement by a worker.
+pub const DEFAULT_CLAIM_BATCH: u32 = 200;
+/// Default longest sleep between two looks at the table.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time in-flight attempts get to finish after shutdown is requested.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Extra lease beyond two attempt deadlines (one waiting for the endpoint's slot, one attempting), covering
+/// recording latency and clock skew between machines.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// What a worker did over its lifetime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerReport {
+    /// Recorded attempts by outcome.
+    pub deliveries: DeliveryReport,
+    /// Claimed messages handed back unattempted at shutdown.
+    pub released: u64,
+    /// Results discarded because another drain had taken the lease over.
+    pub discarded: u64,
+}
+
+/// Delivers continuously until told to stop. Run several per database, in one process or many.
+pub struct Worker<E> {
+    dispatcher: Dispatcher<E>,
+    listener: Option<Box<dyn Listener>>,
+    claim_batch: u32,
+    poll_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+impl<E: Executor + Clone + 'static> Worker<E> {
+    /// A worker using the dispatcher's configuration (concurrency, per-endpoint cap, retry policy, TLS, SSRF).
+    pub fn new(dispatcher: Dispatcher<E>) -> Self {
+        Worker {
+            dispatcher,
+            listener: None,
+            claim_batch: DEFAULT_CLAIM_BATCH,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// Wakes on dispatch NOTIFYs instead of waiting for the next poll.
+    pub fn listener(mut self, listener: impl Listener + 'static) -> Self {
+        self.listener = Some(Box::new(listener));
+        self
+    }
+
+    /// Most messages claimed per statement (default 200, clamped to 1..=1000).
+    pub fn claim_batch(mut self, n: u32) -> Self {
+        self.claim_batch = n.clamp(1, crate::drain::MAX_BATCH);
+        self
+    }
+
+    /// Longest sleep between looks at the table (default 1 s).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long in-flight attempts may run after shutdown is requested (default 15 s); the rest are
+    /// aborted and their messages released.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Runs until `shutdown` completes, then stops claiming, lets in-flight attempts finish within the grace
+    /// period, aborts and releases the rest, and writes every outcome before returning. Storage errors while
+    /// running are logged and retried (the worker keeps going); the returned error is only for a failure to
+    /// release claims at shutdown.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerReport, DispatchError> {
+        // Taken apart so the future holds no `&self` (the listener is Send but not Sync).
+        let Worker {
+            dispatcher: d,
+            mut listener,
+            claim_batch,
+            poll_interval,
+            shutdown_grace,
+        } = self;
+        let settings_concurrency = d.settings().concurrency;
+        let lease = d.settings().attempt_timeout.saturating_mul(2) + LEASE_MARGIN;
+        // Claim in batches: wait until a quarter of the slots are free, unless nothing is in flight.
+        let claim_threshold = (settings_concurrency / 4).max(1);
+        let catch_up_after = d
+            .settings()
+            .notify
+            .as_ref()
+            .map(|n| n.interval())
+            .unwrap_or_default();
+
+        let (records_tx, records_rx) = mpsc::unbounded_channel::<Record>();
+        let recorder = tokio::spawn(record_loop(d.clone(), records_rx));
+        // Each task yields its message's next retry time, if any, so an idle worker wakes for its own retries.
+        let mut tasks: JoinSet<Option<DateTime<Utc>>> = JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, (String, Arc<str>)> = HashMap::new();
+
+        let mut more = true;
+        let mut wake_at = Instant::now();
+        let mut catch_up: Option<Instant> = None;
+        let mut listener_down_until: Option<Instant> = None;
+        tokio::pin!(shutdown);
+
+        loop {
+            if more && (tasks.is_empty() || settings_concurrency - tasks.len() >= claim_threshold) {
+                let free = settings_concurrency - tasks.len();
+                let limit = u32::try_from(free).unwrap_or(u32::MAX).min(claim_batch);
+                let now = d.settings().clock.now();
+                match d.claim(now, lease, limit, d.settings().limiter.saturated()).await {
+                    Ok(claimed) => {
+                        more = claimed.len() == limit as usize;
+                        for msg in claimed {
+                            let d = d.clone();
+                            let tx = records_tx.clone();
+                            let key = (msg.id.clone(), msg.token.clone());
+                            let handle = tasks.spawn(async move {
+                                let record = d
+                                    .attempt_claimed(&msg, d.settings().clock.now(), Instant::now())
+                                    .await;
+                                let next = record.next_attempt_at;
+                                // The recorder outlives every task, so the send cannot fail.
+                                let _ = tx.send(record);
+                                next
+                            });
+                            in_flight.insert(handle.id(), key);
+                        }
+                        if !more {
+                            wake_at = next_wake(&d, now, catch_up.take(), poll_interval).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, error.source = ?std::error::Error::source(&e), "claim failed; retrying after the poll interval");
+                        more = false;
+                        wake_at = Instant::now() + poll_interval;
+                    }
+                }
+            }
+
+            let listening = listener.is_some() && listener_down_until.is_none_or(|t| Instant::now() >= t);
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    match joined {
+                        Ok((id, next_retry)) => {
+                            in_flight.remove(&id);
+                            if let Some(next) = next_retry {
+                                let until = (next - d.settings().clock.now()).to_std().unwrap_or_default();
+                                wake_at = wake_at.min(Instant::now() + until);
+                            }
+                        }
+                        Err(e) => {
+                            in_flight.remove(&e.id());
+                            tracing::error!(error = %e, "delivery task failed; its message is retried after the lease");
+                        }
+                    }
+                }
+                woke = recv_or_pending(listener.as_deref_mut(), listening) => {
+                    match woke {
+                        Ok(()) => {
+                            more = true;
+                            catch_up = Some(Instant::now() + catch_up_after);
+                            listener_down_until = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listen connection lost; polling until it is back");
+                            listener_down_until = Some(Instant::now() + poll_interval);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake_at.into()), if !more => more = true,
+            }
+        }
+
+        // Shutdown: no more claims. Let in-flight attempts finish within the grace period.
+        let drained = tokio::time::timeout(shutdown_grace, async {
+            while let Some(joined) = tasks.join_next_with_id().await {
+                let id = match &joined {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                in_flight.remove(&id);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while let Some(joined) = tasks.join_next_with_id().await {
+                // A task that finished just before the abort has sent its record: it is not in flight any more.
+                if let Ok((id, _)) = joined {
+                    in_flight.remove(&id);
+                }
+            }
+        }
+        drop(records_tx);
+        let (deliveries, discarded) = recorder.await.unwrap_or_default();
+        let unfinished: Vec<(String, Arc<str>)> = in_flight.into_values().collect();
+        let released = d.release(&unfinished).await?;
+        Ok(WorkerReport {
+            deliveries,
+            released: released as u64,
+            discarded,
+        })
+    }
+}
+
+/// When to look again after a claim found less than it asked for: the next scheduled retry, a catch-up
+/// look one debounce interval after a NOTIFY, or the poll interval, whichever is first.
+async fn next_wake<E: Executor>(
+    d: &Dispatcher<E>,
+    now: DateTime<Utc>,
+    catch_up: Option<Instant>,
+    poll_interval: Duration,
+) -> Instant {
+    let mut wake = Instant::now() + poll_interval;
+    if let Some(t) = catch_up {
+        wake = wake.min(t);
+    }
+    if let Ok(rows) = d.query(sql::NEXT_DUE, &[now.into()]).await {
+        if let Some(Ok(Some(next))) = rows.first().map(|r| r.opt_timestamp(0)) {
+            let until = (next - now).to_std().unwrap_or_default();
+            wake = wake.min(Instant::now() + until);
+        }
+    }
+    wake
+}
+
+async fn recv_or_pending(
+    listener: Option<&mut (dyn Listener + 'static)>,
+    listening: bool,
+) -> Result<(), crate::StorageError> {
+    match listener {
+        Some(l) if listening => l.recv().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Writes outcomes as they arrive, as many per statement as have queued up meanwhile (group commit).
+async fn record_loop<E: Executor>(
+    d: Dispatcher<E>,
+    mut rx: mpsc::UnboundedReceiver<Record>,
+) -> (DeliveryReport, u64) {
+    let mut report = DeliveryReport::default();
+    let mut discarded = 0;
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < crate::drain::MAX_BATCH as usize {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1.. {
+            match d.record(&batch).await {
+                Ok(recorded) => {
+                    for r in &batch {
+                        if recorded.contains(&r.id) {
+                            report.count(r.outcome);
+                        } else {
+                            discarded += 1;
+                        }
+                    }
+                    break;
+                }
+                // Unrecorded results keep their leases: after expiry the messages are attempted again, so
+                // giving up loses nothing but causes a repeat delivery.
+                Err(e) if attempt >= 5 => {
+                    tracing::error!(error = %e, count = batch.len(), "could not record attempts; they will be retried after the lease");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording attempts failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        batch.clear();
+    }
+    (report, discarded)
+}

@@ -1,0 +1,119 @@
+use webhooks_dispatch::{DeliverDue, DispatchError, NewEndpoint, NewMessage, MAX_DISPATCH_MANY};
+
+use crate::conformance;
+use crate::support::{Ctx, Engine};
+
+conformance!(
+    dispatch_many_inserts_in_order_in_one_statement,
+    dispatch_many_keeps_idempotency_within_and_across_batches,
+    dispatch_many_is_all_or_nothing,
+);
+
+const COUNT_OUTBOX: &str = "SELECT count(*) FROM webhooks_dispatch_outbox";
+
+async fn dispatch_many_inserts_in_order_in_one_statement(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let exec = crate::support::CountingExecutor::new(ctx.exec.clone());
+    let d = ctx.dispatcher().using(exec.clone());
+    let (ep, _) = ctx.endpoint(&d).await;
+    let before = exec.count();
+    let msgs: Vec<_> = (0..500)
+        .map(|i| NewMessage::new(&ep, "a", serde_json::json!({ "i": i })))
+        .collect();
+    let sent = d.dispatch_many(msgs).await.unwrap();
+    // One insert, plus at most one debounced NOTIFY.
+    assert!(exec.count() - before <= 2, "{} statements", exec.count() - before);
+    assert_eq!(sent.len(), 500);
+    assert!(sent.iter().all(|s| s.created));
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 500);
+    assert_eq!(d.dispatch_many(Vec::<NewMessage<i32>>::new()).await.unwrap(), []);
+    // Results are in input order: deliver and match bodies to ids.
+    // A drain takes at most the per-endpoint cap from one endpoint, so drain until nothing is left.
+    while d
+        .deliver_due(DeliverDue {
+            now: None,
+            batch: Some(1000),
+        })
+        .await
+        .unwrap()
+        .attempted
+        > 0
+    {}
+    for r in ctx.receiver.received() {
+        let id = r.headers["webhook-id"].to_str().unwrap();
+        let i: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(sent[i["i"].as_u64().unwrap() as usize].message_id, id);
+    }
+    assert_eq!(ctx.receiver.count(), 500);
+}
+
+async fn dispatch_many_keeps_idempotency_within_and_across_batches(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher();
+    let (ep, _) = ctx.endpoint(&d).await;
+    let earlier = d
+        .dispatch(NewMessage::new(&ep, "a", 0).idempotency_key("k0"))
+        .await
+        .unwrap();
+    let sent = d
+        .dispatch_many(vec![
+            NewMessage::new(&ep, "a", 1).idempotency_key("k0"), // seen before
+            NewMessage::new(&ep, "a", 2).idempotency_key("k1"),
+            NewMessage::new(&ep, "a", 3).idempotency_key("k1"), // repeated in the batch
+            NewMessage::new(&ep, "a", 4),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(sent[0].message_id, earlier.message_id);
+    assert!(!sent[0].created);
+    assert!(sent[1].created && !sent[2].created && sent[3].created);
+    assert_eq!(sent[1].message_id, sent[2].message_id);
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
+}
+
+async fn dispatch_many_is_all_or_nothing(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher();
+    let ep = d
+        .register_endpoint(NewEndpoint::new("o", ctx.url()).event_types(["a"]))
+        .await
+        .unwrap()
+        .id;
+    let cases: Vec<(Vec<NewMessage<i32>>, usize, &str)> = vec![
+        (
+            vec![NewMessage::new(&ep, "a", 1), NewMessage::new("ep_nope", "a", 1)],
+            1,
+            "unknown_endpoint",
+        ),
+        (
+            vec![NewMessage::new(&ep, "a", 1), NewMessage::new(&ep, "b", 1)],
+            1,
+            "event_type_not_subscribed",
+        ),
+        (
+            vec![NewMessage::new(&ep, " ", 1), NewMessage::new(&ep, "a", 1)],
+            0,
+            "invalid_input",
+        ),
+    ];
+    for (msgs, index, code) in cases {
+        let err = d.dispatch_many(msgs).await.unwrap_err();
+        assert_eq!(err.code(), code);
+        assert!(
+            matches!(err, DispatchError::InBatch { index: i, .. } if i == index),
+            "{err:?}"
+        );
+    }
+    let too_many: Vec<_> = (0..=MAX_DISPATCH_MANY)
+        .map(|_| NewMessage::new(&ep, "a", 1))
+        .collect();
+    assert_eq!(
+        d.dispatch_many(too_many).await.unwrap_err().code(),
+        "invalid_input"
+    );
+    assert_eq!(
+        ctx.scalar(COUNT_OUTBOX, &[]).await,
+        0,
+        "a refused batch inserted rows"
+    );
+}
