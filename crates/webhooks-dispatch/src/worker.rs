@@ -1,8 +1,8 @@
 //! The continuous worker: claims due messages as capacity frees up, delivers them concurrently, records
 //! outcomes in bulk, and shuts down without leaving anything claimed.
 //!
-//! Wake-ups, in order of preference: a NOTIFY from a dispatch (through a [`Listener`]), a claim that came back
-//! full (there is probably more), the next scheduled retry (read from the table), and finally a poll interval
+//! Wake-ups, in order of preference: a NOTIFY from a dispatch (through a [`Listener`]), a claim that found
+//! work (there is probably more), finished attempts freeing an endpoint's slots, the next scheduled retry (read from the table), and finally a poll interval
 //! that bounds every sleep (it also picks up messages whose lease expired after a crash elsewhere).
 
 use std::collections::HashMap;
@@ -117,8 +117,16 @@ impl<E: Executor + Clone + 'static> Worker<E> {
         let mut tasks: JoinSet<Option<DateTime<Utc>>> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, (String, Arc<str>)> = HashMap::new();
 
+        // `more`: claim as soon as capacity allows. It stays set while claims return rows; an empty claim
+        // clears it until a wake-up, or until enough attempts have finished that endpoints skipped for being
+        // at their cap may have room again (`since_empty`), so a single busy endpoint keeps flowing without a
+        // claim per delivery.
         let mut more = true;
+        let mut since_empty = 0usize;
         let mut wake_at = Instant::now();
+        // The earliest retry among this worker's own results: known before the recorder has written it, so
+        // an empty claim in between cannot make the worker sleep past it.
+        let mut own_retry_at: Option<Instant> = None;
         let mut catch_up: Option<Instant> = None;
         let mut listener_down_until: Option<Instant> = None;
         tokio::pin!(shutdown);
@@ -130,7 +138,10 @@ impl<E: Executor + Clone + 'static> Worker<E> {
                 let now = d.settings().clock.now();
                 match d.claim(now, lease, limit, d.settings().limiter.saturated()).await {
                     Ok(claimed) => {
-                        more = claimed.len() == limit as usize;
+                        more = !claimed.is_empty();
+                        if claimed.is_empty() {
+                            since_empty = 0;
+                        }
                         for msg in claimed {
                             let d = d.clone();
                             let tx = records_tx.clone();
@@ -148,6 +159,9 @@ impl<E: Executor + Clone + 'static> Worker<E> {
                         }
                         if !more {
                             wake_at = next_wake(&d, now, catch_up.take(), poll_interval).await;
+                            if let Some(t) = own_retry_at {
+                                wake_at = wake_at.min(t);
+                            }
                         }
                     }
                     Err(e) => {
@@ -166,9 +180,15 @@ impl<E: Executor + Clone + 'static> Worker<E> {
                     match joined {
                         Ok((id, next_retry)) => {
                             in_flight.remove(&id);
+                            since_empty += 1;
+                            if since_empty >= claim_threshold || tasks.is_empty() {
+                                more = true;
+                            }
                             if let Some(next) = next_retry {
                                 let until = (next - d.settings().clock.now()).to_std().unwrap_or_default();
-                                wake_at = wake_at.min(Instant::now() + until);
+                                let at = Instant::now() + until;
+                                own_retry_at = Some(own_retry_at.map_or(at, |t| t.min(at)));
+                                wake_at = wake_at.min(at);
                             }
                         }
                         Err(e) => {
@@ -190,7 +210,12 @@ impl<E: Executor + Clone + 'static> Worker<E> {
                         }
                     }
                 }
-                () = tokio::time::sleep_until(wake_at.into()), if !more => more = true,
+                () = tokio::time::sleep_until(wake_at.into()), if !more => {
+                    more = true;
+                    if own_retry_at.is_some_and(|t| t <= Instant::now()) {
+                        own_retry_at = None;
+                    }
+                }
             }
         }
 

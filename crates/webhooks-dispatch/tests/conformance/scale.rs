@@ -17,6 +17,7 @@ conformance!(
     per_endpoint_cap_holds_and_a_hanging_endpoint_does_not_starve_others,
     worker_wakes_on_notify_and_only_after_commit,
     worker_sleeps_until_the_next_due_retry,
+    worker_keeps_a_single_busy_endpoint_flowing_without_polling,
 );
 
 const LEASED: &str = "SELECT count(*) FROM webhooks_dispatch_outbox WHERE lease_token IS NOT NULL";
@@ -404,4 +405,25 @@ async fn worker_sleeps_until_the_next_due_retry(engine: Engine) {
     stop_tx.send(()).unwrap();
     let report = running.await.unwrap().unwrap();
     assert_eq!((report.deliveries.retried, report.deliveries.delivered), (1, 1));
+}
+
+async fn worker_keeps_a_single_busy_endpoint_flowing_without_polling(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    // One endpoint with a backlog far above its cap: claims come back short (capped per endpoint) or empty
+    // (endpoint skipped at its cap), yet finished attempts must trigger the next claim without any poll.
+    let d = ctx.builder().per_endpoint_concurrency(4).build();
+    let ids = enqueue(&ctx, &d, 1, 200).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::new(d.clone()).poll_interval(Duration::from_secs(3600));
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    assert!(
+        ctx.receiver.wait_for(200, Duration::from_secs(30)).await,
+        "the backlog stalled"
+    );
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert!(ctx.receiver.max_in_flight_for("/e0") <= 4);
+    assert_exactly_once(&ctx, &ids).await;
 }
