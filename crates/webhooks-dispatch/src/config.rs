@@ -54,6 +54,10 @@ pub(crate) struct Settings {
     pub limiter: EndpointLimiter,
     /// None: dispatch never sends NOTIFY.
     pub notify: Option<Debounce>,
+    /// Wakes workers in this process that share this configuration. The only wake-up on engines without
+    /// NOTIFY (SQLite), and a head start on PostgreSQL. `notify_one` keeps a permit when no worker is waiting,
+    /// so a dispatch between a worker's empty claim and its sleep is not missed.
+    pub local_wake: tokio::sync::Notify,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -181,6 +185,7 @@ impl<E> DispatcherBuilder<E> {
             concurrency: self.concurrency,
             limiter: EndpointLimiter::new(self.per_endpoint),
             notify: self.notify.map(Debounce::new),
+            local_wake: tokio::sync::Notify::new(),
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
     }

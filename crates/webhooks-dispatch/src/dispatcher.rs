@@ -14,7 +14,7 @@ use crate::error::{DispatchError, StorageError};
 use crate::id;
 use crate::message::{Message, MessageState, MAX_KEY_CHARS};
 use crate::signing::EndpointSecret;
-use crate::store::{postgres as sql, Executor, Row, Value};
+use crate::store::{Executor, Row, Value};
 
 /// Sends webhooks through a transactional outbox. Cheap to clone when the executor is.
 ///
@@ -78,6 +78,10 @@ impl<E> Dispatcher<E> {
 }
 
 impl<E: Executor> Dispatcher<E> {
+    pub(crate) fn sql(&self) -> &'static crate::store::Statements {
+        self.executor.statements()
+    }
+
     pub(crate) async fn query(
         &self,
         statement: &'static str,
@@ -89,7 +93,7 @@ impl<E: Executor> Dispatcher<E> {
     /// Creates the three `webhooks_dispatch_*` tables and their indexes if missing. Idempotent and safe to run
     /// concurrently from several processes.
     pub async fn migrate(&self) -> Result<(), DispatchError> {
-        self.executor.batch_execute(sql::MIGRATE).await?;
+        self.executor.batch_execute(self.sql().migrate).await?;
         Ok(())
     }
 
@@ -111,14 +115,16 @@ impl<E: Executor> Dispatcher<E> {
             Value::from(event_types),
             Value::from(self.settings.clock.now()),
         ];
-        self.query(sql::INSERT_ENDPOINT, &params).await?;
+        self.query(self.sql().insert_endpoint, &params).await?;
         Ok(RegisteredEndpoint { id, secret })
     }
 
     /// Reads an endpoint (never its secret).
     pub async fn endpoint(&self, endpoint_id: &str) -> Result<Endpoint, DispatchError> {
         check_chars("endpoint_id", endpoint_id, MAX_KEY_CHARS, false)?;
-        let rows = self.query(sql::SELECT_ENDPOINT, &[endpoint_id.into()]).await?;
+        let rows = self
+            .query(self.sql().select_endpoint, &[endpoint_id.into()])
+            .await?;
         let row = rows.first().ok_or(DispatchError::UnknownEndpoint)?;
         Ok(Endpoint {
             id: row.text(0)?,
@@ -132,7 +138,9 @@ impl<E: Executor> Dispatcher<E> {
     /// A message's current status.
     pub async fn message(&self, message_id: &str) -> Result<Message, DispatchError> {
         check_chars("message_id", message_id, MAX_KEY_CHARS, false)?;
-        let rows = self.query(sql::SELECT_MESSAGE, &[message_id.into()]).await?;
+        let rows = self
+            .query(self.sql().select_message, &[message_id.into()])
+            .await?;
         let row = rows.first().ok_or(DispatchError::UnknownMessage)?;
         Ok(Message {
             id: row.text(0)?,
@@ -149,7 +157,9 @@ impl<E: Executor> Dispatcher<E> {
     /// Every attempt made for a message, oldest first. `unknown_message` if the message does not exist.
     pub async fn list_attempts(&self, message_id: &str) -> Result<Vec<Attempt>, DispatchError> {
         check_chars("message_id", message_id, MAX_KEY_CHARS, false)?;
-        let rows = self.query(sql::SELECT_ATTEMPTS, &[message_id.into()]).await?;
+        let rows = self
+            .query(self.sql().select_attempts, &[message_id.into()])
+            .await?;
         if rows.is_empty() {
             // Distinguish "no attempts yet" from "no such message".
             self.message(message_id).await?;

@@ -23,7 +23,7 @@ use crate::error::{DispatchError, StorageError};
 use crate::id;
 use crate::retry::{AttemptResult, Decision};
 use crate::signing::EndpointSecret;
-use crate::store::{postgres as sql, Executor, Row, Value};
+use crate::store::{Executor, Row, Value};
 
 /// Default number of messages claimed by one `deliver_due` call.
 pub const DEFAULT_BATCH: u32 = 50;
@@ -170,7 +170,7 @@ impl<E: Executor> Dispatcher<E> {
             Value::from(skip),
             Value::from(per_endpoint),
         ];
-        let rows = self.query(sql::CLAIM_DUE, &params).await?;
+        let rows = self.query(self.sql().claim_due, &params).await?;
         rows.iter().map(|row| Claimed::from_row(row, &token)).collect()
     }
 
@@ -247,7 +247,7 @@ impl<E: Executor> Dispatcher<E> {
                         .collect::<Vec<Option<String>>>(),
                 ),
             ];
-            let rows = self.query(sql::COMPLETE_ATTEMPTS, &params).await?;
+            let rows = self.query(self.sql().complete_attempts, &params).await?;
             for row in &rows {
                 recorded.insert(row.text(0)?);
             }
@@ -280,6 +280,6 @@ impl<E: Executor> Dispatcher<E> {
             Value::from(claims.iter().map(|(id, _)| id.clone()).collect::<Vec<String>>()),
             Value::from(claims.iter().map(|(_, t)| t.to_string()).collect::<Vec<String>>()),
         ];
-        Ok(self.query(sql::RELEASE_CLAIMS, &params).await?.len())
+        Ok(self.query(self.sql().release_claims, &params).await?.len())
     }
 }

@@ -6,7 +6,7 @@ use crate::dispatcher::Dispatcher;
 use crate::error::{DispatchError, StorageError};
 use crate::id;
 use crate::message::{Dispatched, NewMessage};
-use crate::store::{postgres as sql, Executor, Value};
+use crate::store::{Executor, Value};
 
 /// Most messages one [`Dispatcher::dispatch_many`] call accepts.
 pub const MAX_DISPATCH_MANY: usize = 1000;
@@ -26,7 +26,7 @@ impl<E: Executor> Dispatcher<E> {
             Value::from(input.idempotency_key.clone()),
             Value::from(self.settings().clock.now()),
         ];
-        let rows = self.query(sql::INSERT_MESSAGE, &params).await?;
+        let rows = self.query(self.sql().insert_message, &params).await?;
         let row = rows
             .first()
             .ok_or_else(|| StorageError::decode("no row from insert"))?;
@@ -92,7 +92,7 @@ impl<E: Executor> Dispatcher<E> {
             Value::from(keys.clone()),
             Value::from(self.settings().clock.now()),
         ];
-        let rows = self.query(sql::INSERT_MESSAGES, &params).await?;
+        let rows = self.query(self.sql().insert_messages, &params).await?;
         if rows.len() != endpoint_ids.len() {
             return Err(StorageError::decode("batch insert returned the wrong number of rows").into());
         }
@@ -132,7 +132,10 @@ impl<E: Executor> Dispatcher<E> {
 
     async fn existing_message(&self, endpoint_id: String, key: String) -> Result<String, DispatchError> {
         let rows = self
-            .query(sql::SELECT_MESSAGE_BY_KEY, &[endpoint_id.into(), key.into()])
+            .query(
+                self.sql().select_message_by_key,
+                &[endpoint_id.into(), key.into()],
+            )
             .await?;
         let row = rows
             .first()
@@ -140,14 +143,19 @@ impl<E: Executor> Dispatcher<E> {
         Ok(row.text(0)?)
     }
 
-    /// Sends a debounced NOTIFY through this dispatcher's executor, so inside a caller's transaction it is
-    /// delivered at commit. A failure only costs latency (workers also poll), so it is logged, not returned.
+    /// Wakes this process's workers, and sends a debounced NOTIFY through this dispatcher's executor for
+    /// workers elsewhere (inside a caller's transaction it is delivered at commit). A failure only costs
+    /// latency (workers also poll), so it is logged, not returned.
     async fn wake_workers(&self) {
+        self.settings().local_wake.notify_one();
         let Some(debounce) = &self.settings().notify else {
             return;
         };
+        let Some(notify) = self.sql().notify_due else {
+            return;
+        };
         if debounce.fire() {
-            if let Err(e) = self.query(sql::NOTIFY_DUE, &[]).await {
+            if let Err(e) = self.query(notify, &[]).await {
                 tracing::warn!(error = %e, "could not notify workers; they will find the message by polling");
             }
         }

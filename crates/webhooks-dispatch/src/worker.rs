@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::dispatcher::Dispatcher;
 use crate::drain::{DeliveryReport, Record};
 use crate::error::DispatchError;
-use crate::store::{postgres as sql, Executor, Listener};
+use crate::store::{Executor, Listener};
 
 /// Default most messages claimed per statement by a worker.
 pub const DEFAULT_CLAIM_BATCH: u32 = 200;
@@ -210,6 +210,10 @@ impl<E: Executor + Clone + 'static> Worker<E> {
                         }
                     }
                 }
+                () = d.settings().local_wake.notified() => {
+                    more = true;
+                    catch_up = Some(Instant::now() + catch_up_after);
+                }
                 () = tokio::time::sleep_until(wake_at.into()), if !more => {
                     more = true;
                     if own_retry_at.is_some_and(|t| t <= Instant::now()) {
@@ -263,7 +267,7 @@ async fn next_wake<E: Executor>(
     if let Some(t) = catch_up {
         wake = wake.min(t);
     }
-    if let Ok(rows) = d.query(sql::NEXT_DUE, &[now.into()]).await {
+    if let Ok(rows) = d.query(d.sql().next_due, &[now.into()]).await {
         if let Some(Ok(Some(next))) = rows.first().map(|r| r.opt_timestamp(0)) {
             let until = (next - now).to_std().unwrap_or_default();
             wake = wake.min(Instant::now() + until);

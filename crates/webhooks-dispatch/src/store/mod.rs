@@ -14,6 +14,9 @@ use chrono::{DateTime, Utc};
 use crate::error::StorageError;
 
 pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod rusqlite;
+pub mod sqlite;
 #[cfg(feature = "sqlx")]
 pub mod sqlx;
 #[cfg(feature = "tokio-postgres")]
@@ -29,6 +32,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// matching its PostgreSQL type (`text`→`Text`, `int4`→`I32`, `int8`→`I64`, `bool`→`Bool`,
 /// `timestamptz`→`Timestamp`, `text[]`→`TextArray`, SQL NULL→`Null`).
 pub trait Executor: Send + Sync {
+    /// The statements in this engine's dialect (default: PostgreSQL).
+    fn statements(&self) -> &'static Statements {
+        &postgres::STATEMENTS
+    }
+
     /// Runs one statement and returns every row it produced (possibly none).
     fn query<'a>(
         &'a self,
@@ -59,6 +67,10 @@ impl<L: Listener + ?Sized> Listener for Box<L> {
 }
 
 impl<E: Executor + ?Sized> Executor for &E {
+    fn statements(&self) -> &'static Statements {
+        (**self).statements()
+    }
+
     fn query<'a>(
         &'a self,
         sql: &'static str,
@@ -73,6 +85,10 @@ impl<E: Executor + ?Sized> Executor for &E {
 }
 
 impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
+    fn statements(&self) -> &'static Statements {
+        (**self).statements()
+    }
+
     fn query<'a>(
         &'a self,
         sql: &'static str,
@@ -83,6 +99,66 @@ impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
 
     fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
         (**self).batch_execute(sql)
+    }
+}
+
+/// Every statement the core runs, in one engine's dialect. Each engine keeps its SQL in one file
+/// ([`postgres`], [`sqlite`]) and both honour the same contract per statement: the same parameters in the
+/// same order, the same result columns.
+#[derive(Debug)]
+pub struct Statements {
+    /// Creates the three tables, idempotently.
+    pub migrate: &'static str,
+    /// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at.
+    pub insert_endpoint: &'static str,
+    /// $1 id → id, owner_id, url, event_types, created_at.
+    pub select_endpoint: &'static str,
+    /// $1 id, $2 endpoint_id, $3 event_type, $4 payload, $5 idempotency_key, $6 now
+    /// → found, subscribed, inserted id.
+    pub insert_message: &'static str,
+    /// Parallel arrays $1 ids, $2 endpoint ids, $3 event types, $4 payloads, $5 keys; $6 now
+    /// → per input in order: ordinal, found, subscribed, message id, created.
+    pub insert_messages: &'static str,
+    /// $1 endpoint_id, $2 idempotency_key → id.
+    pub select_message_by_key: &'static str,
+    /// $1 id → id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at.
+    pub select_message: &'static str,
+    /// $1 token, $2 lease expiry, $3 now, $4 limit, $5 endpoints to skip, $6 per-endpoint limit
+    /// → id, endpoint_id, payload, attempts, url, secret.
+    pub claim_due: &'static str,
+    /// Parallel arrays $1 ids, $2 tokens, $3 outcomes, $4 attempted_at, $5 status codes, $6 latencies,
+    /// $7 next attempt times, $8 errors → message_id per recorded attempt.
+    pub complete_attempts: &'static str,
+    /// Parallel arrays $1 ids, $2 tokens → id per released message.
+    pub release_claims: &'static str,
+    /// $1 now → earliest future next_attempt_at among pending messages.
+    pub next_due: &'static str,
+    /// Wakes listening workers in other processes; `None` where the engine has no such channel.
+    pub notify_due: Option<&'static str>,
+    /// $1 message id → message_id, attempt_no, attempted_at, status_code, outcome, latency_ms,
+    /// next_attempt_at, error.
+    pub select_attempts: &'static str,
+}
+
+impl Statements {
+    /// Every statement, for tests that check what the SQL touches.
+    pub fn all(&self) -> Vec<&'static str> {
+        let mut all = vec![
+            self.migrate,
+            self.insert_endpoint,
+            self.select_endpoint,
+            self.insert_message,
+            self.insert_messages,
+            self.select_message_by_key,
+            self.select_message,
+            self.claim_due,
+            self.complete_attempts,
+            self.release_claims,
+            self.next_due,
+            self.select_attempts,
+        ];
+        all.extend(self.notify_due);
+        all
     }
 }
 
@@ -212,10 +288,11 @@ impl Row {
         }
     }
 
-    /// Column `i` as a nullable boolean.
+    /// Column `i` as a nullable boolean (engines without a boolean type return 0 or 1).
     pub fn opt_bool(&self, i: usize) -> Result<Option<bool>, StorageError> {
         match self.col(i)? {
             Value::Bool(v) => Ok(Some(*v)),
+            Value::I64(v) => Ok(Some(*v != 0)),
             Value::Null => Ok(None),
             _ => Err(StorageError::decode("expected bool")),
         }
@@ -227,19 +304,25 @@ impl Row {
             .ok_or_else(|| StorageError::decode("unexpected NULL timestamp"))
     }
 
-    /// Column `i` as a nullable timestamp.
+    /// Column `i` as a nullable timestamp (engines without a timestamp type store Unix microseconds).
     pub fn opt_timestamp(&self, i: usize) -> Result<Option<DateTime<Utc>>, StorageError> {
         match self.col(i)? {
             Value::Timestamp(v) => Ok(Some(*v)),
+            Value::I64(micros) => DateTime::from_timestamp_micros(*micros)
+                .map(Some)
+                .ok_or_else(|| StorageError::decode("timestamp out of range")),
             Value::Null => Ok(None),
             _ => Err(StorageError::decode("expected timestamp")),
         }
     }
 
-    /// Column `i` as a text array; NULL reads as empty.
+    /// Column `i` as a text array; NULL reads as empty (engines without arrays store a JSON array).
     pub fn text_array(&self, i: usize) -> Result<Vec<String>, StorageError> {
         match self.col(i)? {
             Value::TextArray(v) => Ok(v.clone()),
+            Value::Text(json) => {
+                serde_json::from_str(json).map_err(|_| StorageError::decode("expected a JSON array"))
+            }
             Value::Null => Ok(Vec::new()),
             _ => Err(StorageError::decode("expected text[]")),
         }

@@ -47,6 +47,11 @@ async fn invariant7_secret_never_appears_in_errors_logs_debug_or_attempts_tokio_
     secret_is_shown_once(Engine::TokioPostgres).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant7_secret_never_appears_in_errors_logs_debug_or_attempts_sqlite() {
+    secret_is_shown_once(Engine::Sqlite).await
+}
+
 async fn secret_is_shown_once(engine: Engine) {
     let logs = captured_logs();
     let ctx = Ctx::new(engine).await;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use webhooks_dispatch::ssrf::StaticResolver;
+use webhooks_dispatch::store::rusqlite::SqliteExecutor;
 use webhooks_dispatch::store::sqlx::SqlxListener;
 use webhooks_dispatch::store::tokio_postgres::TokioPostgresListener;
-use webhooks_dispatch::store::{BoxFuture, Executor, Listener, Row, Value};
+use webhooks_dispatch::store::{BoxFuture, Executor, Listener, Row, Statements, Value};
 use webhooks_dispatch::{Clock, Dispatcher, DispatcherBuilder, NewEndpoint, RetryPolicy, StorageError};
 use webhooks_dispatch_testkit::pg::fresh_database;
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, TestCa};
@@ -22,6 +23,30 @@ pub enum Engine {
     Sqlx,
     /// PostgreSQL through the tokio-postgres adapter (deadpool `Pool`).
     TokioPostgres,
+    /// SQLite (bundled) through the rusqlite adapter, on a temporary file.
+    Sqlite,
+}
+
+/// A SQLite database file that lives exactly as long as the test's executor.
+struct SqliteFile {
+    exec: SqliteExecutor,
+    _dir: tempfile::TempDir,
+}
+
+impl Executor for SqliteFile {
+    fn statements(&self) -> &'static Statements {
+        self.exec.statements()
+    }
+    fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
+        self.exec.query(sql, params)
+    }
+    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.exec.batch_execute(sql)
+    }
 }
 
 pub type Exec = Arc<dyn Executor>;
@@ -29,6 +54,15 @@ pub type Exec = Arc<dyn Executor>;
 impl Engine {
     /// A pool on a brand-new database (not migrated), plus its URL.
     pub async fn connect(self) -> (Exec, String) {
+        if let Engine::Sqlite = self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("webhooks.db");
+            let exec = SqliteExecutor::open(&path).expect("open sqlite");
+            return (
+                Arc::new(SqliteFile { exec, _dir: dir }),
+                format!("sqlite://{}", path.display()),
+            );
+        }
         let url = fresh_database().await;
         let exec: Exec = match self {
             Engine::Sqlx => Arc::new(
@@ -39,23 +73,26 @@ impl Engine {
                     .expect("sqlx connect"),
             ),
             Engine::TokioPostgres => Arc::new(deadpool_pool(&url)),
+            Engine::Sqlite => unreachable!("handled above"),
         };
         (exec, url)
     }
 }
 
-/// A LISTEN connection for workers, through the engine's own adapter.
-pub async fn listener(engine: Engine, url: &str) -> Box<dyn Listener> {
+/// A LISTEN connection for workers, through the engine's own adapter; SQLite has none (one process: workers
+/// are woken in memory).
+pub async fn listener(engine: Engine, url: &str) -> Option<Box<dyn Listener>> {
     match engine {
         Engine::Sqlx => {
             let pool = sqlx::PgPool::connect(url).await.expect("sqlx connect");
-            Box::new(SqlxListener::connect(&pool).await.expect("listen"))
+            Some(Box::new(SqlxListener::connect(&pool).await.expect("listen")))
         }
-        Engine::TokioPostgres => Box::new(
+        Engine::TokioPostgres => Some(Box::new(
             TokioPostgresListener::connect(url.parse().expect("url"), tokio_postgres::NoTls)
                 .await
                 .expect("listen"),
-        ),
+        )),
+        Engine::Sqlite => None,
     }
 }
 
@@ -122,6 +159,9 @@ impl<E: Executor> Executor for CountingExecutor<E> {
         self.statements.fetch_add(1, Ordering::SeqCst);
         self.seen.lock().unwrap().push(sql);
         self.inner.query(sql, params)
+    }
+    fn statements(&self) -> &'static Statements {
+        self.inner.statements()
     }
     fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
         self.statements.fetch_add(1, Ordering::SeqCst);
@@ -217,6 +257,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::support::Engine::TokioPostgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Sqlite).await
                 }
             )*
         }

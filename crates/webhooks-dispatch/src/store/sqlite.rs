@@ -1,0 +1,226 @@
+//! Every statement the core runs on SQLite, in one place (the embedded, single-process engine).
+//!
+//! Same contract per statement as [`super::postgres`] (parameters, result columns), in SQLite's dialect:
+//! timestamps are INTEGER Unix microseconds, arrays are bound as JSON text and unnested with `json_each`,
+//! booleans come back as 0/1. SQLite has neither data-modifying CTEs nor `FOR UPDATE`, so some statements are
+//! short scripts; the adapter runs each script in one transaction and returns the rows of every statement
+//! that yields rows. Writers are serialized by SQLite itself, which is what makes claims exclusive here —
+//! and why this engine serves one process.
+
+/// The schema, idempotent.
+pub const MIGRATE: &str = r#"
+CREATE TABLE IF NOT EXISTS webhooks_dispatch_endpoints (
+    id          TEXT    PRIMARY KEY,
+    owner_id    TEXT    NOT NULL,
+    url         TEXT    NOT NULL,
+    secret      TEXT    NOT NULL,
+    -- JSON array, deduplicated and sorted; [] means every event type.
+    event_types TEXT    NOT NULL DEFAULT '[]',
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_dispatch_endpoints_owner_idx
+    ON webhooks_dispatch_endpoints (owner_id);
+
+CREATE TABLE IF NOT EXISTS webhooks_dispatch_outbox (
+    id               TEXT    PRIMARY KEY,
+    endpoint_id      TEXT    NOT NULL REFERENCES webhooks_dispatch_endpoints (id),
+    event_type       TEXT    NOT NULL,
+    payload          TEXT    NOT NULL,
+    idempotency_key  TEXT,
+    status           TEXT    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    lease_token      TEXT,
+    lease_expires_at INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    UNIQUE (endpoint_id, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS webhooks_dispatch_outbox_due_idx
+    ON webhooks_dispatch_outbox (next_attempt_at) WHERE status = 'pending';
+
+CREATE TABLE IF NOT EXISTS webhooks_dispatch_attempts (
+    message_id      TEXT    NOT NULL REFERENCES webhooks_dispatch_outbox (id),
+    attempt_no      INTEGER NOT NULL,
+    attempted_at    INTEGER NOT NULL,
+    status_code     INTEGER,
+    outcome         TEXT    NOT NULL CHECK (outcome IN ('delivered', 'retrying', 'dead')),
+    latency_ms      INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    error           TEXT,
+    PRIMARY KEY (message_id, attempt_no)
+);
+"#;
+
+/// See [`super::postgres::INSERT_ENDPOINT`].
+pub const INSERT_ENDPOINT: &str = "\
+INSERT INTO webhooks_dispatch_endpoints (id, owner_id, url, secret, event_types, created_at)
+VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// See [`super::postgres::SELECT_ENDPOINT`].
+pub const SELECT_ENDPOINT: &str = "\
+SELECT id, owner_id, url, event_types, created_at FROM webhooks_dispatch_endpoints WHERE id = $1";
+
+/// See [`super::postgres::INSERT_MESSAGE`]. Insert (subscribed only; a repeated key does nothing), then report.
+pub const INSERT_MESSAGE: &str = "\
+INSERT INTO webhooks_dispatch_outbox
+    (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
+SELECT $1, e.id, $3, $4, $5, $6, $6, $6
+FROM webhooks_dispatch_endpoints AS e
+WHERE e.id = $2
+  AND (e.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE value = $3))
+ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
+SELECT (SELECT count(*) FROM webhooks_dispatch_endpoints WHERE id = $2),
+       (SELECT e.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE value = $3)
+        FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2),
+       (SELECT id FROM webhooks_dispatch_outbox WHERE id = $1)";
+
+/// See [`super::postgres::INSERT_MESSAGES`]. All or nothing: insert only if every message is subscribed.
+pub const INSERT_MESSAGES: &str = "\
+WITH input AS (
+    SELECT i.key AS ord, i.value AS id, e.value AS endpoint_id, t.value AS event_type, p.value AS payload,
+           k.value AS idempotency_key
+    FROM json_each($1) AS i
+    JOIN json_each($2) AS e ON e.key = i.key
+    JOIN json_each($3) AS t ON t.key = i.key
+    JOIN json_each($4) AS p ON p.key = i.key
+    JOIN json_each($5) AS k ON k.key = i.key
+), checked AS (
+    SELECT input.*, (ep.id IS NOT NULL
+           AND (ep.event_types = '[]'
+                OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = input.event_type))) AS subscribed
+    FROM input LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
+)
+INSERT INTO webhooks_dispatch_outbox
+    (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
+SELECT id, endpoint_id, event_type, payload, idempotency_key, $6, $6, $6
+FROM checked
+WHERE (SELECT min(subscribed) FROM checked) = 1
+ORDER BY ord
+ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
+WITH input AS (
+    SELECT i.key AS ord, i.value AS id, e.value AS endpoint_id, t.value AS event_type, k.value AS idempotency_key
+    FROM json_each($1) AS i
+    JOIN json_each($2) AS e ON e.key = i.key
+    JOIN json_each($3) AS t ON t.key = i.key
+    JOIN json_each($5) AS k ON k.key = i.key
+)
+SELECT input.ord,
+       ep.id IS NOT NULL,
+       ep.id IS NOT NULL AND (ep.event_types = '[]'
+           OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = input.event_type)),
+       COALESCE(
+           (SELECT o.id FROM webhooks_dispatch_outbox AS o WHERE o.id = input.id),
+           (SELECT o.id FROM webhooks_dispatch_outbox AS o
+            WHERE o.endpoint_id = input.endpoint_id AND o.idempotency_key = input.idempotency_key)),
+       EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS o WHERE o.id = input.id)
+FROM input LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
+ORDER BY input.ord";
+
+/// See [`super::postgres::SELECT_MESSAGE_BY_KEY`].
+pub const SELECT_MESSAGE_BY_KEY: &str = "\
+SELECT id FROM webhooks_dispatch_outbox WHERE endpoint_id = $1 AND idempotency_key = $2";
+
+/// See [`super::postgres::SELECT_MESSAGE`].
+pub const SELECT_MESSAGE: &str = "\
+SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at
+FROM webhooks_dispatch_outbox WHERE id = $1";
+
+/// See [`super::postgres::CLAIM_DUE`]. Stamp the lease, then read back exactly the rows with this token.
+pub const CLAIM_DUE: &str = "\
+UPDATE webhooks_dispatch_outbox SET lease_token = $1, lease_expires_at = $2
+WHERE id IN (
+    SELECT id FROM (
+        SELECT id, next_attempt_at,
+               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS endpoint_rank
+        FROM (
+            SELECT id, endpoint_id, next_attempt_at FROM webhooks_dispatch_outbox
+            WHERE status = 'pending' AND next_attempt_at <= $3
+              AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
+              AND endpoint_id NOT IN (SELECT value FROM json_each($5))
+            ORDER BY next_attempt_at, id
+            LIMIT $4 * 4
+        ) AS candidates
+    ) AS ranked
+    WHERE endpoint_rank <= $6
+    ORDER BY next_attempt_at, id
+    LIMIT $4
+);
+SELECT o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret
+FROM webhooks_dispatch_outbox AS o JOIN webhooks_dispatch_endpoints AS e ON e.id = o.endpoint_id
+WHERE o.lease_token = $1";
+
+/// See [`super::postgres::COMPLETE_ATTEMPTS`]. Insert the attempts of rows whose lease still matches (their
+/// ids are the result), then move those rows on; both in the adapter's one transaction.
+pub const COMPLETE_ATTEMPTS: &str = "\
+WITH input AS (
+    SELECT i.value AS id, t.value AS lease_token, o.value AS outcome, a.value AS attempted_at,
+           s.value AS status_code, l.value AS latency_ms, n.value AS next_attempt_at, e.value AS error
+    FROM json_each($1) AS i
+    JOIN json_each($2) AS t ON t.key = i.key
+    JOIN json_each($3) AS o ON o.key = i.key
+    JOIN json_each($4) AS a ON a.key = i.key
+    JOIN json_each($5) AS s ON s.key = i.key
+    JOIN json_each($6) AS l ON l.key = i.key
+    JOIN json_each($7) AS n ON n.key = i.key
+    JOIN json_each($8) AS e ON e.key = i.key
+)
+INSERT INTO webhooks_dispatch_attempts
+    (message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error)
+SELECT input.id, m.attempts + 1, input.attempted_at, input.status_code, input.outcome, input.latency_ms,
+       input.next_attempt_at, input.error
+FROM input JOIN webhooks_dispatch_outbox AS m
+    ON m.id = input.id AND m.lease_token = input.lease_token AND m.status = 'pending'
+RETURNING message_id;
+WITH input AS (
+    SELECT i.value AS id, t.value AS lease_token, o.value AS outcome, a.value AS attempted_at,
+           n.value AS next_attempt_at
+    FROM json_each($1) AS i
+    JOIN json_each($2) AS t ON t.key = i.key
+    JOIN json_each($3) AS o ON o.key = i.key
+    JOIN json_each($4) AS a ON a.key = i.key
+    JOIN json_each($7) AS n ON n.key = i.key
+)
+UPDATE webhooks_dispatch_outbox
+SET status = CASE input.outcome WHEN 'retrying' THEN 'pending' ELSE input.outcome END,
+    attempts = attempts + 1,
+    next_attempt_at = COALESCE(input.next_attempt_at, webhooks_dispatch_outbox.next_attempt_at),
+    lease_token = NULL, lease_expires_at = NULL, updated_at = input.attempted_at
+FROM input
+WHERE webhooks_dispatch_outbox.id = input.id
+  AND webhooks_dispatch_outbox.lease_token = input.lease_token
+  AND webhooks_dispatch_outbox.status = 'pending'";
+
+/// See [`super::postgres::RELEASE_CLAIMS`].
+pub const RELEASE_CLAIMS: &str = "\
+UPDATE webhooks_dispatch_outbox SET lease_token = NULL, lease_expires_at = NULL
+WHERE status = 'pending' AND EXISTS (
+    SELECT 1 FROM json_each($1) AS i JOIN json_each($2) AS t ON t.key = i.key
+    WHERE i.value = webhooks_dispatch_outbox.id AND t.value = webhooks_dispatch_outbox.lease_token)
+RETURNING id";
+
+/// See [`super::postgres::NEXT_DUE`].
+pub const NEXT_DUE: &str = "\
+SELECT min(next_attempt_at) FROM webhooks_dispatch_outbox WHERE status = 'pending' AND next_attempt_at > $1";
+
+/// See [`super::postgres::SELECT_ATTEMPTS`].
+pub const SELECT_ATTEMPTS: &str = "\
+SELECT message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error
+FROM webhooks_dispatch_attempts WHERE message_id = $1 ORDER BY attempt_no";
+
+/// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
+pub const STATEMENTS: super::Statements = super::Statements {
+    migrate: MIGRATE,
+    insert_endpoint: INSERT_ENDPOINT,
+    select_endpoint: SELECT_ENDPOINT,
+    insert_message: INSERT_MESSAGE,
+    insert_messages: INSERT_MESSAGES,
+    select_message_by_key: SELECT_MESSAGE_BY_KEY,
+    select_message: SELECT_MESSAGE,
+    claim_due: CLAIM_DUE,
+    complete_attempts: COMPLETE_ATTEMPTS,
+    release_claims: RELEASE_CLAIMS,
+    next_due: NEXT_DUE,
+    notify_due: None,
+    select_attempts: SELECT_ATTEMPTS,
+};
