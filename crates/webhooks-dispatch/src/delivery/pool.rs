@@ -272,7 +272,7 @@ impl Pool {
             let Some(slot) = slots.get_mut(&key) else {
                 continue;
             };
-            if let Some(conn) = take_h2(slot, pooled, &key, now) {
+            if let Some(conn) = take_h2(slot, pooled, &key, now, timeout) {
                 return Some(conn);
             }
             while let Some(idle) = slot.idle.pop() {
@@ -385,7 +385,7 @@ impl Pool {
         let Some(slot) = slots.get_mut(key) else {
             return AfterWait::Connect;
         };
-        if let Some(conn) = take_h2(slot, pooled, key, now) {
+        if let Some(conn) = take_h2(slot, pooled, key, now, self.opts.idle_timeout) {
             return AfterWait::Shared(conn);
         }
         if slot.speaks_h1 {
@@ -483,10 +483,17 @@ impl SharedH2 {
     }
 }
 
-/// A handle on the key's shared HTTP/2 connection, dropping it from the slot if it has closed.
-fn take_h2(slot: &mut Slot, pooled: &mut usize, key: &Key, now: Instant) -> Option<Conn> {
+/// A handle on the key's shared HTTP/2 connection, dropping it from the slot if it has closed or has been
+/// idle for `idle_timeout`.
+fn take_h2(
+    slot: &mut Slot,
+    pooled: &mut usize,
+    key: &Key,
+    now: Instant,
+    idle_timeout: Duration,
+) -> Option<Conn> {
     let h2 = slot.h2.as_mut()?;
-    if h2.sender.is_closed() {
+    if h2.sender.is_closed() || now.duration_since(h2.last_used) >= idle_timeout {
         slot.h2 = None;
         *pooled -= 1;
         return None;
@@ -525,5 +532,39 @@ impl State {
             !slot.idle.is_empty() || slot.h2.is_some() || connecting
         });
         self.pooled = pooled;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    /// Dropping a connection's driver ends every task spawned for it, whether spawned by us or by hyper
+    /// through the executor; a task that would otherwise run forever is what a hostile peer would aim for.
+    #[tokio::test]
+    async fn dropping_the_driver_ends_every_task_of_the_connection() {
+        let (driver, exec) = driver();
+        let (ours_tx, ours) = oneshot::channel::<()>();
+        let (hypers_tx, hypers) = oneshot::channel::<()>();
+        exec.spawn(async move {
+            let _alive = ours_tx;
+            std::future::pending::<()>().await;
+        });
+        hyper::rt::Executor::execute(&exec, async move {
+            let _alive = hypers_tx;
+            std::future::pending::<()>().await;
+        });
+        drop(driver);
+        let wait = Duration::from_secs(5);
+        // Each task holds its sender until it ends; a dropped sender is a receive error.
+        assert!(tokio::time::timeout(wait, ours)
+            .await
+            .expect("task still alive")
+            .is_err());
+        assert!(tokio::time::timeout(wait, hypers)
+            .await
+            .expect("task still alive")
+            .is_err());
     }
 }
