@@ -276,7 +276,7 @@ impl Pool {
                 return Some(conn);
             }
             while let Some(idle) = slot.idle.pop() {
-                *pooled -= 1;
+                *pooled = pooled.saturating_sub(1);
                 if !idle.sender.is_closed() && now.duration_since(idle.since) < timeout {
                     let proto = Proto::H1 {
                         sender: idle.sender,
@@ -461,7 +461,7 @@ impl Pool {
         if let Some(slot) = slots.get_mut(&conn.key) {
             if slot.h2.as_ref().is_some_and(|h2| Arc::ptr_eq(&h2.driver, driver)) {
                 slot.h2 = None;
-                *pooled -= 1;
+                *pooled = pooled.saturating_sub(1);
             }
         }
     }
@@ -495,7 +495,7 @@ fn take_h2(
     let h2 = slot.h2.as_mut()?;
     if h2.sender.is_closed() || now.duration_since(h2.last_used) >= idle_timeout {
         slot.h2 = None;
-        *pooled -= 1;
+        *pooled = pooled.saturating_sub(1);
         return None;
     }
     h2.last_used = now;
