@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use rustls::RootCertStore;
 
 use crate::concurrency::EndpointLimiter;
-use crate::delivery::{default_roots, Deliverer};
+use crate::delivery::{default_roots, Deliverer, DeliveryOptions};
 use crate::dispatcher::Dispatcher;
 use crate::notify::Debounce;
 use crate::retry::RetryPolicy;
@@ -41,6 +41,13 @@ pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = 16;
 pub const DEFAULT_NOTIFY_DEBOUNCE: Duration = Duration::from_millis(5);
 /// Largest response-body prefix read from an endpoint; the rest is discarded unread.
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 4 * 1024;
+/// Default time a vetted DNS answer is reused: long enough that a busy endpoint costs one lookup per half
+/// minute instead of one per delivery, short enough that a DNS change is followed promptly.
+pub const DEFAULT_DNS_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Default time an unused keep-alive connection is kept open.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default number of idle HTTP/1.1 connections kept per destination (host name and address).
+pub const DEFAULT_MAX_IDLE_PER_DESTINATION: usize = 32;
 
 /// Everything the dispatcher needs besides its executor; shared by all `Dispatcher` handles.
 pub(crate) struct Settings {
@@ -74,6 +81,10 @@ pub struct DispatcherBuilder<E> {
     notify: Option<Duration>,
     max_response_body: usize,
     user_agent: HeaderValue,
+    dns_cache_ttl: Duration,
+    pool_idle_timeout: Duration,
+    max_idle_per_destination: usize,
+    http2: bool,
 }
 
 impl<E> DispatcherBuilder<E> {
@@ -91,6 +102,10 @@ impl<E> DispatcherBuilder<E> {
             notify: Some(DEFAULT_NOTIFY_DEBOUNCE),
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             user_agent: HeaderValue::from_static(concat!("webhooks-dispatch/", env!("CARGO_PKG_VERSION"))),
+            dns_cache_ttl: DEFAULT_DNS_CACHE_TTL,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            max_idle_per_destination: DEFAULT_MAX_IDLE_PER_DESTINATION,
+            http2: true,
         }
     }
 
@@ -164,6 +179,39 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
+    /// How long a vetted DNS answer is reused before the name is resolved again (default 30 s).
+    ///
+    /// Only answers in which every address passed the address policy are cached, and cached addresses are
+    /// checked against the policy again on every attempt; failures and refusals are never cached. The TTL is
+    /// therefore the longest a DNS change (a move, or a rebinding to a refused address) can go unnoticed.
+    /// `Duration::ZERO` disables the cache, so every attempt resolves the name afresh.
+    pub fn dns_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.dns_cache_ttl = ttl;
+        self
+    }
+
+    /// How long an unused keep-alive connection stays open for reuse (default 90 s). `Duration::ZERO`
+    /// disables connection reuse: every attempt opens and closes its own connection.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// Most idle HTTP/1.1 connections kept per destination — TLS host name plus vetted address (default 32).
+    /// Sized like the concurrency to one endpoint: more idle connections than concurrent attempts are never
+    /// used. Zero disables connection reuse, HTTP/2 sharing included.
+    pub fn max_idle_per_destination(mut self, n: usize) -> Self {
+        self.max_idle_per_destination = n;
+        self
+    }
+
+    /// Whether to offer HTTP/2 in TLS ALPN (default true). An endpoint that accepts it gets one multiplexed
+    /// connection shared by concurrent attempts; endpoints that do not still get HTTP/1.1.
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
+        self
+    }
+
     /// Finishes configuration. Performs no I/O.
     pub fn build(self) -> Dispatcher<E> {
         let policy = AddressPolicy::new(self.allow);
@@ -171,9 +219,15 @@ impl<E> DispatcherBuilder<E> {
             self.roots.unwrap_or_else(default_roots),
             policy.clone(),
             self.resolver.clone(),
-            self.attempt_timeout,
-            self.max_response_body,
-            self.user_agent,
+            DeliveryOptions {
+                timeout: self.attempt_timeout,
+                max_response_body: self.max_response_body,
+                user_agent: self.user_agent,
+                dns_cache_ttl: self.dns_cache_ttl,
+                pool_idle_timeout: self.pool_idle_timeout,
+                max_idle_per_destination: self.max_idle_per_destination,
+                http2: self.http2,
+            },
         );
         let settings = Settings {
             retry: self.retry,

@@ -39,7 +39,8 @@
 //! - [`signing`]: Standard Webhooks signatures and [`signing::verify`] for receivers.
 //! - [`retry`]: which results are retried and when.
 //! - [`ssrf`]: address policy, URL rules and the resolver seam.
-//! - `delivery`: one hardened HTTPS attempt (pinned address, absolute deadline, bounded body).
+//! - `delivery`: one hardened HTTPS attempt (pinned address, absolute deadline, bounded body) over a
+//!   vetted-DNS cache and a keep-alive pool of HTTP/1.1 and HTTP/2 connections.
 
 #![deny(missing_docs)]
 
@@ -64,7 +65,8 @@ mod worker;
 pub use attempt::{Attempt, Outcome};
 pub use config::{
     Clock, DispatcherBuilder, SystemClock, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_RESPONSE_BODY,
+    DEFAULT_DNS_CACHE_TTL, DEFAULT_MAX_IDLE_PER_DESTINATION, DEFAULT_MAX_RESPONSE_BODY,
+    DEFAULT_POOL_IDLE_TIMEOUT,
 };
 pub use dispatcher::Dispatcher;
 pub use drain::{DeliverDue, DeliveryReport, DEFAULT_BATCH, MAX_BATCH};

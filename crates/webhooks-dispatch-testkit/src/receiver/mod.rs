@@ -25,8 +25,11 @@ pub use ca::TestCa;
 /// Where a [`Receiver`] listens and which names its certificate carries.
 #[derive(Clone, Debug)]
 pub struct ReceiverOptions {
-    /// Address to bind; the port is always picked by the OS. Default 127.0.0.1.
+    /// Address to bind. Default 127.0.0.1.
     pub bind: IpAddr,
+    /// Port to bind; 0 (the default) lets the OS pick a free one. A fixed port lets two receivers on
+    /// different loopback addresses serve the same URL, for tests in which DNS moves a name between them.
+    pub port: u16,
     /// Subject alternative names of the served certificate (IP SANs for
     /// strings that parse as IPs). Default: `receiver.test`, `localhost`,
     /// `127.0.0.1`.
@@ -37,6 +40,7 @@ impl Default for ReceiverOptions {
     fn default() -> Self {
         ReceiverOptions {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
             names: ["receiver.test", "localhost", "127.0.0.1"]
                 .map(str::to_owned)
                 .to_vec(),
@@ -129,7 +133,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Binds a fresh port and starts serving with a new leaf certificate
+    /// Binds `opts.bind:opts.port` (a fresh port when 0) and starts serving with a new leaf certificate
     /// from `ca` for `opts.names`. Must be called inside a tokio runtime,
     /// which then runs the receiver's tasks.
     ///
@@ -147,7 +151,7 @@ impl Receiver {
             .with_single_cert(chain, key)
             .map_err(io::Error::other)?;
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let listener = TcpListener::bind((opts.bind, 0)).await?;
+        let listener = TcpListener::bind((opts.bind, opts.port)).await?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(());
         let shared = Arc::new(Shared::new());

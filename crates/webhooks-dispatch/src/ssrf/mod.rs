@@ -462,7 +462,8 @@ impl StaticResolver {
     }
 
     /// How many `resolve` calls were made on this resolver or its clones, so tests can prove that IP
-    /// literals skip DNS and that the dispatcher resolves exactly once per attempt.
+    /// literals skip DNS, that an attempt resolves at most once, and when the dispatcher's DNS cache answers
+    /// instead.
     pub fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
     }

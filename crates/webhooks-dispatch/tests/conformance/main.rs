@@ -11,6 +11,8 @@ mod batch;
 mod destinations;
 /// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.
 mod outbox;
+/// Connection reuse, HTTP/2, the vetted DNS cache, and invariant 6 with pooled connections.
+mod pooling;
 /// Invariant 4: retry, backoff, Retry-After, permanent failures, dead-letter.
 mod retries;
 /// Concurrent drains, leases, the continuous worker, per-endpoint caps.

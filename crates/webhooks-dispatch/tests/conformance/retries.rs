@@ -13,6 +13,7 @@ conformance!(
     invariant4_408_429_503_retry_and_retry_after_is_honoured,
     invariant4_network_errors_are_retried_and_recorded_without_status,
     invariant4_final_states_never_change,
+    outcomes_with_and_without_status_record_on_one_connection,
 );
 
 fn status(code: u16) -> Reply {
@@ -246,4 +247,60 @@ async fn invariant4_final_states_never_change(engine: Engine) {
     assert_eq!(d.list_attempts(&delivered).await.unwrap().len(), 1);
     assert_eq!(d.list_attempts(&dead).await.unwrap().len(), 1);
     assert_eq!(ctx.receiver.count(), 2);
+}
+
+/// Regression: statements are cached per connection with the parameter types of their first use, so a
+/// connection that first recorded an attempt without a status (or next attempt time) must still record one
+/// with them. Runs every drain over a single database connection.
+async fn outcomes_with_and_without_status_record_on_one_connection(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let single: crate::support::Exec = match engine {
+        Engine::Sqlx => std::sync::Arc::new(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&ctx.db_url)
+                .await
+                .unwrap(),
+        ),
+        Engine::TokioPostgres => {
+            let pool = crate::support::deadpool_pool(&ctx.db_url);
+            pool.resize(1);
+            std::sync::Arc::new(pool)
+        }
+        // One connection is all this adapter ever uses.
+        Engine::Sqlite => ctx.exec.clone(),
+    };
+    let d = ctx
+        .dispatcher_at(ManualClock::at(t0()), RetryPolicy::default())
+        .using(single);
+    let (ep, _) = ctx.endpoint(&d).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = d
+        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
+            "o",
+            format!("https://receiver.test:{port}/"),
+        ))
+        .await
+        .unwrap()
+        .id;
+    ctx.receiver.set_default_reply(status(404));
+    // No status + a next attempt; then a status + no next attempt; then a status + a next attempt.
+    let plan: [(&str, Reply, Option<u16>); 3] = [
+        (&refused, status(200), None),
+        (&ep, status(404), Some(404)),
+        (&ep, status(503), Some(503)),
+    ];
+    for (target, reply, expected) in plan {
+        ctx.receiver.set_default_reply(reply);
+        let id = d
+            .dispatch(NewMessage::new(target, "a", 1))
+            .await
+            .unwrap()
+            .message_id;
+        let r = d.deliver_due(at(t0())).await.unwrap();
+        assert_eq!(r.attempted, 1);
+        assert_eq!(d.list_attempts(&id).await.unwrap()[0].status_code, expected);
+    }
 }
