@@ -12,6 +12,7 @@ use crate::concurrency::EndpointLimiter;
 use crate::delivery::{default_roots, Deliverer, DeliveryOptions};
 use crate::dispatcher::Dispatcher;
 use crate::notify::Debounce;
+use crate::observe::{NoopObserver, Observer};
 use crate::retry::RetryPolicy;
 use crate::ssrf::{AddressPolicy, Resolver, SystemResolver};
 
@@ -65,6 +66,7 @@ pub(crate) struct Settings {
     /// NOTIFY (SQLite), and a head start on PostgreSQL. `notify_one` keeps a permit when no worker is waiting,
     /// so a dispatch between a worker's empty claim and its sleep is not missed.
     pub local_wake: tokio::sync::Notify,
+    pub observer: Arc<dyn Observer>,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -85,6 +87,7 @@ pub struct DispatcherBuilder<E> {
     pool_idle_timeout: Duration,
     max_idle_per_destination: usize,
     http2: bool,
+    observer: Arc<dyn Observer>,
 }
 
 impl<E> DispatcherBuilder<E> {
@@ -101,6 +104,7 @@ impl<E> DispatcherBuilder<E> {
             per_endpoint: DEFAULT_PER_ENDPOINT_CONCURRENCY,
             notify: Some(DEFAULT_NOTIFY_DEBOUNCE),
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            observer: Arc::new(NoopObserver),
             user_agent: HeaderValue::from_static(concat!("webhooks-dispatch/", env!("CARGO_PKG_VERSION"))),
             dns_cache_ttl: DEFAULT_DNS_CACHE_TTL,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
@@ -212,6 +216,12 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
+    /// Receives dispatch and attempt events, for metrics (default: none).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
     /// Finishes configuration. Performs no I/O.
     pub fn build(self) -> Dispatcher<E> {
         let policy = AddressPolicy::new(self.allow);
@@ -240,6 +250,7 @@ impl<E> DispatcherBuilder<E> {
             limiter: EndpointLimiter::new(self.per_endpoint),
             notify: self.notify.map(Debounce::new),
             local_wake: tokio::sync::Notify::new(),
+            observer: self.observer,
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
     }

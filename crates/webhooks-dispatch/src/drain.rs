@@ -21,6 +21,7 @@ use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
 use crate::error::{DispatchError, StorageError};
 use crate::id;
+use crate::observe::{AttemptEvent, QueueStats};
 use crate::retry::{AttemptResult, Decision};
 use crate::signing::EndpointSecret;
 use crate::store::{Executor, Row, Value};
@@ -152,6 +153,20 @@ impl<E: Executor> Dispatcher<E> {
         Ok(report)
     }
 
+    /// The backlog due at `now` (default: the clock's now): how many pending messages are due and since when
+    /// the oldest of them has been. One indexed read; for metrics and health checks.
+    pub async fn queue_stats(&self, now: Option<DateTime<Utc>>) -> Result<QueueStats, DispatchError> {
+        let now = now.unwrap_or_else(|| self.settings().clock.now());
+        let rows = self.query(self.sql().queue_stats, &[now.into()]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StorageError::decode("no row from queue stats"))?;
+        Ok(QueueStats {
+            due: u64::try_from(row.int(0)?).unwrap_or(0),
+            oldest_due_at: row.opt_timestamp(1)?,
+        })
+    }
+
     /// Claims up to `limit` due messages under a fresh lease token, skipping `skip` endpoints.
     pub(crate) async fn claim(
         &self,
@@ -254,6 +269,14 @@ impl<E: Executor> Dispatcher<E> {
         }
         for r in records {
             if recorded.contains(&r.id) {
+                self.settings().observer.attempt(&AttemptEvent {
+                    message_id: &r.id,
+                    endpoint_id: &r.endpoint_id,
+                    attempt_no: r.attempt_no,
+                    status_code: r.status,
+                    outcome: r.outcome,
+                    latency: Duration::from_millis(u64::try_from(r.latency_ms).unwrap_or(0)),
+                });
                 tracing::info!(
                     message_id = %r.id,
                     endpoint_id = %r.endpoint_id,

@@ -37,6 +37,7 @@ impl<E: Executor> Dispatcher<E> {
             return Err(DispatchError::EventTypeNotSubscribed);
         }
         if let Some(inserted) = row.opt_text(2)? {
+            self.settings().observer.dispatched(1);
             self.wake_workers().await;
             return Ok(Dispatched {
                 message_id: inserted,
@@ -124,7 +125,9 @@ impl<E: Executor> Dispatcher<E> {
                 created: row.opt_bool(4)? == Some(true),
             });
         }
-        if out.iter().any(|d| d.created) {
+        let created = out.iter().filter(|d| d.created).count();
+        if created > 0 {
+            self.settings().observer.dispatched(created);
             self.wake_workers().await;
         }
         Ok(out)

@@ -56,6 +56,7 @@ pub mod error;
 mod id;
 mod message;
 mod notify;
+mod observe;
 pub mod retry;
 pub mod signing;
 pub mod ssrf;
@@ -77,6 +78,7 @@ pub use endpoint::{
 pub use enqueue::MAX_DISPATCH_MANY;
 pub use error::{DispatchError, StorageError, StorageErrorKind};
 pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES};
+pub use observe::{AttemptEvent, NoopObserver, Observer, QueueStats};
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};
 pub use worker::{Worker, WorkerReport, DEFAULT_CLAIM_BATCH, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE};

@@ -138,6 +138,8 @@ pub struct Statements {
     /// $1 message id → message_id, attempt_no, attempted_at, status_code, outcome, latency_ms,
     /// next_attempt_at, error.
     pub select_attempts: &'static str,
+    /// $1 now → number of due pending messages, earliest next_attempt_at among them.
+    pub queue_stats: &'static str,
 }
 
 impl Statements {
@@ -156,6 +158,7 @@ impl Statements {
             self.release_claims,
             self.next_due,
             self.select_attempts,
+            self.queue_stats,
         ];
         all.extend(self.notify_due);
         all

@@ -223,6 +223,12 @@ pub const SELECT_ATTEMPTS: &str = "\
 SELECT message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error
 FROM webhooks_dispatch_attempts WHERE message_id = $1::text ORDER BY attempt_no";
 
+/// $1 now → count of due pending messages (leased ones included: they are being worked on), and the earliest
+/// next_attempt_at among them (for the age of the oldest due message). Reads the partial pending index.
+pub const QUEUE_STATS: &str = "\
+SELECT count(*)::int8, min(next_attempt_at) FROM webhooks_dispatch_outbox
+WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz";
+
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
     migrate: MIGRATE,
@@ -238,6 +244,7 @@ pub const STATEMENTS: super::Statements = super::Statements {
     next_due: NEXT_DUE,
     notify_due: Some(NOTIFY_DUE),
     select_attempts: SELECT_ATTEMPTS,
+    queue_stats: QUEUE_STATS,
 };
 
 #[cfg(test)]

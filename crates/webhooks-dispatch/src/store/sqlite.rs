@@ -208,6 +208,11 @@ pub const SELECT_ATTEMPTS: &str = "\
 SELECT message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error
 FROM webhooks_dispatch_attempts WHERE message_id = $1 ORDER BY attempt_no";
 
+/// See [`super::postgres::QUEUE_STATS`].
+pub const QUEUE_STATS: &str = "\
+SELECT count(*), min(next_attempt_at) FROM webhooks_dispatch_outbox
+WHERE status = 'pending' AND next_attempt_at <= $1";
+
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
     migrate: MIGRATE,
@@ -223,4 +228,5 @@ pub const STATEMENTS: super::Statements = super::Statements {
     next_due: NEXT_DUE,
     notify_due: None,
     select_attempts: SELECT_ATTEMPTS,
+    queue_stats: QUEUE_STATS,
 };

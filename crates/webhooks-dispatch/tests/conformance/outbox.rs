@@ -17,6 +17,7 @@ conformance!(
     event_types_are_enforced_deduplicated_and_sorted,
     unknown_endpoint_is_a_typed_404,
     attempt_numbers_are_unique_per_message,
+    observer_and_queue_stats_report_what_happened,
 );
 
 const COUNT_OUTBOX: &str = "SELECT count(*) FROM webhooks_dispatch_outbox";
@@ -323,4 +324,68 @@ async fn attempt_numbers_are_unique_per_message(engine: Engine) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), StorageErrorKind::UniqueViolation);
+}
+
+#[derive(Default)]
+struct Counting {
+    dispatched: std::sync::atomic::AtomicUsize,
+    attempts: std::sync::Mutex<Vec<(String, Option<u16>, webhooks_dispatch::Outcome)>>,
+}
+
+impl webhooks_dispatch::Observer for Counting {
+    fn dispatched(&self, created: usize) {
+        self.dispatched
+            .fetch_add(created, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn attempt(&self, e: &webhooks_dispatch::AttemptEvent<'_>) {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((e.message_id.to_owned(), e.status_code, e.outcome));
+    }
+}
+
+async fn observer_and_queue_stats_report_what_happened(engine: Engine) {
+    use webhooks_dispatch_testkit::receiver::Reply;
+    let ctx = Ctx::new(engine).await;
+    let observer = std::sync::Arc::new(Counting::default());
+    let clock = crate::support::ManualClock::at(crate::support::t0());
+    let d = ctx
+        .builder()
+        .observer(observer.clone())
+        .clock(clock.clone())
+        .build();
+    let (ep, _) = ctx.endpoint(&d).await;
+    let a = d
+        .dispatch(NewMessage::new(&ep, "a", 1).idempotency_key("k"))
+        .await
+        .unwrap();
+    d.dispatch(NewMessage::new(&ep, "a", 1).idempotency_key("k"))
+        .await
+        .unwrap(); // replay: not counted
+    d.dispatch_many(vec![NewMessage::new(&ep, "a", 2), NewMessage::new(&ep, "a", 3)])
+        .await
+        .unwrap();
+    assert_eq!(observer.dispatched.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    let stats = d.queue_stats(None).await.unwrap();
+    assert_eq!(stats.due, 3);
+    assert_eq!(stats.oldest_due_at, Some(crate::support::t0()));
+    assert_eq!(
+        d.queue_stats(Some(crate::support::t0() - chrono::Duration::seconds(1)))
+            .await
+            .unwrap()
+            .due,
+        0
+    );
+
+    ctx.receiver.push_replies([Reply::status(503)]);
+    let report = d.deliver_due(DeliverDue::default()).await.unwrap();
+    assert_eq!(report.attempted, 3);
+    let seen = observer.attempts.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.iter().filter(|(_, s, _)| *s == Some(503)).count(), 1);
+    assert!(seen.iter().any(|(id, _, _)| *id == a.message_id));
+    // One message is waiting for its retry, so nothing is due right now.
+    assert_eq!(d.queue_stats(None).await.unwrap().due, 0);
 }
