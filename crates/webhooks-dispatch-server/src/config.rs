@@ -597,6 +597,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks-dispatch.example.toml");
+        let raw = RawSettings::from_file(&path).unwrap();
+        assert_eq!(raw.log_format, Some(LogFormat::Json));
+        let c = Config::resolve(raw).unwrap();
+        c.check_serve().unwrap();
+        assert!(matches!(c.database_url, DatabaseUrl::Postgres(_)));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::Connection;
 use webhooks_dispatch::store::sqlx::SqlxListener;
 use webhooks_dispatch::store::{BoxFuture, Executor, Listener, Value};
 use webhooks_dispatch::StorageError;
@@ -110,15 +112,24 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Database, Error> {
     match url {
         DatabaseUrl::Postgres(raw) => {
-            let pool = sqlx::postgres::PgPoolOptions::new()
+            let failed = |reason: String| Error::Connect {
+                url: url.to_string(),
+                reason,
+            };
+            let options: PgConnectOptions = raw.parse().map_err(|e: sqlx::Error| failed(e.to_string()))?;
+            // One plain connection first: a pool that cannot connect reports only "pool timed out", while
+            // this reports the reason (connection refused, authentication failed, no such database).
+            match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options)).await {
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                }
+                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Err(_) => return Err(failed(format!("no answer within {ACQUIRE_TIMEOUT:?}"))),
+            }
+            let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect(raw)
-                .await
-                .map_err(|e| Error::Connect {
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
+                .connect_lazy_with(options);
             let for_listener = pool.clone();
             let listener: ListenerFactory = Arc::new(move || {
                 let pool = for_listener.clone();

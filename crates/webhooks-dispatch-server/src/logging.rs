@@ -5,6 +5,8 @@
 //! attempt number, status, latency, outcome, generic error — never the secret or the payload); the default
 //! filter for the service commands is `info`, so those lines are shown.
 
+use std::io::IsTerminal;
+
 use tracing::Level;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -24,7 +26,9 @@ pub const CLIENT_FILTER: &str = "warn";
 pub fn init(format: LogFormat, default_filter: &str) -> bool {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let output = match format {
+        // Colours only for a person at a terminal, never into a log file or journal.
         LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
