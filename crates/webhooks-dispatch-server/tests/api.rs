@@ -6,6 +6,7 @@ use hyper::Method;
 use serde_json::json;
 use webhooks_dispatch::{verify, EndpointSecret};
 use webhooks_dispatch_server::api::routes;
+use webhooks_dispatch_server::config::ApiKeys;
 
 use crate::engines;
 use crate::support::{authorize, build, get, send, set_header, Engine, TestServer, API_KEY};
@@ -13,6 +14,7 @@ use crate::support::{authorize, build, get, send, set_header, Engine, TestServer
 engines!(
     register_send_deliver_and_read_attempts,
     every_v1_route_requires_a_valid_key,
+    insecure_mode_serves_v1_without_a_key,
     malformed_json_is_400_invalid_json,
     oversized_body_is_413,
     unknown_ids_are_404,
@@ -111,6 +113,17 @@ async fn every_v1_route_requires_a_valid_key(engine: Engine) {
     assert_eq!(send(server.addr, basic).await.status, 401);
     let reply = server.call(Method::GET, "/v1/messages/msg_x", None).await;
     assert_eq!(reply.status, 404, "{}", reply.text());
+    server.stop().await;
+}
+
+async fn insecure_mode_serves_v1_without_a_key(engine: Engine) {
+    let server = TestServer::start_with(engine, |c| {
+        c.api_keys = ApiKeys::default();
+        c.insecure_no_auth = true;
+    })
+    .await;
+    let reply = send(server.addr, get("/v1/messages/msg_x")).await;
+    assert_eq!((reply.status, reply.code()), (404, "unknown_message".to_owned()));
     server.stop().await;
 }
 

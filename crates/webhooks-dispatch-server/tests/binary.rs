@@ -240,36 +240,35 @@ async fn cli_serve_send_attempts_and_verify(engine: Engine) {
     assert!(!logs.contains(API_KEY), "the API key was logged");
 }
 
-/// Arguments, environment, and what stderr must say.
-type Case = (
-    &'static [&'static str],
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
-
 #[tokio::test]
 async fn bad_configuration_is_refused_at_start() {
-    let cases: [Case; 4] = [
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "listen = \"nonsense\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let no_db = ("WEBHOOKS_DISPATCH_DATABASE_URL", "postgres://127.0.0.1:1/x");
+    // Arguments, environment, and what stderr must say. None of these reaches a database.
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (vec!["serve"], vec![no_db], "--insecure-no-auth"),
+        (vec!["serve", "--listen", "nonsense"], vec![], "listen"),
+        (vec!["--config", file, "serve"], vec![no_db], "listen"),
+        // The environment overrides the file: past `listen`, the next complaint is the missing key.
         (
-            &["serve"],
-            &[("WEBHOOKS_DISPATCH_DATABASE_URL", "postgres://127.0.0.1:1/x")],
+            vec!["--config", file, "serve"],
+            vec![no_db, ("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")],
             "--insecure-no-auth",
         ),
-        (&["serve", "--listen", "nonsense"], &[], "listen"),
         (
-            &["migrate"],
-            &[("WEBHOOKS_DISPATCH_DATABASE_URL", "mysql://u:hunter2@h/db")],
+            vec!["migrate"],
+            vec![("WEBHOOKS_DISPATCH_DATABASE_URL", "mysql://u:hunter2@h/db")],
             "database_url",
         ),
         // The default database is SQLite, which this build cannot open yet.
-        (&["migrate"], &[], "not yet supported"),
+        (vec!["migrate"], vec![], "not yet supported"),
     ];
     for (args, env, expected) in cases {
         let mut cmd = Command::new(BIN);
-        cmd.env_clear().args(args).current_dir(std::env::temp_dir());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        cmd.env_clear().args(&args).envs(env).current_dir(dir.path());
         let out = run(cmd, None).await;
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
