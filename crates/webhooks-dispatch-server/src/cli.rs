@@ -215,7 +215,7 @@ async fn execute(command: Command, config: Config) -> Result<(), Error> {
         }
         Command::Send(args) => {
             let payload: Box<RawValue> = serde_json::from_str(&args.data)
-                .map_err(|e| Error::Config(format!("--data is not valid JSON ({e})")))?;
+                .map_err(|e| Error::Input(format!("--data is not valid JSON ({e})")))?;
             let mut input = NewMessage::new(args.endpoint, args.event_type, payload);
             if let Some(key) = args.idempotency_key {
                 input = input.idempotency_key(key);
@@ -320,7 +320,7 @@ fn verify_command(args: &VerifyArgs) -> ExitCode {
     };
     let secret = match EndpointSecret::parse(args.secret.trim()) {
         Ok(secret) => secret,
-        Err(e) => return fail(&Error::Config(format!("--secret: {e}"))),
+        Err(e) => return fail(&Error::Input(format!("--secret: {e}"))),
     };
     let header = |name: &str| match name {
         "webhook-id" => Some(args.id.as_str()),

@@ -23,6 +23,9 @@ pub enum Error {
         /// What was wrong, with quoted values elided.
         message: String,
     },
+    /// A command-line argument is unusable (e.g. `--data` is not JSON).
+    #[error("invalid input: {0}")]
+    Input(String),
     /// The database URL names an engine this build cannot open yet.
     #[error("{0}")]
     UnsupportedDatabase(String),

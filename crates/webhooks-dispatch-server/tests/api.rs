@@ -202,6 +202,9 @@ async fn unknown_ids_are_404(engine: Engine) {
         let reply = server.call(method, path, body).await;
         assert_eq!((reply.status, reply.code()), (404, code.to_owned()), "{path}");
     }
+    // A path id that is not UTF-8 is a JSON 400 like every other error.
+    let reply = server.call(Method::GET, "/v1/messages/%FF", None).await;
+    assert_eq!((reply.status, reply.code()), (400, "invalid_input".to_owned()));
     let reply = server.call(Method::DELETE, "/v1/messages/msg_nope", None).await;
     assert_eq!(
         (reply.status, reply.code()),

@@ -1,12 +1,12 @@
 //! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret) and read one.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use webhooks_dispatch::{Endpoint, NewEndpoint};
 
-use super::{ApiError, ApiJson, Shared};
+use super::{ApiError, ApiJson, ApiPath, Shared};
 
 /// `POST /v1/endpoints` body.
 #[derive(Debug, Deserialize)]
@@ -46,6 +46,6 @@ pub async fn create(
 }
 
 /// Reads an endpoint, never its secret.
-pub async fn get(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Endpoint>, ApiError> {
+pub async fn get(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result<Json<Endpoint>, ApiError> {
     Ok(Json(state.dispatcher.endpoint(&id).await?))
 }

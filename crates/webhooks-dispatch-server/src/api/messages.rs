@@ -3,14 +3,14 @@
 //! Payloads are taken as raw JSON and stored byte for byte, so what the receiver gets (and what is signed)
 //! is exactly what the client sent — key order and number formatting included.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use webhooks_dispatch::{Attempt, Dispatched, Message, NewMessage};
 
-use super::{ApiError, ApiJson, Shared};
+use super::{ApiError, ApiJson, ApiPath, Shared};
 
 /// Header carrying the idempotency key of `POST /v1/messages`.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -123,15 +123,12 @@ pub async fn create_batch(
 }
 
 /// A message's status.
-pub async fn get(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Message>, ApiError> {
+pub async fn get(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result<Json<Message>, ApiError> {
     Ok(Json(state.dispatcher.message(&id).await?))
 }
 
 /// A message's attempts, oldest first (404 for an unknown message, an empty list before the first attempt).
-pub async fn attempts(
-    State(state): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<Json<Attempts>, ApiError> {
+pub async fn attempts(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result<Json<Attempts>, ApiError> {
     let attempts = state.dispatcher.list_attempts(&id).await?;
     Ok(Json(Attempts { attempts }))
 }

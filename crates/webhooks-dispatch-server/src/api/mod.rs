@@ -12,8 +12,9 @@ mod ops;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
 use axum::handler::Handler;
+use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -192,6 +193,21 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// A single `{id}` path parameter, with a JSON error (400 `invalid_input`) when it is not valid UTF-8
+/// after percent-decoding, instead of axum's plain-text rejection.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(ApiPath(id)),
+            Err(rejection) => Err(ApiError::invalid_input(rejection.body_text())),
+        }
     }
 }
 
