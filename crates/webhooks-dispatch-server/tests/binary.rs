@@ -248,7 +248,8 @@ async fn bad_configuration_is_refused_at_start() {
     let file = file.to_str().unwrap();
     let no_db = ("WEBHOOKS_DISPATCH_DATABASE_URL", "postgres://127.0.0.1:1/x");
     // Arguments, environment, and what stderr must say. None of these reaches a database.
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Vec<&str>, Env, &str)> = vec![
         (vec!["serve"], vec![no_db], "--insecure-no-auth"),
         (vec!["serve", "--listen", "nonsense"], vec![], "listen"),
         (vec!["--config", file, "serve"], vec![no_db], "listen"),
