@@ -4,6 +4,12 @@
 //! compares the same table with `openapi.json`, so a route cannot be added to one and forgotten in the other.
 //! Handlers are thin: decode, call the library, encode. Errors carry the library's stable `code()` and
 //! `http_status()`.
+//!
+//! Decisions: `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open (no data, only counts), `/v1`
+//! needs a key. A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
+//! than from tower-http's `RequestBodyLimitLayer`, whose early 413 is plain text. An idempotency key reused
+//! with a *different* body is not detected (no 409): the library does not say whether the stored message
+//! matches, so the replay answers 200 with the first message's id.
 
 mod endpoints;
 mod messages;
