@@ -1,0 +1,51 @@
+//! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret) and read one.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use webhooks_dispatch::{Endpoint, NewEndpoint};
+
+use super::{ApiError, ApiJson, ApiPath, Shared};
+
+/// `POST /v1/endpoints` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    owner_id: String,
+    url: String,
+    /// Omitted or empty: every event type.
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+}
+
+/// `POST /v1/endpoints` response: the stored endpoint plus its signing secret, shown this once.
+#[derive(Serialize)]
+pub struct CreatedEndpoint {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    secret: String,
+}
+
+/// Registers an endpoint → 201.
+pub async fn create(
+    State(state): State<Shared>,
+    ApiJson(body): ApiJson<CreateEndpoint>,
+) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
+    let mut input = NewEndpoint::new(body.owner_id, body.url);
+    input.event_types = body.event_types;
+    let registered = state.dispatcher.register_endpoint(input).await?;
+    // Read back so the response shows what was stored (event types normalized, creation time).
+    let endpoint = state.dispatcher.endpoint(&registered.id).await?;
+    tracing::info!(endpoint_id = %endpoint.id, owner_id = %endpoint.owner_id, "endpoint registered");
+    let created = CreatedEndpoint {
+        endpoint,
+        secret: registered.secret.expose().to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Reads an endpoint, never its secret.
+pub async fn get(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result<Json<Endpoint>, ApiError> {
+    Ok(Json(state.dispatcher.endpoint(&id).await?))
+}

@@ -1,0 +1,341 @@
+//! The command line: `serve`, `worker`, `migrate`, and client conveniences (`endpoint add|show`, `send`,
+//! `attempts`, `verify`).
+//!
+//! The client commands talk to the database directly through the library, with the same `--database-url`
+//! as the service, not over HTTP: nothing to authenticate, and they work while the service is down.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::value::RawValue;
+use webhooks_dispatch::{verify, Attempt, EndpointSecret, MessageState, NewEndpoint, NewMessage};
+
+use crate::config::{Config, RawSettings};
+use crate::{database, logging, server, Error};
+
+const ABOUT: &str = "Sends webhooks: signed (Standard Webhooks), retried, logged, SSRF-safe.";
+const LONG_ABOUT: &str = "\
+Sends webhooks: signed (Standard Webhooks), retried, logged, SSRF-safe.
+
+`serve` runs the HTTP API and the delivery worker; `worker` runs deliveries only. The client commands
+(`endpoint`, `send`, `attempts`) use the database directly with the same --database-url — no HTTP and no API
+key, and they work while the service is down. `verify` checks a received webhook offline.
+
+Settings come from flags, then WEBHOOKS_DISPATCH_* environment variables, then the --config TOML file
+(same names in snake_case), then defaults. Exit status: 0 success, 1 failure or invalid signature, 2 usage.";
+
+/// `webhooks-dispatch [SETTINGS] <COMMAND>`.
+#[derive(Debug, Parser)]
+#[command(name = "webhooks-dispatch", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Settings shared by every command (they may also follow the command name).
+    #[command(flatten)]
+    pub settings: RawSettings,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the delivery worker in one process until SIGTERM or Ctrl-C.
+    Serve {
+        /// Serve the API only; run deliveries elsewhere with `worker`.
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Run only the delivery worker until SIGTERM or Ctrl-C.
+    Worker,
+    /// Create the tables if missing, then exit (`serve` and `worker` also do this at start).
+    Migrate,
+    /// Register and inspect endpoints (direct database access).
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Enqueue one message (direct database access); prints its id.
+    Send(SendArgs),
+    /// Show a message's status and attempt log as a table (direct database access).
+    Attempts {
+        /// The msg_… id.
+        message_id: String,
+    },
+    /// Check a received webhook's signature (no database). Exit 0 when valid, 1 when not.
+    Verify(VerifyArgs),
+}
+
+/// `endpoint …`.
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Register an endpoint; prints its id and its signing secret (shown this once).
+    Add {
+        /// Your customer's id.
+        #[arg(long)]
+        owner: String,
+        /// https:// URL to deliver to.
+        #[arg(long)]
+        url: String,
+        /// Deliver only this event type (repeatable; none: all types).
+        #[arg(long = "event-type", value_name = "TYPE")]
+        event_types: Vec<String>,
+    },
+    /// Show an endpoint (never its secret).
+    Show {
+        /// The ep_… id.
+        endpoint_id: String,
+    },
+}
+
+/// `send …`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Target endpoint id (ep_…).
+    #[arg(long)]
+    pub endpoint: String,
+    /// Event type, e.g. invoice.paid.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: String,
+    /// Payload as JSON; sent byte for byte.
+    #[arg(long, value_name = "JSON")]
+    pub data: String,
+    /// Sending again with the same key for the same endpoint creates nothing and prints the first id.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `verify …`: the three Standard Webhooks headers, the secret, and the body.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The endpoint's whsec_… secret. Prefer the environment variable: command lines are visible to others.
+    #[arg(long, env = "WEBHOOKS_DISPATCH_VERIFY_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The webhook-id header.
+    #[arg(long)]
+    pub id: String,
+    /// The webhook-timestamp header (Unix seconds; accepted within 5 minutes of this machine's clock).
+    #[arg(long)]
+    pub timestamp: String,
+    /// The webhook-signature header (one or more space-separated v1,… values).
+    #[arg(long)]
+    pub signature: String,
+    /// File holding the exact request body; standard input when absent.
+    #[arg(long, value_name = "PATH")]
+    pub body_file: Option<PathBuf>,
+}
+
+/// Runs a parsed command line and returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    if let Command::Verify(args) = &cli.command {
+        // Offline and configuration-free: a broken service configuration must not stop a receiver check.
+        return verify_command(args);
+    }
+    let config = match resolve(cli.settings, &cli.command) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let default_filter = match cli.command {
+        Command::Serve { .. } | Command::Worker | Command::Migrate => logging::SERVICE_FILTER,
+        _ => logging::CLIENT_FILTER,
+    };
+    logging::init(config.log_format, default_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&Error::io("starting the async runtime", e)),
+    };
+    match runtime.block_on(execute(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn resolve(settings: RawSettings, command: &Command) -> Result<Config, Error> {
+    let mut config = settings.load()?;
+    if let Command::Serve { no_worker } = command {
+        config.worker = !no_worker;
+        config.check_serve()?;
+    }
+    Ok(config)
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+async fn execute(command: Command, config: Config) -> Result<(), Error> {
+    match command {
+        Command::Serve { .. } => {
+            tracing::info!(?config, "starting");
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
+            server::run(listener, config, server::shutdown_signal()).await
+        }
+        Command::Worker => {
+            tracing::info!(?config, "starting");
+            server::run_worker(config, server::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            server::migrate(&config).await?;
+            eprintln!("tables are up to date");
+            Ok(())
+        }
+        Command::Endpoint(EndpointCommand::Add {
+            owner,
+            url,
+            event_types,
+        }) => {
+            let d = client(&config).await?;
+            let mut input = NewEndpoint::new(owner, url);
+            if !event_types.is_empty() {
+                input = input.event_types(event_types);
+            }
+            let ep = d.register_endpoint(input).await?;
+            println!("id: {}", ep.id);
+            println!("secret: {}", ep.secret.expose());
+            eprintln!(
+                "The secret is shown only this once: store it now and give it to the endpoint's owner."
+            );
+            Ok(())
+        }
+        Command::Endpoint(EndpointCommand::Show { endpoint_id }) => {
+            let ep = client(&config).await?.endpoint(&endpoint_id).await?;
+            println!("id: {}", ep.id);
+            println!("owner: {}", ep.owner_id);
+            println!("url: {}", ep.url);
+            let types = if ep.event_types.is_empty() {
+                "(all)".to_owned()
+            } else {
+                ep.event_types.join(", ")
+            };
+            println!("event types: {types}");
+            println!("created: {}", ep.created_at.to_rfc3339());
+            Ok(())
+        }
+        Command::Send(args) => {
+            let payload: Box<RawValue> = serde_json::from_str(&args.data)
+                .map_err(|e| Error::Input(format!("--data is not valid JSON ({e})")))?;
+            let mut input = NewMessage::new(args.endpoint, args.event_type, payload);
+            if let Some(key) = args.idempotency_key {
+                input = input.idempotency_key(key);
+            }
+            let sent = client(&config).await?.dispatch(input).await?;
+            println!("{}", sent.message_id);
+            if !sent.created {
+                eprintln!(
+                    "(idempotent replay: a message with this key already existed; nothing new was sent)"
+                );
+            }
+            Ok(())
+        }
+        Command::Attempts { message_id } => {
+            let d = client(&config).await?;
+            let message = d.message(&message_id).await?;
+            let attempts = d.list_attempts(&message_id).await?;
+            println!(
+                "{} to {} ({}): {} after {} attempt(s)",
+                message.id,
+                message.endpoint_id,
+                message.event_type,
+                match message.state {
+                    MessageState::Pending => "pending",
+                    MessageState::Delivered => "delivered",
+                    MessageState::Dead => "dead",
+                },
+                message.attempts
+            );
+            print!("{}", attempts_table(&attempts));
+            Ok(())
+        }
+        Command::Verify(_) => unreachable!("handled before configuration"),
+    }
+}
+
+/// A dispatcher for the client commands (no migration: they should not create tables as a side effect).
+async fn client(config: &Config) -> Result<server::ServiceDispatcher, Error> {
+    let db = database::open(&config.database_url, 2).await?;
+    server::dispatcher(config, db.executor)
+}
+
+/// The attempt log as an aligned text table.
+pub fn attempts_table(attempts: &[Attempt]) -> String {
+    let mut rows = vec![[
+        "#".to_owned(),
+        "ATTEMPTED AT (UTC)".to_owned(),
+        "OUTCOME".to_owned(),
+        "STATUS".to_owned(),
+        "LATENCY".to_owned(),
+        "NEXT ATTEMPT (UTC)".to_owned(),
+        "ERROR".to_owned(),
+    ]];
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    for a in attempts {
+        rows.push([
+            a.attempt_no.to_string(),
+            time(a.attempted_at),
+            a.outcome.as_str().to_owned(),
+            a.status_code.map_or("-".to_owned(), |s| s.to_string()),
+            format!("{}ms", a.latency_ms),
+            a.next_attempt_at.map_or("-".to_owned(), time),
+            a.error.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if attempts.is_empty() {
+        out.push_str("(no attempts yet)\n");
+    }
+    out
+}
+
+fn verify_command(args: &VerifyArgs) -> ExitCode {
+    let body = match &args.body_file {
+        Some(path) => std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e)),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map(|_| buf)
+                .map_err(|e| Error::io("reading standard input", e))
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return fail(&e),
+    };
+    let secret = match EndpointSecret::parse(args.secret.trim()) {
+        Ok(secret) => secret,
+        Err(e) => return fail(&Error::Input(format!("--secret: {e}"))),
+    };
+    let header = |name: &str| match name {
+        "webhook-id" => Some(args.id.as_str()),
+        "webhook-timestamp" => Some(args.timestamp.as_str()),
+        "webhook-signature" => Some(args.signature.as_str()),
+        _ => None,
+    };
+    match verify(&secret, header, &body) {
+        Ok(()) => {
+            println!("valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("invalid: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

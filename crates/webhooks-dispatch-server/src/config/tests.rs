@@ -1,0 +1,152 @@
+//! Resolution, precedence, validation and redaction of settings.
+
+use super::*;
+
+fn raw() -> RawSettings {
+    RawSettings {
+        database_url: Some("postgres://u:hunter2@127.0.0.1/db".to_owned()),
+        ..RawSettings::default()
+    }
+}
+
+#[test]
+fn defaults_apply() {
+    let c = Config::resolve(RawSettings::default()).unwrap();
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert!(matches!(c.database_url, DatabaseUrl::Sqlite(_)));
+    assert_eq!(c.body_limit, DEFAULT_BODY_LIMIT);
+    assert_eq!(c.log_format, LogFormat::Human);
+}
+
+#[test]
+fn flags_and_env_win_over_the_file() {
+    let file = RawSettings {
+        listen: Some("127.0.0.1:1".to_owned()),
+        concurrency: Some(3),
+        ..RawSettings::default()
+    };
+    let flags = RawSettings {
+        listen: Some("127.0.0.1:2".to_owned()),
+        ..RawSettings::default()
+    };
+    let c = Config::resolve(flags.or(file)).unwrap();
+    assert_eq!(c.listen.port(), 2);
+    assert_eq!(c.concurrency, 3);
+}
+
+#[test]
+fn invalid_settings_name_the_setting() {
+    let cases: Vec<(RawSettings, &str)> = vec![
+        (
+            RawSettings {
+                listen: Some("nope".into()),
+                ..raw()
+            },
+            "listen",
+        ),
+        (
+            RawSettings {
+                database_url: Some("mysql://x".into()),
+                ..raw()
+            },
+            "database_url",
+        ),
+        (
+            RawSettings {
+                api_keys: Some(vec!["short".into()]),
+                ..raw()
+            },
+            "api_keys",
+        ),
+        (
+            RawSettings {
+                poll_interval: Some("10".into()),
+                ..raw()
+            },
+            "poll_interval",
+        ),
+        (
+            RawSettings {
+                allow_net: Some(vec!["10.0.0.0/33".into()]),
+                ..raw()
+            },
+            "allow_net",
+        ),
+        (
+            RawSettings {
+                concurrency: Some(0),
+                ..raw()
+            },
+            "concurrency",
+        ),
+    ];
+    for (raw, setting) in cases {
+        let err = Config::resolve(raw).unwrap_err().to_string();
+        assert!(err.contains(setting), "{err}");
+    }
+}
+
+#[test]
+fn serve_needs_keys_or_explicit_insecure_mode() {
+    let c = Config::resolve(raw()).unwrap();
+    assert!(c
+        .check_serve()
+        .unwrap_err()
+        .to_string()
+        .contains("--insecure-no-auth"));
+    let insecure = Config::resolve(RawSettings {
+        insecure_no_auth: true,
+        ..raw()
+    })
+    .unwrap();
+    insecure.check_serve().unwrap();
+}
+
+#[test]
+fn debug_never_shows_secrets() {
+    let key = "k".repeat(20);
+    let raw = RawSettings {
+        api_keys: Some(vec![key.clone()]),
+        ..raw()
+    };
+    let c = Config::resolve(raw.clone()).unwrap();
+    for text in [format!("{raw:?}"), format!("{c:?}")] {
+        assert!(!text.contains(&key), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
+#[test]
+fn file_errors_elide_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:9\"\nconcurrency = \"sekrit-value\"\n",
+    )
+    .unwrap();
+    let err = RawSettings::from_file(&path).unwrap_err().to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!err.contains("sekrit"), "{err}");
+    std::fs::write(&path, "listn = 1\n").unwrap();
+    assert!(RawSettings::from_file(&path).is_err(), "unknown keys are refused");
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks-dispatch.example.toml");
+    let raw = RawSettings::from_file(&path).unwrap();
+    assert_eq!(raw.log_format, Some(LogFormat::Json));
+    let c = Config::resolve(raw).unwrap();
+    c.check_serve().unwrap();
+    assert!(matches!(c.database_url, DatabaseUrl::Postgres(_)));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("0s").is_err());
+    assert!(parse_duration("1.5s").is_err());
+    assert!(parse_duration("s").is_err());
+}

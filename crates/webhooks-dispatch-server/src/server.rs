@@ -1,0 +1,207 @@
+//! Running the service: [`run`] (HTTP API plus worker), [`run_worker`] (worker only), [`migrate`], and the
+//! wiring they share — configuration to [`Dispatcher`], database to [`Worker`], signals to shutdown.
+//!
+//! Like mini-redis's `server::run`, [`run`] takes an already bound listener and a shutdown future, so tests
+//! bind port 0 and stop the service whenever they like.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use webhooks_dispatch::rustls::pki_types::pem::PemObject;
+use webhooks_dispatch::rustls::pki_types::CertificateDer;
+use webhooks_dispatch::rustls::RootCertStore;
+use webhooks_dispatch::store::Executor;
+use webhooks_dispatch::{Dispatcher, Worker, WorkerReport};
+
+use crate::api::{self, AppState};
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::database::{self, Database};
+use crate::metrics::Metrics;
+use crate::Error;
+
+/// The library's dispatcher over the service's pool.
+pub type ServiceDispatcher = Dispatcher<Arc<dyn Executor>>;
+
+/// Serves the HTTP API on `listener` and, unless `config.worker` is false, runs the delivery worker in the
+/// same process, until `shutdown` completes. Then it stops accepting connections, lets in-flight requests
+/// finish, lets the worker finish or release its in-flight deliveries, and returns.
+///
+/// Creates the tables first if needed (the migration is idempotent and safe to run concurrently).
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    config.check_serve()?;
+    let db = database::open(&config.database_url, config.database_max_connections).await?;
+    let dispatcher = dispatcher(&config, db.executor.clone())?;
+    dispatcher.migrate().await?;
+
+    // One shutdown request fans out to the HTTP server and the worker.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = if config.worker {
+        let worker = worker(&config, &db, dispatcher.clone()).await;
+        Some(tokio::spawn(worker.run(stopped(stop_rx.clone()))))
+    } else {
+        None
+    };
+
+    let keys = if config.insecure_no_auth {
+        tracing::warn!("serving /v1 WITHOUT authentication (--insecure-no-auth)");
+        None
+    } else {
+        Some(Keys::new(&config.api_keys))
+    };
+    let state = Arc::new(AppState {
+        dispatcher,
+        database: db,
+        metrics: Arc::new(Metrics::new()),
+    });
+    let app = api::router(state, keys, config.body_limit);
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listen address", e))?;
+    tracing::info!(%addr, worker = config.worker, "listening");
+
+    let trigger = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: no new connections; finishing in-flight work");
+            let _ = stop_tx.send(true);
+        })
+    };
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(stop_rx))
+        .await;
+    // Whatever ended the HTTP server also ends the worker.
+    let _ = stop_tx.send(true);
+    trigger.abort();
+    if let Some(worker) = worker {
+        finish_worker(worker.await);
+    }
+    served.map_err(|e| Error::io("serving HTTP", e))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs only the delivery worker until `shutdown` completes (the `worker` command).
+pub async fn run_worker(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+    let db = database::open(&config.database_url, config.database_max_connections).await?;
+    let dispatcher = dispatcher(&config, db.executor.clone())?;
+    dispatcher.migrate().await?;
+    let worker = worker(&config, &db, dispatcher).await;
+    tracing::info!("worker started");
+    finish_worker(Ok::<_, std::convert::Infallible>(worker.run(shutdown).await));
+    Ok(())
+}
+
+/// Creates the tables if needed (the `migrate` command).
+pub async fn migrate(config: &Config) -> Result<(), Error> {
+    let db = database::open(&config.database_url, 1).await?;
+    dispatcher(config, db.executor)?.migrate().await?;
+    Ok(())
+}
+
+/// A dispatcher configured from the settings: timeouts, concurrency, the SSRF allowlist and trusted CAs.
+pub fn dispatcher(config: &Config, executor: Arc<dyn Executor>) -> Result<ServiceDispatcher, Error> {
+    let mut builder = Dispatcher::builder(executor)
+        .attempt_timeout(config.attempt_timeout)
+        .concurrency(config.concurrency)
+        .per_endpoint_concurrency(config.per_endpoint_concurrency);
+    for net in &config.allow_net {
+        builder = builder.allow_net(*net);
+    }
+    if let Some(path) = &config.ca_file {
+        builder = builder.root_certificates(roots_with(path)?);
+    }
+    Ok(builder.build())
+}
+
+/// The public (Mozilla) roots plus every certificate in a PEM file.
+fn roots_with(path: &Path) -> Result<RootCertStore, Error> {
+    let bad = |why: String| Error::Config(format!("ca_file: {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("not valid PEM ({e})")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("not a usable CA certificate ({e})")))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("contains no CERTIFICATE block".to_owned()));
+    }
+    Ok(roots)
+}
+
+async fn worker(config: &Config, db: &Database, dispatcher: ServiceDispatcher) -> Worker<Arc<dyn Executor>> {
+    let mut worker = Worker::new(dispatcher)
+        .poll_interval(config.poll_interval)
+        .shutdown_grace(config.shutdown_grace);
+    if let Some(connect) = &db.listener {
+        match connect().await {
+            Ok(listener) => worker = worker.listener(listener),
+            // Not fatal: the worker still finds every message by polling, only later.
+            Err(e) => tracing::warn!(error = %e, "no LISTEN connection; the worker will poll"),
+        }
+    }
+    worker
+}
+
+fn finish_worker<J: std::fmt::Display>(
+    joined: Result<Result<WorkerReport, webhooks_dispatch::DispatchError>, J>,
+) {
+    match joined {
+        Ok(Ok(report)) => tracing::info!(
+            attempted = report.deliveries.attempted,
+            delivered = report.deliveries.delivered,
+            retried = report.deliveries.retried,
+            dead = report.deliveries.dead,
+            released = report.released,
+            "worker stopped"
+        ),
+        // The claims it could not release come back by themselves when their lease expires.
+        Ok(Err(e)) => tracing::error!(error = %e, "worker could not release its claims at shutdown"),
+        Err(e) => tracing::error!(error = %e, "worker task failed"),
+    }
+}
+
+/// Completes once the shutdown flag is set (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

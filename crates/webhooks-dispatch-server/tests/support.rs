@@ -1,0 +1,308 @@
+//! Fixtures: a database per test for each engine, the real server in-process on port 0, a loopback HTTPS
+//! receiver whose CA the server trusts through the `ca_file` setting, and a small HTTP client.
+//!
+//! Nothing leaves 127.0.0.1: the server listens there, the receiver binds there, endpoint URLs name it as an
+//! IP literal (so no DNS lookup happens), and the SSRF allowlist holds exactly 127.0.0.1/32.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use webhooks_dispatch_server::config::{LogFormat, RawSettings};
+use webhooks_dispatch_server::{logging, Config, Error};
+use webhooks_dispatch_testkit::pg::fresh_database;
+use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, TestCa};
+
+/// The storage engines every engine-parametrized test runs against. Adding SQLite means one variant here,
+/// one arm in [`Engine::database_url`], and one module in [`engines!`](crate::engines).
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    /// PostgreSQL: a fresh database on the testkit's throwaway cluster (or on `DATABASE_URL`'s server).
+    Postgres,
+}
+
+impl Engine {
+    /// A URL for a brand-new, empty database of this engine. `_scratch` is a per-test directory, for
+    /// file-based engines.
+    pub async fn database_url(self, _scratch: &Path) -> String {
+        match self {
+            Engine::Postgres => fresh_database().await,
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per engine for each named `async fn(Engine)`.
+#[macro_export]
+macro_rules! engines {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// The API key every test server accepts.
+pub const API_KEY: &str = "test-key-0123456789abcdef";
+
+/// Installs the global subscriber once per test process; it carries the metrics tap. Quiet unless
+/// `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    logging::init(LogFormat::Human, "warn");
+}
+
+/// PEM text of a DER certificate.
+pub fn pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// A test CA and a receiver on 127.0.0.1 whose certificate it issued, plus a scratch directory holding
+/// the CA as PEM (for the `ca_file` setting).
+pub struct Fixture {
+    pub receiver: Receiver,
+    pub scratch: tempfile::TempDir,
+    pub database_url: String,
+}
+
+impl Fixture {
+    pub async fn new(engine: Engine) -> Fixture {
+        init_logging();
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new();
+        std::fs::write(scratch.path().join("ca.pem"), pem(&ca.cert_der())).expect("write CA");
+        let receiver = Receiver::start(&ca, ReceiverOptions::default())
+            .await
+            .expect("receiver");
+        let database_url = engine.database_url(scratch.path()).await;
+        Fixture {
+            receiver,
+            scratch,
+            database_url,
+        }
+    }
+
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.scratch.path().join("ca.pem")
+    }
+
+    /// The receiver as an endpoint URL: an IP literal, covered by the certificate's IP SAN.
+    pub fn receiver_url(&self) -> String {
+        format!("https://127.0.0.1:{}/hook", self.receiver.port())
+    }
+
+    /// Settings for a test server: this database, the test key, loopback allowlisted, the test CA trusted,
+    /// short poll interval and attempt timeout.
+    pub fn settings(&self) -> RawSettings {
+        RawSettings {
+            database_url: Some(self.database_url.clone()),
+            database_max_connections: Some(4),
+            api_keys: Some(vec![API_KEY.to_owned()]),
+            allow_net: Some(vec!["127.0.0.1/32".to_owned()]),
+            ca_file: Some(self.ca_file()),
+            poll_interval: Some("100ms".to_owned()),
+            attempt_timeout: Some("5s".to_owned()),
+            shutdown_grace: Some("2s".to_owned()),
+            ..RawSettings::default()
+        }
+    }
+}
+
+/// The real server, in this process, on an OS-chosen port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub fixture: Fixture,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the fixture's default settings.
+    pub async fn start(engine: Engine) -> TestServer {
+        Self::start_with(engine, |_| {}).await
+    }
+
+    /// Starts a server after `tweak` has adjusted its settings (and, through `worker`, the resolved config).
+    pub async fn start_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let fixture = Fixture::new(engine).await;
+        let mut config = Config::resolve(fixture.settings()).expect("test settings are valid");
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(webhooks_dispatch_server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        let server = TestServer {
+            addr,
+            fixture,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits until `/readyz` answers 200 (migration done, database reachable).
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(reply) = try_send(self.addr, get("/readyz")).await {
+                if reply.status == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a request with the test API key.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = build(method, path, body.map(|b| b.to_string()));
+        authorize(&mut req, API_KEY);
+        send(self.addr, req).await
+    }
+
+    /// Requests shutdown and waits for `run` to return; it must return `Ok`.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        let task = self.task.take().expect("running");
+        let result = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("server stopped within 20 s")
+            .expect("server task did not panic");
+        result.expect("run returned Ok");
+    }
+
+    /// Registers an endpoint on the receiver; returns (id, secret).
+    pub async fn endpoint(&self) -> (String, String) {
+        let body = serde_json::json!({"owner_id": "acme", "url": self.fixture.receiver_url()});
+        let reply = self.call(Method::POST, "/v1/endpoints", Some(body)).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let json = reply.json();
+        (
+            json["id"].as_str().unwrap().to_owned(),
+            json["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Polls a message until it reaches `state`.
+    pub async fn wait_for_state(&self, message_id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self
+                .call(Method::GET, &format!("/v1/messages/{message_id}"), None)
+                .await;
+            let json = reply.json();
+            if json["state"] == state {
+                return json;
+            }
+            assert!(Instant::now() < deadline, "message never became {state}: {json}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A failed test must not leave the server running on the shared runtime.
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// `error.code` of an error response.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error response: {}", self.text()))
+            .to_owned()
+    }
+}
+
+/// A request with an optional JSON body.
+pub fn build(method: Method, path: &str, body: Option<String>) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1");
+    if body.is_some() {
+        builder = builder.header(CONTENT_TYPE, "application/json");
+    }
+    builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("request")
+}
+
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    build(Method::GET, path, None)
+}
+
+pub fn authorize(req: &mut Request<Full<Bytes>>, key: &str) {
+    let value = HeaderValue::from_str(&format!("Bearer {key}")).expect("header");
+    req.headers_mut().insert(AUTHORIZATION, value);
+}
+
+pub fn set_header(req: &mut Request<Full<Bytes>>, name: &'static str, value: &str) {
+    req.headers_mut().insert(
+        HeaderName::from_static(name),
+        HeaderValue::from_str(value).expect("header"),
+    );
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    try_send(addr, req).await.expect("request failed")
+}
+
+async fn try_send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Reply, Box<dyn std::error::Error>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
