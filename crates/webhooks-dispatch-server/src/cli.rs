@@ -153,9 +153,30 @@ fn resolve(settings: RawSettings, command: &Command) -> Result<Config, Error> {
     let mut config = settings.load()?;
     if let Command::Serve { no_worker } = command {
         config.worker = !no_worker;
+        if config.api_keys.is_empty() && !config.insecure_no_auth {
+            // Secure by default without setup: `serve` on a fresh machine works, but never unauthenticated.
+            // The key exists only in this process and is shown once, here, to the person who started it.
+            let key = generated_api_key()?;
+            eprintln!(
+                "No API key configured: generated one for this run (set WEBHOOKS_DISPATCH_API_KEYS to choose \
+                 your own):\n\n    {key}\n"
+            );
+            config.api_keys.0.push(key);
+        }
         config.check_serve()?;
     }
     Ok(config)
+}
+
+/// `wdk_` + 32 bytes from the operating system's CSPRNG, URL-safe base64.
+fn generated_api_key() -> Result<String, Error> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::io("generating an API key", std::io::Error::other(e)))?;
+    Ok(format!(
+        "wdk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 fn fail(e: &Error) -> ExitCode {
@@ -255,7 +276,7 @@ async fn execute(command: Command, config: Config) -> Result<(), Error> {
 /// A dispatcher for the client commands (no migration: they should not create tables as a side effect).
 async fn client(config: &Config) -> Result<server::ServiceDispatcher, Error> {
     let db = database::open(&config.database_url, 2).await?;
-    server::dispatcher(config, db.executor)
+    server::dispatcher(config, db.executor, None)
 }
 
 /// The attempt log as an aligned text table.

@@ -26,8 +26,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://webhooks-dispatch.db";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Default PostgreSQL pool size. The worker records outcomes in bulk, so a few connections go a long way.
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 16;
-/// Default deliveries in flight per endpoint; mirrors the library's default, which it does not re-export.
-pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = 16;
+/// Default deliveries in flight per endpoint: the library's default.
+pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = webhooks_dispatch::DEFAULT_PER_ENDPOINT_CONCURRENCY;
 /// Shortest accepted API key. Keys are bearer credentials compared in constant time; short ones could be
 /// guessed, so a typo like an empty variable is refused rather than silently accepted.
 pub const MIN_API_KEY_CHARS: usize = 16;

@@ -1,8 +1,8 @@
 //! Choosing and opening the storage engine — the only place that knows which engines exist.
 //!
 //! [`open`] turns a [`DatabaseUrl`] into a [`Database`]: an [`Executor`] for the library, an optional factory
-//! of LISTEN connections for the worker (engines without one make the worker poll), and the engine's
-//! queue-statistics statement for `/metrics`. Everything else in the service is engine-agnostic.
+//! of LISTEN connections for the worker (engines without one wake their workers in memory, and poll).
+//! Everything else in the service is engine-agnostic.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,11 +10,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::Connection;
+use webhooks_dispatch::store::rusqlite::SqliteExecutor;
 use webhooks_dispatch::store::sqlx::SqlxListener;
-use webhooks_dispatch::store::{BoxFuture, Executor, Listener, Value};
+use webhooks_dispatch::store::{BoxFuture, Executor, Listener};
 use webhooks_dispatch::StorageError;
 
 use crate::Error;
@@ -99,8 +99,6 @@ pub struct Database {
     pub executor: Arc<dyn Executor>,
     /// Wake-ups for the worker; `None` for engines without LISTEN/NOTIFY (the worker then polls).
     pub listener: Option<ListenerFactory>,
-    /// This engine's [`QueueStats`] statement. Belongs in the library; see [`queue_stats`].
-    queue_stats_sql: &'static str,
 }
 
 /// How long to wait for a pooled connection before a request fails with `storage` (and `/readyz` with 503),
@@ -141,52 +139,21 @@ pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Database, E
             Ok(Database {
                 executor: Arc::new(pool),
                 listener: Some(listener),
-                queue_stats_sql: POSTGRES_QUEUE_STATS,
             })
         }
-        // TODO(sqlite): the one place to add the embedded engine once the library has it, roughly
-        //     let exec = webhooks_dispatch::store::sqlite::open(path)?;
-        //     Ok(Database { executor: Arc::new(exec), listener: None, queue_stats_sql: SQLITE_QUEUE_STATS })
-        // (no LISTEN on SQLite: the worker polls; the statement below needs a SQLite dialect version).
-        DatabaseUrl::Sqlite(path) => Err(Error::UnsupportedDatabase(format!(
-            "SQLite ({}) is not yet supported by this build; pass --database-url postgres://… \
-             or set WEBHOOKS_DISPATCH_DATABASE_URL",
-            path.display()
-        ))),
+        // SQLite serves one process: no LISTEN (workers in this process are woken in memory by the
+        // dispatcher they share with the API).
+        DatabaseUrl::Sqlite(path) => {
+            let exec = SqliteExecutor::open(path).map_err(|e| Error::Connect {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+            Ok(Database {
+                executor: Arc::new(exec),
+                listener: None,
+            })
+        }
     }
-}
-
-/// The due backlog, for the `/metrics` gauges.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct QueueStats {
-    /// Pending messages whose next attempt is due and that no worker holds a lease on.
-    pub due: i64,
-    /// When the oldest of them became due; `None` when there are none.
-    pub oldest_due_at: Option<DateTime<Utc>>,
-}
-
-/// `$1` now → count of due, unleased pending messages (int8), the earliest `next_attempt_at` among them
-/// (timestamptz, NULL when none). The predicate is exactly `CLAIM_DUE`'s, so the count is what a worker
-/// with unlimited capacity would claim right now; the partial index on pending rows serves it.
-///
-/// NOT in the library yet: it reads `webhooks_dispatch_outbox`, whose layout is the library's business, so
-/// it should move there as `Dispatcher::queue_stats()` (one statement per engine).
-pub const POSTGRES_QUEUE_STATS: &str = "\
-SELECT count(*)::int8, min(next_attempt_at)
-FROM webhooks_dispatch_outbox
-WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz
-  AND (lease_expires_at IS NULL OR lease_expires_at <= $1::timestamptz)";
-
-/// Reads the due backlog with one statement.
-pub async fn queue_stats(db: &Database, now: DateTime<Utc>) -> Result<QueueStats, StorageError> {
-    let rows = db.executor.query(db.queue_stats_sql, &[Value::from(now)]).await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| StorageError::decode("no row from queue stats"))?;
-    Ok(QueueStats {
-        due: row.int(0)?,
-        oldest_due_at: row.opt_timestamp(1)?,
-    })
 }
 
 #[cfg(test)]
@@ -213,9 +180,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sqlite_is_refused_clearly_for_now() {
-        let url: DatabaseUrl = crate::config::DEFAULT_DATABASE_URL.parse().unwrap();
-        let err = open(&url, 1).await.err().expect("not supported yet").to_string();
-        assert!(err.contains("not yet supported"), "{err}");
+    async fn sqlite_opens_a_file_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("x.db").display())
+            .parse()
+            .unwrap();
+        let db = open(&url, 1).await.expect("sqlite opens");
+        assert!(db.listener.is_none());
+        assert!(dir.path().join("x.db").exists());
     }
 }

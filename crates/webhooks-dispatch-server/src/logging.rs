@@ -1,5 +1,5 @@
 //! The tracing subscriber: human or JSON lines on stderr (stdout is for command output), filtered by
-//! `RUST_LOG` or a per-command default, plus the metrics tap ([`AttemptLayer`]) under its own filter.
+//! `RUST_LOG` or a per-command default.
 //!
 //! The library logs one INFO event per recorded attempt ("webhook attempt": message id, endpoint id,
 //! attempt number, status, latency, outcome, generic error — never the secret or the payload); the default
@@ -7,14 +7,12 @@
 
 use std::io::IsTerminal;
 
-use tracing::Level;
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::LogFormat;
-use crate::metrics::AttemptLayer;
 
 /// Default filter for `serve` and `worker`: every attempt line, request summaries, warnings from all.
 pub const SERVICE_FILTER: &str = "info";
@@ -39,11 +37,8 @@ pub fn init(format: LogFormat, default_filter: &str) -> bool {
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    // Per-layer filters: `RUST_LOG=warn` hides the attempt lines but still lets the metrics tap count them.
-    let tap = Targets::new().with_target("webhooks_dispatch", Level::INFO);
     tracing_subscriber::registry()
         .with(output.with_filter(filter))
-        .with(AttemptLayer.with_filter(tap))
         .try_init()
         .is_ok()
 }

@@ -38,7 +38,10 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.check_serve()?;
     let db = database::open(&config.database_url, config.database_max_connections).await?;
-    let dispatcher = dispatcher(&config, db.executor.clone())?;
+    let metrics = Arc::new(Metrics::new());
+    // The API and the worker share this dispatcher: one configuration, one metrics observer, and (on
+    // SQLite) the in-memory wake-up from a dispatch to the worker.
+    let dispatcher = dispatcher(&config, db.executor.clone(), Some(metrics.clone()))?;
     dispatcher.migrate().await?;
 
     // One shutdown request fans out to the HTTP server and the worker.
@@ -59,7 +62,7 @@ pub async fn run(
     let state = Arc::new(AppState {
         dispatcher,
         database: db,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
     });
     let app = api::router(state, keys, config.body_limit);
     let addr = listener
@@ -92,7 +95,7 @@ pub async fn run(
 /// Runs only the delivery worker until `shutdown` completes (the `worker` command).
 pub async fn run_worker(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
     let db = database::open(&config.database_url, config.database_max_connections).await?;
-    let dispatcher = dispatcher(&config, db.executor.clone())?;
+    let dispatcher = dispatcher(&config, db.executor.clone(), None)?;
     dispatcher.migrate().await?;
     let worker = worker(&config, &db, dispatcher).await;
     tracing::info!("worker started");
@@ -103,12 +106,17 @@ pub async fn run_worker(config: Config, shutdown: impl Future<Output = ()> + Sen
 /// Creates the tables if needed (the `migrate` command).
 pub async fn migrate(config: &Config) -> Result<(), Error> {
     let db = database::open(&config.database_url, 1).await?;
-    dispatcher(config, db.executor)?.migrate().await?;
+    dispatcher(config, db.executor, None)?.migrate().await?;
     Ok(())
 }
 
-/// A dispatcher configured from the settings: timeouts, concurrency, the SSRF allowlist and trusted CAs.
-pub fn dispatcher(config: &Config, executor: Arc<dyn Executor>) -> Result<ServiceDispatcher, Error> {
+/// A dispatcher configured from the settings: timeouts, concurrency, the SSRF allowlist and trusted CAs;
+/// `metrics`, when given, observes its dispatches and attempts.
+pub fn dispatcher(
+    config: &Config,
+    executor: Arc<dyn Executor>,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<ServiceDispatcher, Error> {
     let mut builder = Dispatcher::builder(executor)
         .attempt_timeout(config.attempt_timeout)
         .concurrency(config.concurrency)
@@ -118,6 +126,9 @@ pub fn dispatcher(config: &Config, executor: Arc<dyn Executor>) -> Result<Servic
     }
     if let Some(path) = &config.ca_file {
         builder = builder.root_certificates(roots_with(path)?);
+    }
+    if let Some(metrics) = metrics {
+        builder = builder.observer(metrics);
     }
     Ok(builder.build())
 }

@@ -250,22 +250,21 @@ async fn bad_configuration_is_refused_at_start() {
     // Arguments, environment, and what stderr must say. None of these reaches a database.
     type Env<'a> = Vec<(&'a str, &'a str)>;
     let cases: Vec<(Vec<&str>, Env, &str)> = vec![
-        (vec!["serve"], vec![no_db], "--insecure-no-auth"),
+        // No key configured: one is generated (never unauthenticated), and the unreachable database is next.
+        (vec!["serve"], vec![no_db], "cannot connect to the database"),
         (vec!["serve", "--listen", "nonsense"], vec![], "listen"),
         (vec!["--config", file, "serve"], vec![no_db], "listen"),
-        // The environment overrides the file: past `listen`, the next complaint is the missing key.
+        // The environment overrides the file: past `listen`, the next complaint is the database.
         (
             vec!["--config", file, "serve"],
             vec![no_db, ("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")],
-            "--insecure-no-auth",
+            "cannot connect to the database",
         ),
         (
             vec!["migrate"],
             vec![("WEBHOOKS_DISPATCH_DATABASE_URL", "mysql://u:hunter2@h/db")],
             "database_url",
         ),
-        // The default database is SQLite, which this build cannot open yet.
-        (vec!["migrate"], vec![], "not yet supported"),
     ];
     for (args, env, expected) in cases {
         let mut cmd = Command::new(BIN);
@@ -275,4 +274,10 @@ async fn bad_configuration_is_refused_at_start() {
         assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
         assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
     }
+    // With no database configured at all, the embedded default is a SQLite file in the working directory.
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().arg("migrate").current_dir(dir.path());
+    let out = run(cmd, None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(dir.path().join("webhooks-dispatch.db").exists());
 }

@@ -22,20 +22,22 @@ use webhooks_dispatch_server::{logging, Config, Error};
 use webhooks_dispatch_testkit::pg::fresh_database;
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, TestCa};
 
-/// The storage engines every engine-parametrized test runs against. Adding SQLite means one variant here,
-/// one arm in [`Engine::database_url`], and one module in [`engines!`](crate::engines).
+/// The storage engines every engine-parametrized test runs against.
 #[derive(Clone, Copy, Debug)]
 pub enum Engine {
     /// PostgreSQL: a fresh database on the testkit's throwaway cluster (or on `DATABASE_URL`'s server).
     Postgres,
+    /// The embedded default: a SQLite file in the test's scratch directory.
+    Sqlite,
 }
 
 impl Engine {
     /// A URL for a brand-new, empty database of this engine. `_scratch` is a per-test directory, for
     /// file-based engines.
-    pub async fn database_url(self, _scratch: &Path) -> String {
+    pub async fn database_url(self, scratch: &Path) -> String {
         match self {
             Engine::Postgres => fresh_database().await,
+            Engine::Sqlite => format!("sqlite://{}", scratch.join("webhooks-dispatch.db").display()),
         }
     }
 }
@@ -49,6 +51,14 @@ macro_rules! engines {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::support::Engine::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Sqlite).await
                 }
             )*
         }

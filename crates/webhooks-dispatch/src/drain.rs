@@ -153,8 +153,8 @@ impl<E: Executor> Dispatcher<E> {
         Ok(report)
     }
 
-    /// The backlog due at `now` (default: the clock's now): how many pending messages are due and since when
-    /// the oldest of them has been. One indexed read; for metrics and health checks.
+    /// The backlog at `now` (default: the clock's now): how many pending messages are due and not held by a
+    /// drain, and since when the oldest of them has been due. One indexed read; for metrics.
     pub async fn queue_stats(&self, now: Option<DateTime<Utc>>) -> Result<QueueStats, DispatchError> {
         let now = now.unwrap_or_else(|| self.settings().clock.now());
         let rows = self.query(self.sql().queue_stats, &[now.into()]).await?;

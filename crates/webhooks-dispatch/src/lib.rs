@@ -67,7 +67,7 @@ pub use attempt::{Attempt, Outcome};
 pub use config::{
     Clock, DispatcherBuilder, SystemClock, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY,
     DEFAULT_DNS_CACHE_TTL, DEFAULT_MAX_IDLE_PER_DESTINATION, DEFAULT_MAX_RESPONSE_BODY,
-    DEFAULT_POOL_IDLE_TIMEOUT,
+    DEFAULT_NOTIFY_DEBOUNCE, DEFAULT_PER_ENDPOINT_CONCURRENCY, DEFAULT_POOL_IDLE_TIMEOUT,
 };
 pub use dispatcher::Dispatcher;
 pub use drain::{DeliverDue, DeliveryReport, DEFAULT_BATCH, MAX_BATCH};

@@ -88,6 +88,15 @@ pub enum MessageState {
 }
 
 impl MessageState {
+    /// The stored text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Pending => "pending",
+            MessageState::Delivered => "delivered",
+            MessageState::Dead => "dead",
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(MessageState::Pending),

@@ -49,7 +49,7 @@ impl Observer for NoopObserver {}
 /// The backlog, for a queue-depth gauge and an oldest-due-message age gauge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    /// Pending messages due now (including ones being attempted).
+    /// Pending messages due now and not held by any drain or worker.
     pub due: u64,
     /// When the oldest of them became due.
     pub oldest_due_at: Option<DateTime<Utc>>,

@@ -94,9 +94,7 @@ pub async fn create(
         input = input.idempotency_key(key);
     }
     let sent = state.dispatcher.dispatch(input).await?;
-    if sent.created {
-        state.metrics.dispatched(1);
-    }
+    if sent.created {}
     Ok((status(sent.created), Json(sent.into())))
 }
 
@@ -117,7 +115,6 @@ pub async fn create_batch(
         .collect();
     let sent = state.dispatcher.dispatch_many(inputs).await?;
     let created = sent.iter().filter(|d| d.created).count() as u64;
-    state.metrics.dispatched(created);
     let messages: Vec<Sent> = sent.into_iter().map(Sent::from).collect();
     Ok((status(created > 0), Json(BatchSent { messages })))
 }

@@ -35,7 +35,7 @@ pub async fn readyz(State(state): State<Shared>) -> Result<Json<serde_json::Valu
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
-    let body = state.metrics.render(&state.database).await;
+    let body = state.metrics.render(&state.dispatcher).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)
 }
 

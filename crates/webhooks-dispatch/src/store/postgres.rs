@@ -223,11 +223,13 @@ pub const SELECT_ATTEMPTS: &str = "\
 SELECT message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error
 FROM webhooks_dispatch_attempts WHERE message_id = $1::text ORDER BY attempt_no";
 
-/// $1 now → count of due pending messages (leased ones included: they are being worked on), and the earliest
-/// next_attempt_at among them (for the age of the oldest due message). Reads the partial pending index.
+/// $1 now → count of due pending messages that no drain holds (exactly what `CLAIM_DUE` would consider), and
+/// the earliest next_attempt_at among them (for the age of the oldest waiting message). Reads the partial
+/// pending index.
 pub const QUEUE_STATS: &str = "\
 SELECT count(*)::int8, min(next_attempt_at) FROM webhooks_dispatch_outbox
-WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz";
+WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz
+  AND (lease_expires_at IS NULL OR lease_expires_at <= $1::timestamptz)";
 
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {

@@ -211,7 +211,7 @@ FROM webhooks_dispatch_attempts WHERE message_id = $1 ORDER BY attempt_no";
 /// See [`super::postgres::QUEUE_STATS`].
 pub const QUEUE_STATS: &str = "\
 SELECT count(*), min(next_attempt_at) FROM webhooks_dispatch_outbox
-WHERE status = 'pending' AND next_attempt_at <= $1";
+WHERE status = 'pending' AND next_attempt_at <= $1 AND (lease_expires_at IS NULL OR lease_expires_at <= $1)";
 
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
