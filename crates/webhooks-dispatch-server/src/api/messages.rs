@@ -94,7 +94,6 @@ pub async fn create(
         input = input.idempotency_key(key);
     }
     let sent = state.dispatcher.dispatch(input).await?;
-    if sent.created {}
     Ok((status(sent.created), Json(sent.into())))
 }
 
@@ -114,9 +113,9 @@ pub async fn create_batch(
         })
         .collect();
     let sent = state.dispatcher.dispatch_many(inputs).await?;
-    let created = sent.iter().filter(|d| d.created).count() as u64;
+    let any_created = sent.iter().any(|d| d.created);
     let messages: Vec<Sent> = sent.into_iter().map(Sent::from).collect();
-    Ok((status(created > 0), Json(BatchSent { messages })))
+    Ok((status(any_created), Json(BatchSent { messages })))
 }
 
 /// A message's status.
