@@ -228,6 +228,14 @@ async fn idempotent_replay_is_200_with_the_same_id(engine: Engine) {
         ids.push(reply.json()["id"].clone());
     }
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    // The same key with a different body is a conflict, not a replay.
+    let changed = body.replace(r#""n": 1"#, r#""n": 2"#);
+    let mut req = build(Method::POST, "/v1/messages", Some(changed));
+    authorize(&mut req, API_KEY);
+    set_header(&mut req, "idempotency-key", "order-7-paid");
+    let reply = send(server.addr, req).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "idempotency_conflict");
     // Without the key, every call is a new message.
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let other = server.call(Method::POST, "/v1/messages", Some(json)).await;

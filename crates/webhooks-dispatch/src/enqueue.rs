@@ -1,5 +1,7 @@
 //! Enqueueing: `dispatch` and `dispatch_many` write outbox rows and nothing else — no HTTP, ever.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::dispatcher::Dispatcher;
@@ -21,8 +23,8 @@ impl<E: Executor> Dispatcher<E> {
         let params = [
             Value::from(id::message_id()),
             Value::from(input.endpoint_id.as_str()),
-            Value::from(input.event_type),
-            Value::from(body),
+            Value::from(input.event_type.as_str()),
+            Value::from(body.as_str()),
             Value::from(input.idempotency_key.clone()),
             Value::from(self.settings().clock.now()),
         ];
@@ -44,9 +46,11 @@ impl<E: Executor> Dispatcher<E> {
                 created: true,
             });
         }
-        // Idempotency conflict: the row exists (ON CONFLICT waited for it to commit), so read its id.
+        // Idempotency conflict: the row exists (ON CONFLICT waited for it to commit), so read it back.
         let key = input.idempotency_key.unwrap_or_default();
-        let message_id = self.existing_message(input.endpoint_id, key).await?;
+        let message_id = self
+            .existing_message(input.endpoint_id, key, &input.event_type, &body)
+            .await?;
         Ok(Dispatched {
             message_id,
             created: false,
@@ -77,8 +81,28 @@ impl<E: Executor> Dispatcher<E> {
         let mut event_types = Vec::with_capacity(inputs.len());
         let mut payloads = Vec::with_capacity(inputs.len());
         let mut keys = Vec::with_capacity(inputs.len());
-        for (index, input) in inputs.into_iter().enumerate() {
+        // A key repeated inside the batch must name the same message each time; checked here, before any SQL,
+        // so the batch stays all or nothing.
+        let mut seen_keys: HashMap<(&str, &str), (&str, String)> = HashMap::new();
+        let mut bodies = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.iter().enumerate() {
             let body = input.validate().map_err(|e| DispatchError::in_batch(index, e))?;
+            if let Some(key) = &input.idempotency_key {
+                let this = (input.event_type.as_str(), body.clone());
+                match seen_keys.get(&(input.endpoint_id.as_str(), key.as_str())) {
+                    Some(first) if *first != this => {
+                        return Err(DispatchError::in_batch(index, DispatchError::IdempotencyConflict));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen_keys.insert((input.endpoint_id.as_str(), key.as_str()), this);
+                    }
+                }
+            }
+            bodies.push(body);
+        }
+        drop(seen_keys);
+        for (input, body) in inputs.into_iter().zip(bodies) {
             ids.push(Some(id::message_id()));
             endpoint_ids.push(Some(input.endpoint_id));
             event_types.push(Some(input.event_type));
@@ -88,8 +112,8 @@ impl<E: Executor> Dispatcher<E> {
         let params = [
             Value::from(ids),
             Value::from(endpoint_ids.clone()),
-            Value::from(event_types),
-            Value::from(payloads),
+            Value::from(event_types.clone()),
+            Value::from(payloads.clone()),
             Value::from(keys.clone()),
             Value::from(self.settings().clock.now()),
         ];
@@ -108,6 +132,9 @@ impl<E: Executor> Dispatcher<E> {
                     DispatchError::EventTypeNotSubscribed,
                 ));
             }
+            if row.opt_bool(5)? == Some(false) {
+                return Err(DispatchError::in_batch(index, DispatchError::IdempotencyConflict));
+            }
         }
         let mut out = Vec::with_capacity(rows.len());
         for (index, row) in rows.iter().enumerate() {
@@ -117,7 +144,11 @@ impl<E: Executor> Dispatcher<E> {
                 None => {
                     let endpoint = endpoint_ids[index].clone().unwrap_or_default();
                     let key = keys[index].clone().unwrap_or_default();
-                    self.existing_message(endpoint, key).await?
+                    let event_type = event_types[index].as_deref().unwrap_or_default();
+                    let payload = payloads[index].as_deref().unwrap_or_default();
+                    self.existing_message(endpoint, key, event_type, payload)
+                        .await
+                        .map_err(|e| DispatchError::in_batch(index, e))?
                 }
             };
             out.push(Dispatched {
@@ -133,7 +164,15 @@ impl<E: Executor> Dispatcher<E> {
         Ok(out)
     }
 
-    async fn existing_message(&self, endpoint_id: String, key: String) -> Result<String, DispatchError> {
+    /// The id of the message already holding this idempotency key; `idempotency_conflict` if it is not the
+    /// same message (another event type or payload).
+    async fn existing_message(
+        &self,
+        endpoint_id: String,
+        key: String,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<String, DispatchError> {
         let rows = self
             .query(
                 self.sql().select_message_by_key,
@@ -143,6 +182,9 @@ impl<E: Executor> Dispatcher<E> {
         let row = rows
             .first()
             .ok_or_else(|| StorageError::decode("conflicting message not found"))?;
+        if row.text(1)? != event_type || row.text(2)? != payload {
+            return Err(DispatchError::IdempotencyConflict);
+        }
         Ok(row.text(0)?)
     }
 

@@ -40,6 +40,10 @@ pub enum DispatchError {
     /// No message has this id.
     #[error("unknown message")]
     UnknownMessage,
+    /// The idempotency key was used before for this endpoint with another event type or payload; the first
+    /// message stands, and this one is refused rather than silently answered with the first one's id.
+    #[error("idempotency key already used with a different message")]
+    IdempotencyConflict,
     /// The endpoint subscribed to a list of event types that does not include this one.
     #[error("endpoint is not subscribed to this event type")]
     EventTypeNotSubscribed,
@@ -67,6 +71,7 @@ impl DispatchError {
             DispatchError::UnknownEndpoint => "unknown_endpoint",
             DispatchError::UnknownMessage => "unknown_message",
             DispatchError::EventTypeNotSubscribed => "event_type_not_subscribed",
+            DispatchError::IdempotencyConflict => "idempotency_conflict",
             DispatchError::InBatch { error, .. } => error.code(),
             DispatchError::Storage(_) => "storage",
         }
@@ -80,6 +85,7 @@ impl DispatchError {
             | DispatchError::InvalidPayload { .. }
             | DispatchError::EventTypeNotSubscribed => 400,
             DispatchError::UnknownEndpoint | DispatchError::UnknownMessage => 404,
+            DispatchError::IdempotencyConflict => 409,
             DispatchError::InBatch { error, .. } => error.http_status(),
             DispatchError::Storage(_) => 500,
         }

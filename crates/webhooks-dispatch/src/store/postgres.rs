@@ -87,10 +87,11 @@ WITH ep AS (
 )
 SELECT (SELECT count(*) FROM ep)::int8, (SELECT bool_or(subscribed) FROM ep), (SELECT id FROM ins)";
 
-/// $1 endpoint_id, $2 idempotency_key → id. Runs after a conflict, in a new snapshot, so it sees the row a
-/// concurrent transaction committed.
+/// $1 endpoint_id, $2 idempotency_key → id, event_type, payload (to tell a replay from a conflicting reuse of
+/// the key). Runs after a conflict, in a new snapshot, so it sees the row a concurrent transaction committed.
 pub const SELECT_MESSAGE_BY_KEY: &str = "\
-SELECT id FROM webhooks_dispatch_outbox WHERE endpoint_id = $1::text AND idempotency_key = $2::text";
+SELECT id, event_type, payload FROM webhooks_dispatch_outbox
+WHERE endpoint_id = $1::text AND idempotency_key = $2::text";
 
 /// $1 id → id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at.
 pub const SELECT_MESSAGE: &str = "\
@@ -182,11 +183,12 @@ pub const NOTIFY_DUE: &str = "SELECT pg_notify('webhooks_dispatch_due', '')";
 /// Subscribes a dedicated connection to [`NOTIFY_CHANNEL`].
 pub const LISTEN_DUE: &str = "LISTEN webhooks_dispatch_due";
 
-/// Inserts many messages in one round trip, all or nothing: if any endpoint is unknown or not subscribed,
-/// nothing is inserted. Parallel arrays: $1 message ids, $2 endpoint ids, $3 event types, $4 payloads,
+/// Inserts many messages in one round trip, all or nothing: if any endpoint is unknown or not subscribed, or
+/// any idempotency key is already held by a different message, nothing is inserted. Parallel arrays: $1 message ids, $2 endpoint ids, $3 event types, $4 payloads,
 /// $5 idempotency keys (NULL: none), $6 now
 /// → per input in order: ordinal, found, subscribed, message id (NULL if a concurrent commit of the same key
-/// is not yet visible to this snapshot), created.
+/// is not yet visible to this snapshot), created, same (false when the key's existing message has another
+/// event type or payload).
 pub const INSERT_MESSAGES: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
@@ -194,7 +196,10 @@ WITH input AS (
 ), checked AS (
     SELECT i.id, i.endpoint_id, i.event_type, i.payload, i.idempotency_key, i.ord,
            e.id IS NOT NULL AS found,
-           COALESCE(cardinality(e.event_types) = 0 OR i.event_type = ANY (e.event_types), false) AS subscribed
+           COALESCE(cardinality(e.event_types) = 0 OR i.event_type = ANY (e.event_types), false) AS subscribed,
+           EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS x
+                   WHERE x.endpoint_id = i.endpoint_id AND x.idempotency_key = i.idempotency_key
+                     AND (x.event_type <> i.event_type OR x.payload <> i.payload)) AS conflicting
     FROM input AS i LEFT JOIN webhooks_dispatch_endpoints AS e ON e.id = i.endpoint_id
 ), ins AS (
     INSERT INTO webhooks_dispatch_outbox
@@ -202,20 +207,23 @@ WITH input AS (
     SELECT id, endpoint_id, event_type, payload, idempotency_key,
            $6::timestamptz, $6::timestamptz, $6::timestamptz
     FROM checked
-    WHERE (SELECT bool_and(subscribed) FROM checked)
+    WHERE (SELECT bool_and(subscribed AND NOT conflicting) FROM checked)
     ORDER BY ord
     ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING
-    RETURNING id, endpoint_id, idempotency_key
+    RETURNING id, endpoint_id, idempotency_key, event_type, payload
 )
 SELECT c.ord, c.found, c.subscribed,
-       COALESCE(
-           n.id,
-           (SELECT k.id FROM ins AS k
-            WHERE k.endpoint_id = c.endpoint_id AND k.idempotency_key = c.idempotency_key),
-           (SELECT o.id FROM webhooks_dispatch_outbox AS o
-            WHERE o.endpoint_id = c.endpoint_id AND o.idempotency_key = c.idempotency_key)),
-       n.id IS NOT NULL
-FROM checked AS c LEFT JOIN ins AS n ON n.id = c.id
+       COALESCE(n.id, k.id, o.id),
+       n.id IS NOT NULL,
+       CASE WHEN n.id IS NOT NULL THEN true
+            WHEN k.id IS NOT NULL THEN k.event_type = c.event_type AND k.payload = c.payload
+            WHEN o.id IS NOT NULL THEN o.event_type = c.event_type AND o.payload = c.payload
+            ELSE true END
+FROM checked AS c
+LEFT JOIN ins AS n ON n.id = c.id
+LEFT JOIN ins AS k ON n.id IS NULL AND k.endpoint_id = c.endpoint_id AND k.idempotency_key = c.idempotency_key
+LEFT JOIN webhooks_dispatch_outbox AS o
+    ON n.id IS NULL AND k.id IS NULL AND o.endpoint_id = c.endpoint_id AND o.idempotency_key = c.idempotency_key
 ORDER BY c.ord";
 
 /// $1 message id → message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error.

@@ -75,7 +75,8 @@ SELECT (SELECT count(*) FROM webhooks_dispatch_endpoints WHERE id = $2),
         FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2),
        (SELECT id FROM webhooks_dispatch_outbox WHERE id = $1)";
 
-/// See [`super::postgres::INSERT_MESSAGES`]. All or nothing: insert only if every message is subscribed.
+/// See [`super::postgres::INSERT_MESSAGES`]. All or nothing: insert only if every message is subscribed and
+/// no key is held by a different message.
 pub const INSERT_MESSAGES: &str = "\
 WITH input AS (
     SELECT i.key AS ord, i.value AS id, e.value AS endpoint_id, t.value AS event_type, p.value AS payload,
@@ -88,38 +89,47 @@ WITH input AS (
 ), checked AS (
     SELECT input.*, (ep.id IS NOT NULL
            AND (ep.event_types = '[]'
-                OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = input.event_type))) AS subscribed
+                OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = input.event_type))) AS subscribed,
+           EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS x
+                   WHERE x.endpoint_id = input.endpoint_id AND x.idempotency_key = input.idempotency_key
+                     AND (x.event_type <> input.event_type OR x.payload <> input.payload)) AS conflicting
     FROM input LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
 )
 INSERT INTO webhooks_dispatch_outbox
     (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
 SELECT id, endpoint_id, event_type, payload, idempotency_key, $6, $6, $6
 FROM checked
-WHERE (SELECT min(subscribed) FROM checked) = 1
+WHERE (SELECT min(subscribed AND NOT conflicting) FROM checked) = 1
 ORDER BY ord
 ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
 WITH input AS (
-    SELECT i.key AS ord, i.value AS id, e.value AS endpoint_id, t.value AS event_type, k.value AS idempotency_key
+    SELECT i.key AS ord, i.value AS id, e.value AS endpoint_id, t.value AS event_type, p.value AS payload,
+           k.value AS idempotency_key
     FROM json_each($1) AS i
     JOIN json_each($2) AS e ON e.key = i.key
     JOIN json_each($3) AS t ON t.key = i.key
+    JOIN json_each($4) AS p ON p.key = i.key
     JOIN json_each($5) AS k ON k.key = i.key
 )
 SELECT input.ord,
        ep.id IS NOT NULL,
        ep.id IS NOT NULL AND (ep.event_types = '[]'
            OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = input.event_type)),
-       COALESCE(
-           (SELECT o.id FROM webhooks_dispatch_outbox AS o WHERE o.id = input.id),
-           (SELECT o.id FROM webhooks_dispatch_outbox AS o
-            WHERE o.endpoint_id = input.endpoint_id AND o.idempotency_key = input.idempotency_key)),
-       EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS o WHERE o.id = input.id)
-FROM input LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
+       COALESCE(mine.id, keyed.id),
+       mine.id IS NOT NULL,
+       CASE WHEN mine.id IS NOT NULL THEN 1
+            WHEN keyed.id IS NOT NULL THEN keyed.event_type = input.event_type AND keyed.payload = input.payload
+            ELSE 1 END
+FROM input
+LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
+LEFT JOIN webhooks_dispatch_outbox AS mine ON mine.id = input.id
+LEFT JOIN webhooks_dispatch_outbox AS keyed
+    ON mine.id IS NULL AND keyed.endpoint_id = input.endpoint_id AND keyed.idempotency_key = input.idempotency_key
 ORDER BY input.ord";
 
 /// See [`super::postgres::SELECT_MESSAGE_BY_KEY`].
 pub const SELECT_MESSAGE_BY_KEY: &str = "\
-SELECT id FROM webhooks_dispatch_outbox WHERE endpoint_id = $1 AND idempotency_key = $2";
+SELECT id, event_type, payload FROM webhooks_dispatch_outbox WHERE endpoint_id = $1 AND idempotency_key = $2";
 
 /// See [`super::postgres::SELECT_MESSAGE`].
 pub const SELECT_MESSAGE: &str = "\

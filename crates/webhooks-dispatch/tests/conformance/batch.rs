@@ -57,9 +57,9 @@ async fn dispatch_many_keeps_idempotency_within_and_across_batches(engine: Engin
         .unwrap();
     let sent = d
         .dispatch_many(vec![
-            NewMessage::new(&ep, "a", 1).idempotency_key("k0"), // seen before
+            NewMessage::new(&ep, "a", 0).idempotency_key("k0"), // seen before
             NewMessage::new(&ep, "a", 2).idempotency_key("k1"),
-            NewMessage::new(&ep, "a", 3).idempotency_key("k1"), // repeated in the batch
+            NewMessage::new(&ep, "a", 2).idempotency_key("k1"), // repeated in the batch
             NewMessage::new(&ep, "a", 4),
         ])
         .await
@@ -68,6 +68,36 @@ async fn dispatch_many_keeps_idempotency_within_and_across_batches(engine: Engin
     assert!(!sent[0].created);
     assert!(sent[1].created && !sent[2].created && sent[3].created);
     assert_eq!(sent[1].message_id, sent[2].message_id);
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
+
+    // The same key with another payload or event type is a conflict, not a replay, and nothing is inserted.
+    for (msgs, index) in [
+        (vec![NewMessage::new(&ep, "a", 9).idempotency_key("k0")], 0),
+        (vec![NewMessage::new(&ep, "b", 0).idempotency_key("k0")], 0),
+        (
+            vec![
+                NewMessage::new(&ep, "a", 5).idempotency_key("k9"),
+                NewMessage::new(&ep, "a", 6).idempotency_key("k9"),
+            ],
+            1,
+        ),
+    ] {
+        let err = d.dispatch_many(msgs).await.unwrap_err();
+        assert_eq!((err.code(), err.http_status()), ("idempotency_conflict", 409));
+        assert!(
+            matches!(err, DispatchError::InBatch { index: i, .. } if i == index),
+            "{err:?}"
+        );
+    }
+    // A conflict refuses the whole batch: the other, fine messages in it were not inserted either.
+    let err = d
+        .dispatch_many(vec![
+            NewMessage::new(&ep, "a", 7).idempotency_key("fresh"),
+            NewMessage::new(&ep, "a", 9).idempotency_key("k0"),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "idempotency_conflict");
     assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
 }
 

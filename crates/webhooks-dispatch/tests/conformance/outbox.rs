@@ -123,6 +123,16 @@ async fn invariant5_same_idempotency_key_yields_one_outbox_row(engine: Engine) {
     // order-7 twice on ep (1 row) + once on other + race (1 row)
     assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
 
+    // The same key with another payload or event type is refused, not answered with the first message's id.
+    for conflicting in [
+        NewMessage::new(&ep, "invoice.paid", serde_json::json!({"n": 2})).idempotency_key("order-7"),
+        NewMessage::new(&ep, "invoice.voided", serde_json::json!({"n": 1})).idempotency_key("order-7"),
+    ] {
+        let err = d.dispatch(conflicting).await.unwrap_err();
+        assert_eq!((err.code(), err.http_status()), ("idempotency_conflict", 409));
+    }
+    assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
+
     // No key: every dispatch is its own message.
     let a = d.dispatch(NewMessage::new(&ep, "invoice.paid", 1)).await.unwrap();
     let b = d.dispatch(NewMessage::new(&ep, "invoice.paid", 1)).await.unwrap();
