@@ -6,7 +6,7 @@ use webhooks_dispatch::{DeliverDue, Dispatcher, MessageState, NewEndpoint, NewMe
 use webhooks_dispatch_testkit::receiver::Reply;
 
 use crate::conformance;
-use crate::support::{listener, Ctx, Engine, Exec};
+use crate::support::{listener, Ctx, Engine, Exec, RunningWorker};
 
 conformance!(
     concurrent_drains_deliver_each_message_exactly_once,
@@ -179,28 +179,20 @@ async fn graceful_shutdown_leaves_no_message_claimed(engine: Engine) {
     let ids = enqueue(&ctx, &d, 8, 40).await;
     // First: attempts outlive the grace period, so they are aborted and released.
     ctx.receiver.set_default_reply(Reply::Hang);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(d.clone()).shutdown_grace(Duration::from_millis(200));
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningWorker::spawn(worker);
     assert!(ctx.receiver.wait_for(8, Duration::from_secs(10)).await);
-    stop_tx.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
+    let report = running.stop().await;
     assert_eq!(report.released, 8, "{report:?}");
     assert_eq!(ctx.scalar(LEASED, &[]).await, 0, "shutdown left messages claimed");
     // Released messages are due at once, not after a lease.
     ctx.receiver
         .set_default_reply(Reply::Delayed(Duration::from_millis(50)));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(d.clone()).shutdown_grace(Duration::from_secs(30));
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningWorker::spawn(worker);
     assert!(ctx.receiver.wait_for(8 + 20, Duration::from_secs(20)).await);
     // Second: stopping mid-flight with a long grace lets every in-flight attempt finish and be recorded.
-    stop_tx.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
+    let report = running.stop().await;
     assert_eq!(report.released, 0);
     assert_eq!(ctx.scalar(LEASED, &[]).await, 0);
     let recorded = ctx.scalar(ATTEMPTS, &[]).await as u64;
@@ -285,14 +277,7 @@ async fn per_endpoint_cap_holds_and_a_hanging_endpoint_does_not_starve_others(en
             d.dispatch(NewMessage::new(ep, "a", i)).await.unwrap();
         }
     }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(
-        Worker::new(d.clone())
-            .shutdown_grace(Duration::ZERO)
-            .run(async move {
-                let _ = stop_rx.await;
-            }),
-    );
+    let running = RunningWorker::spawn(Worker::new(d.clone()).shutdown_grace(Duration::ZERO));
     // 40 healthy deliveries finish long before the 20 hanging ones could (2 at a time × 2 s each = 20 s).
     assert!(
         ctx.receiver.wait_for(40, Duration::from_secs(15)).await,
@@ -309,8 +294,7 @@ async fn per_endpoint_cap_holds_and_a_hanging_endpoint_does_not_starve_others(en
         slow_attempted < 20,
         "the hanging endpoint was not the bottleneck ({slow_attempted})"
     );
-    stop_tx.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.stop().await;
     for path in ["/a", "/b"] {
         assert_eq!(
             ctx.receiver.max_in_flight_for(path),
@@ -334,15 +318,12 @@ async fn worker_wakes_on_notify_and_only_after_commit(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher();
     let (ep, _) = ctx.endpoint(&d).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Polling is effectively off: only a wake-up can bring this worker to claim.
     let mut worker = Worker::new(d.clone()).poll_interval(Duration::from_secs(3600));
     if let Some(listener) = listener(engine, &ctx.db_url).await {
         worker = worker.listener(listener);
     }
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningWorker::spawn(worker);
     // On PostgreSQL the dispatch comes from a separately configured dispatcher, as from another process, so
     // only the NOTIFY through the database can wake the worker; SQLite serves one process, where the
     // in-memory wake-up is the mechanism.
@@ -399,8 +380,7 @@ async fn worker_wakes_on_notify_and_only_after_commit(engine: Engine) {
         ctx.receiver.wait_for(2, Duration::from_secs(10)).await,
         "the second dispatch did not wake the worker"
     );
-    stop_tx.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
+    let report = running.stop().await;
     assert_eq!(report.deliveries.delivered, 2);
 }
 
@@ -414,18 +394,14 @@ async fn worker_sleeps_until_the_next_due_retry(engine: Engine) {
         body: vec![],
     }]);
     d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(d.clone()).poll_interval(Duration::from_secs(3600));
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningWorker::spawn(worker);
     // With polling off, only the scheduled retry time can bring the second attempt.
     assert!(
         ctx.receiver.wait_for(2, Duration::from_secs(15)).await,
         "the retry was never attempted"
     );
-    stop_tx.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
+    let report = running.stop().await;
     assert_eq!((report.deliveries.retried, report.deliveries.delivered), (1, 1));
 }
 
@@ -435,17 +411,13 @@ async fn worker_keeps_a_single_busy_endpoint_flowing_without_polling(engine: Eng
     // (endpoint skipped at its cap), yet finished attempts must trigger the next claim without any poll.
     let d = ctx.builder().per_endpoint_concurrency(4).build();
     let ids = enqueue(&ctx, &d, 1, 200).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(d.clone()).poll_interval(Duration::from_secs(3600));
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningWorker::spawn(worker);
     assert!(
         ctx.receiver.wait_for(200, Duration::from_secs(30)).await,
         "the backlog stalled"
     );
-    stop_tx.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.stop().await;
     assert!(ctx.receiver.max_in_flight_for("/e0") <= 4);
     assert_exactly_once(&ctx, &ids).await;
 }

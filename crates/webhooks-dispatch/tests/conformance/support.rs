@@ -12,7 +12,10 @@ use webhooks_dispatch::store::rusqlite::SqliteExecutor;
 use webhooks_dispatch::store::sqlx::SqlxListener;
 use webhooks_dispatch::store::tokio_postgres::TokioPostgresListener;
 use webhooks_dispatch::store::{BoxFuture, Executor, Listener, Row, Statements, Value};
-use webhooks_dispatch::{Clock, Dispatcher, DispatcherBuilder, NewEndpoint, RetryPolicy, StorageError};
+use webhooks_dispatch::{
+    Clock, DispatchError, Dispatcher, DispatcherBuilder, NewEndpoint, RetryPolicy, StorageError, Worker,
+    WorkerReport,
+};
 use webhooks_dispatch_testkit::pg::fresh_database;
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, TestCa};
 
@@ -237,6 +240,28 @@ impl Ctx {
     pub async fn scalar(&self, sql: &'static str, params: &[Value]) -> i64 {
         let rows = self.exec.query(sql, params).await.expect("query");
         rows[0].int(0).expect("int")
+    }
+}
+
+/// A worker running on its own task until [`RunningWorker::stop`].
+pub struct RunningWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<WorkerReport, DispatchError>>,
+}
+
+impl RunningWorker {
+    pub fn spawn<E: Executor + Clone + 'static>(worker: Worker<E>) -> RunningWorker {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        RunningWorker { stop, task }
+    }
+
+    /// Requests a graceful shutdown and returns the worker's report.
+    pub async fn stop(self) -> WorkerReport {
+        let _ = self.stop.send(());
+        self.task.await.expect("worker task").expect("worker run")
     }
 }
 
