@@ -51,34 +51,22 @@ enum Method {
 /// Runs the four measurements and adds their figures (msg/s) and ratios to the report.
 pub async fn run(env: &Env, report: &mut Report, messages: usize, tasks: usize) -> Result<()> {
     let cases = [
-        (
-            Method::RawInsert,
-            "enqueue.raw_insert",
-            "plain single-row INSERT".to_owned(),
-        ),
-        (
-            Method::Dispatch,
-            "enqueue.dispatch",
-            format!("dispatch, {tasks} tasks"),
-        ),
+        (Method::RawInsert, "enqueue.raw_insert", "plain single-row INSERT"),
+        (Method::Dispatch, "enqueue.dispatch", "dispatch"),
         (
             Method::RawMultiInsert,
             "enqueue.raw_multi_insert",
-            format!("plain INSERT … unnest, {BATCH}/stmt"),
+            "plain INSERT … unnest",
         ),
-        (
-            Method::DispatchMany,
-            "enqueue.dispatch_many",
-            format!("dispatch_many, {BATCH}/call, {tasks} tasks"),
-        ),
+        (Method::DispatchMany, "enqueue.dispatch_many", "dispatch_many"),
     ];
-    for (method, key, label) in cases {
-        let (rate, cpu) = measure(env, method, messages, tasks).await?;
-        let label = if matches!(method, Method::RawInsert | Method::RawMultiInsert) {
-            format!("{label}, {tasks} tasks")
-        } else {
-            label
+    for (method, key, name) in cases {
+        let per_call = match method {
+            Method::Dispatch | Method::RawInsert => "1 row/call".to_owned(),
+            Method::DispatchMany | Method::RawMultiInsert => format!("{BATCH} rows/call"),
         };
+        let (rate, cpu) = measure(env, method, messages, tasks).await?;
+        let label = format!("{name}, {per_call}, {tasks} tasks");
         report
             .add(SCENARIO, key, &label, rate, "msg/s")
             .note(cpu.describe());

@@ -68,7 +68,7 @@ impl Tuning {
 
 /// The server, CA and resolver shared by all scenarios. Dropping it stops the cluster (if we started one).
 pub struct Env {
-    // Declared first so it is dropped last: pools and receivers are gone by then.
+    /// The throwaway cluster, if we started one: stopped and removed when dropped.
     cluster: Option<PgCluster>,
     admin: PgConnectOptions,
     /// Signs every receiver's certificate; the dispatchers trust only this CA.
@@ -79,6 +79,8 @@ pub struct Env {
     /// CPU accounting for this process, our server and the rest of the machine.
     pub meter: Meter,
     pg_stats: bool,
+    /// Leave every database in place for inspection (useful only with `DATABASE_URL`).
+    pub keep_databases: bool,
 }
 
 /// A database created for one measurement, dropped again by [`Env::drop_database`].
@@ -90,8 +92,9 @@ pub struct Database {
 }
 
 impl Env {
-    /// Uses `DATABASE_URL` when set; otherwise starts a durable throwaway cluster (fsync and
-    /// synchronous_commit on, as in production). `pg_stats` preloads `pg_stat_statements` for the optional
+    /// Uses `DATABASE_URL` when set (it must point at this machine: the benchmark sends nothing beyond
+    /// loopback); otherwise starts a durable throwaway cluster (fsync and synchronous_commit on, as in
+    /// production). `pg_stats` preloads `pg_stat_statements` for the optional
     /// per-statement diagnostics. Blocking: call before entering the runtime.
     pub fn start(pg_stats: bool) -> Result<Env> {
         let (cluster, url) = match std::env::var("DATABASE_URL") {
@@ -114,12 +117,21 @@ impl Env {
             }
         };
         let admin = PgConnectOptions::from_str(&url)?.disable_statement_logging();
+        if !is_local(&admin) {
+            return Err(format!(
+                "DATABASE_URL points at {:?}; the benchmark only talks to servers on loopback (127.0.0.0/8, \
+                 ::1, localhost) or a Unix socket",
+                admin.get_host()
+            )
+            .into());
+        }
         let resolver = StaticResolver::new();
         resolver.insert(RECEIVER_HOST, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
         let meter = Meter::new(cluster.as_ref().map(PgCluster::dir));
         Ok(Env {
             meter,
             pg_stats,
+            keep_databases: false,
             cluster,
             admin,
             ca: TestCa::new(),
@@ -161,6 +173,9 @@ impl Env {
 
     /// Drops a database once its pools are closed, so a long run does not fill the disk (the 1M-row table).
     pub async fn drop_database(&self, db: &Database) -> Result<()> {
+        if self.keep_databases {
+            return Ok(());
+        }
         let mut admin = sqlx::PgConnection::connect_with(&self.admin).await?;
         admin
             .execute(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", db.name).as_str())
@@ -176,6 +191,9 @@ impl Env {
     /// Drops every database this run created and has not dropped yet (after a failed scenario). Matters only
     /// with `DATABASE_URL`: our own cluster disappears as a whole.
     pub async fn drop_leftovers(&self) {
+        if self.keep_databases {
+            return;
+        }
         let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
         for name in names {
             let db = Database {
@@ -229,6 +247,20 @@ impl Env {
             .resolver(Arc::new(self.resolver.clone()))
             .allow_net("127.0.0.1/32".parse().expect("valid network literal"))
             .root_certificates(self.ca.root_store())
+    }
+}
+
+/// Whether the server is reached over a Unix socket or a loopback address.
+fn is_local(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    if options.get_socket().is_some() || host.starts_with('/') || host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => ip.is_loopback(),
+        Err(_) => false,
     }
 }
 
@@ -289,6 +321,22 @@ pub fn payload(i: u64) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use sqlx::postgres::PgConnectOptions;
+
+    #[test]
+    fn only_loopback_servers_are_accepted() {
+        let local = |url: &str| super::is_local(&PgConnectOptions::from_str(url).unwrap());
+        assert!(local("postgres://u@127.0.0.1:5432/db"));
+        assert!(local("postgres://u@127.9.8.7/db"));
+        assert!(local("postgres://u@localhost/db"));
+        assert!(local("postgres://u@[::1]:5432/db"));
+        assert!(local("postgres:///db?host=/var/run/postgresql"));
+        assert!(!local("postgres://u@10.0.0.5/db"));
+        assert!(!local("postgres://u@db.example.com/db"));
+    }
+
     #[test]
     fn payload_is_about_300_bytes() {
         let len = serde_json::to_string(&super::payload(123_456)).unwrap().len();

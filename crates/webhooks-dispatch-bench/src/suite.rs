@@ -47,6 +47,19 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// One line for the table's header.
+    pub fn summary(&self) -> String {
+        let history = match self.finished_rows {
+            Some(rows) => format!("{rows} finished rows for scenario 4"),
+            None => "scenario 4 skipped".to_owned(),
+        };
+        format!(
+            "N = {} messages per measurement, {} enqueue tasks, latency at {} msg/s for {} s, {history}, best of {} \
+             round(s) per delivery figure",
+            self.messages, self.enqueue_tasks, self.latency_rate_per_sec, self.latency_secs, self.rounds
+        )
+    }
+
     fn wants(&self, s: Scenario) -> bool {
         self.only.is_empty() || self.only.contains(&s)
     }
@@ -55,7 +68,12 @@ impl Sizes {
 /// Runs every scenario; a failing one is recorded in the report and the rest still run.
 pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let machine = Machine::describe(env).await?;
-    let mut report = Report::new(machine, tuning.clone(), serde_json::to_value(sizes)?);
+    let mut report = Report::new(
+        machine,
+        tuning.clone(),
+        serde_json::to_value(sizes)?,
+        sizes.summary(),
+    );
     let n = sizes.messages;
 
     if sizes.wants(Scenario::Enqueue) {
