@@ -3,7 +3,8 @@
 //! - (a) HTTP only: a raw keep-alive HTTPS POST loop to the same kind of receiver, with no database. hyper
 //!   over rustls trusting the test CA, the same number of requests in flight as the worker's concurrency, each
 //!   request signed and shaped like a delivery. HTTP/2 when the receiver's ALPN picks it (it offers h2 first),
-//!   else HTTP/1.1 with one kept-alive connection per in-flight slot.
+//!   over as few connections as its per-connection stream limit allows; else HTTP/1.1 with one kept-alive
+//!   connection per in-flight slot.
 //! - (b) database only: a raw claim + complete loop on the library's tables with no HTTP: claim 200 due rows
 //!   (`FOR UPDATE SKIP LOCKED` plus a lease stamp, joined to the endpoint as a real claim must be), then mark
 //!   them delivered and insert their attempts in one statement, until a claim comes back empty.
@@ -33,8 +34,9 @@ use crate::env::{
 };
 use crate::report::Sample;
 
-/// HTTP/2 connections shared by the in-flight requests: one, as a client of one origin normally holds.
-const H2_CONNECTIONS: usize = 1;
+/// Streams the receiver allows per HTTP/2 connection (hyper's server default, advertised in its SETTINGS). A
+/// client of one origin opens one connection per this many requests in flight, no more.
+const H2_STREAMS_PER_CONNECTION: usize = 200;
 /// Rows per claim in the raw database loop, as the brief fixes it.
 const RAW_CLAIM: i64 = 200;
 
@@ -61,7 +63,7 @@ pub async fn raw_http(env: &Env, messages: usize, concurrency: usize) -> Result<
     let connections = if h2 {
         let mut senders = Vec::new();
         let mut stream = Some(first);
-        for _ in 0..H2_CONNECTIONS {
+        for _ in 0..concurrency.div_ceil(H2_STREAMS_PER_CONNECTION) {
             let io = match stream.take() {
                 Some(s) => s,
                 None => connect(&tls, port).await?,
