@@ -16,11 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub use ca::TestCa;
+
+/// Pending connections the kernel queues before the receiver accepts them (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Where a [`Receiver`] listens and which names its certificate carries.
 #[derive(Clone, Debug)]
@@ -151,7 +154,15 @@ impl Receiver {
             .with_single_cert(chain, key)
             .map_err(io::Error::other)?;
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let listener = TcpListener::bind((opts.bind, opts.port)).await?;
+        let socket = match opts.bind {
+            IpAddr::V4(_) => TcpSocket::new_v4()?,
+            IpAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(opts.bind, opts.port))?;
+        // A sender without keep-alive opens hundreds of connections at once under load; with the usual
+        // backlog of 128 the kernel drops the excess SYNs and each of those clients stalls for a 1 s
+        // retransmit, which would be measured as the sender's latency.
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(());
         let shared = Arc::new(Shared::new());
