@@ -1,8 +1,10 @@
 //! Per-endpoint concurrency caps, shared by every drain and worker of one dispatcher configuration.
 //!
 //! One slow or hanging endpoint must not take every delivery slot: each endpoint may have at most `cap`
-//! attempts in flight in this process. Claims skip endpoints that are already at their cap, so their messages
-//! stay in the table (unleased) for later instead of occupying slots while they wait.
+//! messages claimed by this process at once. Claims ask the database for no more than each endpoint's free
+//! slots (the counts come from [`EndpointLimiter::held`]), so an endpoint's surplus stays in the table,
+//! unleased, instead of occupying worker slots while it waits. A semaphore per endpoint additionally bounds
+//! the attempts actually in flight, which keeps the cap exact even when two drains of this process race.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,8 +13,27 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub(crate) struct EndpointLimiter {
     cap: usize,
-    // A std mutex: it is held only for map lookups, never across an await.
+    // Std mutexes: held only for map updates, never across an await.
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    held: Mutex<HashMap<String, usize>>,
+}
+
+/// Counts one claimed message against its endpoint until dropped (when its attempt is over).
+pub(crate) struct Held {
+    limiter: Arc<EndpointLimiter>,
+    endpoint_id: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.limiter.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&self.endpoint_id) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.endpoint_id);
+            }
+        }
+    }
 }
 
 /// One in-flight attempt's hold on its endpoint's capacity; releases (and forgets idle endpoints) on drop.
@@ -27,6 +48,7 @@ impl EndpointLimiter {
         EndpointLimiter {
             cap: cap.max(1),
             slots: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         }
     }
 
@@ -57,13 +79,26 @@ impl EndpointLimiter {
         }
     }
 
-    /// Endpoints with no free slot: a claim should skip them.
-    pub(crate) fn saturated(&self) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|(_, s)| s.available_permits() == 0)
-            .map(|(id, _)| id.clone())
-            .collect()
+    /// Registers a message just claimed for `endpoint_id`.
+    pub(crate) fn hold(self: &Arc<Self>, endpoint_id: &str) -> Held {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(endpoint_id.to_owned())
+            .or_insert(0) += 1;
+        Held {
+            limiter: self.clone(),
+            endpoint_id: endpoint_id.to_owned(),
+        }
+    }
+
+    /// Endpoints this process holds claimed messages for, and how many: what the next claim must respect.
+    pub(crate) fn held(&self) -> (Vec<String>, Vec<i64>) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.iter()
+            .map(|(id, n)| (id.clone(), i64::try_from(*n).unwrap_or(i64::MAX)))
+            .unzip()
     }
 }
 
@@ -90,12 +125,25 @@ mod tests {
         let limiter = EndpointLimiter::new(2);
         let a = limiter.acquire("ep_a").await;
         let b = limiter.acquire("ep_a").await;
-        assert_eq!(limiter.saturated(), ["ep_a"]);
         let third = tokio::time::timeout(std::time::Duration::from_millis(50), limiter.acquire("ep_a")).await;
         assert!(third.is_err(), "a third concurrent permit was granted");
         drop(a);
-        assert!(limiter.saturated().is_empty());
         drop(b);
         assert!(limiter.lock().is_empty(), "idle endpoint kept in the map");
+    }
+
+    #[test]
+    fn held_counts_follow_claims() {
+        let limiter = Arc::new(EndpointLimiter::new(2));
+        let a1 = limiter.hold("ep_a");
+        let _a2 = limiter.hold("ep_a");
+        let b = limiter.hold("ep_b");
+        let (mut ids, counts) = limiter.held();
+        let mut pairs: Vec<_> = ids.drain(..).zip(counts).collect();
+        pairs.sort();
+        assert_eq!(pairs, [("ep_a".to_owned(), 2), ("ep_b".to_owned(), 1)]);
+        drop(a1);
+        drop(b);
+        assert_eq!(limiter.held(), (vec!["ep_a".to_owned()], vec![1]));
     }
 }

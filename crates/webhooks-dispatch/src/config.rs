@@ -59,7 +59,7 @@ pub(crate) struct Settings {
     pub deliverer: Deliverer,
     pub attempt_timeout: Duration,
     pub concurrency: usize,
-    pub limiter: EndpointLimiter,
+    pub limiter: Arc<EndpointLimiter>,
     /// None: dispatch never sends NOTIFY.
     pub notify: Option<Debounce>,
     /// Wakes workers in this process that share this configuration. The only wake-up on engines without
@@ -247,7 +247,7 @@ impl<E> DispatcherBuilder<E> {
             deliverer,
             attempt_timeout: self.attempt_timeout,
             concurrency: self.concurrency,
-            limiter: EndpointLimiter::new(self.per_endpoint),
+            limiter: Arc::new(EndpointLimiter::new(self.per_endpoint)),
             notify: self.notify.map(Debounce::new),
             local_wake: tokio::sync::Notify::new(),
             observer: self.observer,

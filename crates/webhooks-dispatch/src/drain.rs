@@ -17,6 +17,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::attempt::Outcome;
+use crate::concurrency::{EndpointLimiter, Held};
 use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
 use crate::error::{DispatchError, StorageError};
@@ -76,15 +77,19 @@ pub(crate) struct Claimed {
     attempt_no: u32,
     url: String,
     secret: Option<EndpointSecret>,
+    /// Counts against the endpoint's cap in this process until the attempt is over.
+    _held: Held,
 }
 
 impl Claimed {
-    fn from_row(row: &Row, token: &Arc<str>) -> Result<Self, StorageError> {
+    fn from_row(row: &Row, token: &Arc<str>, limiter: &Arc<EndpointLimiter>) -> Result<Self, StorageError> {
+        let endpoint_id = row.text(1)?;
         let attempts =
             u32::try_from(row.int(3)?).map_err(|_| StorageError::decode("attempts out of range"))?;
         Ok(Claimed {
             id: row.text(0)?,
-            endpoint_id: row.text(1)?,
+            _held: limiter.hold(&endpoint_id),
+            endpoint_id,
             token: token.clone(),
             payload: row.text(2)?,
             attempt_no: attempts.saturating_add(1),
@@ -134,9 +139,7 @@ impl<E: Executor> Dispatcher<E> {
             .attempt_timeout
             .saturating_mul(u32::try_from(waves).unwrap_or(u32::MAX))
             + LEASE_MARGIN;
-        let claimed = self
-            .claim(now, lease, batch, settings.limiter.saturated())
-            .await?;
+        let claimed = self.claim(now, lease, batch).await?;
 
         let started = Instant::now();
         let records: Vec<Record> = stream::iter(claimed)
@@ -167,26 +170,30 @@ impl<E: Executor> Dispatcher<E> {
         })
     }
 
-    /// Claims up to `limit` due messages under a fresh lease token, skipping `skip` endpoints.
+    /// Claims up to `limit` due messages under a fresh lease token, within each endpoint's free slots.
     pub(crate) async fn claim(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
-        skip: Vec<String>,
     ) -> Result<Vec<Claimed>, StorageError> {
         let token: Arc<str> = id::lease_token().into();
-        let per_endpoint = i64::try_from(self.settings().limiter.cap()).unwrap_or(i64::MAX);
+        let limiter = &self.settings().limiter;
+        let per_endpoint = i64::try_from(limiter.cap()).unwrap_or(i64::MAX);
+        let (held_endpoints, held_counts) = limiter.held();
         let params = [
             Value::from(&*token),
             Value::from(now + chrono_duration(lease)),
             Value::from(now),
             Value::from(i64::from(limit)),
-            Value::from(skip),
+            Value::from(held_endpoints),
             Value::from(per_endpoint),
+            Value::from(held_counts),
         ];
         let rows = self.query(self.sql().claim_due, &params).await?;
-        rows.iter().map(|row| Claimed::from_row(row, &token)).collect()
+        rows.iter()
+            .map(|row| Claimed::from_row(row, &token, limiter))
+            .collect()
     }
 
     /// Attempts one claimed message (waiting for a slot on its endpoint first) and decides what follows.

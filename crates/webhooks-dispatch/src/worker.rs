@@ -136,7 +136,7 @@ impl<E: Executor + Clone + 'static> Worker<E> {
                 let free = settings_concurrency - tasks.len();
                 let limit = u32::try_from(free).unwrap_or(u32::MAX).min(claim_batch);
                 let now = d.settings().clock.now();
-                match d.claim(now, lease, limit, d.settings().limiter.saturated()).await {
+                match d.claim(now, lease, limit).await {
                     Ok(claimed) => {
                         more = !claimed.is_empty();
                         if claimed.is_empty() {

@@ -123,8 +123,8 @@ pub struct Statements {
     pub select_message_by_key: &'static str,
     /// $1 id → id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at.
     pub select_message: &'static str,
-    /// $1 token, $2 lease expiry, $3 now, $4 limit, $5 endpoints to skip, $6 per-endpoint limit
-    /// → id, endpoint_id, payload, attempts, url, secret.
+    /// $1 token, $2 lease expiry, $3 now, $4 limit, $5 endpoints held by this process, $6 per-endpoint
+    /// limit, $7 messages held per endpoint of $5 → id, endpoint_id, payload, attempts, url, secret.
     pub claim_due: &'static str,
     /// Parallel arrays $1 ids, $2 tokens, $3 outcomes, $4 attempted_at, $5 status codes, $6 latencies,
     /// $7 next attempt times, $8 errors → message_id per recorded attempt.

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS webhooks_dispatch_outbox (
 );
 -- Only pending rows are ever scanned for work, so the claim cost does not grow with finished history.
 CREATE INDEX IF NOT EXISTS webhooks_dispatch_outbox_due_idx
-    ON webhooks_dispatch_outbox (next_attempt_at) WHERE status = 'pending';
+    ON webhooks_dispatch_outbox (next_attempt_at, id) WHERE status = 'pending';
 
 CREATE TABLE IF NOT EXISTS webhooks_dispatch_attempts (
     message_id      text        NOT NULL REFERENCES webhooks_dispatch_outbox (id),
@@ -99,29 +99,33 @@ SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_a
 FROM webhooks_dispatch_outbox WHERE id = $1::text";
 
 /// Claims up to $4 due messages for one drain by stamping them with a lease.
-/// $1 lease token, $2 lease expiry, $3 now, $4 limit, $5 endpoint ids to skip (already at their concurrency
-/// cap in this process), $6 most messages per endpoint in this claim
+/// $1 lease token, $2 lease expiry, $3 now, $4 limit, $5 endpoints this process already holds messages for,
+/// $6 most messages per endpoint in this process, $7 how many it holds for each of $5
 /// → id, endpoint_id, payload, attempts, url, secret.
 /// `FOR UPDATE SKIP LOCKED` lets concurrent drains take disjoint rows without waiting on each other; the lease
-/// (not the row lock, which ends with this statement) keeps other drains away during delivery. Capping rows
-/// per endpoint keeps one endpoint with a deep backlog from filling a whole claim while others wait; the
-/// candidate window is wider than the limit so the cap rarely leaves a claim short.
+/// (not the row lock, which ends with this statement) keeps other drains away during delivery. Each endpoint
+/// gets at most its free slots ($6 minus what this process holds), so a claimed message never waits for its
+/// endpoint while holding one of the worker's slots, and one endpoint with a deep backlog cannot fill a claim
+/// while others wait. The candidate window is wider than the limit so those caps rarely leave a claim short.
 pub const CLAIM_DUE: &str = "\
-WITH candidates AS (
-    SELECT id, endpoint_id, next_attempt_at FROM webhooks_dispatch_outbox
-    WHERE status = 'pending' AND next_attempt_at <= $3::timestamptz
-      AND (lease_expires_at IS NULL OR lease_expires_at <= $3::timestamptz)
-      AND endpoint_id <> ALL ($5::text[])
-    ORDER BY next_attempt_at, id
+WITH busy AS (
+    SELECT * FROM unnest($5::text[], $7::int8[]) AS b(endpoint_id, held)
+), candidates AS (
+    SELECT o.id, o.endpoint_id, o.next_attempt_at FROM webhooks_dispatch_outbox AS o
+    WHERE o.status = 'pending' AND o.next_attempt_at <= $3::timestamptz
+      AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3::timestamptz)
+      AND NOT EXISTS (SELECT 1 FROM busy WHERE busy.endpoint_id = o.endpoint_id AND busy.held >= $6::int8)
+    ORDER BY o.next_attempt_at, o.id
     LIMIT $4::int8 * 4
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF o SKIP LOCKED
 ), due AS (
     SELECT id FROM (
-        SELECT id, next_attempt_at,
-               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS endpoint_rank
-        FROM candidates
+        SELECT c.id, c.next_attempt_at,
+               row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id)
+                   + COALESCE(busy.held, 0) AS slot
+        FROM candidates AS c LEFT JOIN busy ON busy.endpoint_id = c.endpoint_id
     ) AS ranked
-    WHERE endpoint_rank <= $6::int8
+    WHERE slot <= $6::int8
     ORDER BY next_attempt_at, id
     LIMIT $4::int8
 )
@@ -150,7 +154,8 @@ WITH input AS (
         next_attempt_at = COALESCE(i.next_attempt_at, o.next_attempt_at),
         lease_token = NULL, lease_expires_at = NULL, updated_at = i.attempted_at
     FROM input AS i
-    WHERE o.id = i.id AND o.lease_token = i.lease_token AND o.status = 'pending'
+    -- `= ANY` lets the planner fetch just these rows by primary key instead of joining all pending rows.
+    WHERE o.id = ANY ($1::text[]) AND o.id = i.id AND o.lease_token = i.lease_token AND o.status = 'pending'
     RETURNING o.id, o.attempts, i.outcome, i.attempted_at, i.status_code, i.latency_ms, i.next_attempt_at, i.error
 )
 INSERT INTO webhooks_dispatch_attempts

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS webhooks_dispatch_outbox (
     UNIQUE (endpoint_id, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS webhooks_dispatch_outbox_due_idx
-    ON webhooks_dispatch_outbox (next_attempt_at) WHERE status = 'pending';
+    ON webhooks_dispatch_outbox (next_attempt_at, id) WHERE status = 'pending';
 
 CREATE TABLE IF NOT EXISTS webhooks_dispatch_attempts (
     message_id      TEXT    NOT NULL REFERENCES webhooks_dispatch_outbox (id),
@@ -138,21 +138,26 @@ FROM webhooks_dispatch_outbox WHERE id = $1";
 
 /// See [`super::postgres::CLAIM_DUE`]. Stamp the lease, then read back exactly the rows with this token.
 pub const CLAIM_DUE: &str = "\
+WITH busy AS (
+    SELECT e.value AS endpoint_id, n.value AS held
+    FROM json_each($5) AS e JOIN json_each($7) AS n ON n.key = e.key
+)
 UPDATE webhooks_dispatch_outbox SET lease_token = $1, lease_expires_at = $2
 WHERE id IN (
     SELECT id FROM (
-        SELECT id, next_attempt_at,
-               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS endpoint_rank
+        SELECT c.id, c.next_attempt_at,
+               row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id)
+                   + COALESCE(busy.held, 0) AS slot
         FROM (
             SELECT id, endpoint_id, next_attempt_at FROM webhooks_dispatch_outbox
             WHERE status = 'pending' AND next_attempt_at <= $3
               AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
-              AND endpoint_id NOT IN (SELECT value FROM json_each($5))
+              AND endpoint_id NOT IN (SELECT endpoint_id FROM busy WHERE held >= $6)
             ORDER BY next_attempt_at, id
             LIMIT $4 * 4
-        ) AS candidates
+        ) AS c LEFT JOIN busy ON busy.endpoint_id = c.endpoint_id
     ) AS ranked
-    WHERE endpoint_rank <= $6
+    WHERE slot <= $6
     ORDER BY next_attempt_at, id
     LIMIT $4
 );
