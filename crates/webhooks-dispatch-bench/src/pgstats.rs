@@ -15,11 +15,11 @@ pub struct StatementStats {
     complete_ms: f64,
 }
 
-/// Sums per statement for the current database. `WITH candidates` starts only the library's claim
+/// Sums per statement for the current database. `SET lease_token = $1` occurs only in the library's claim
 /// (`CLAIM_DUE`); `SET status = CASE` occurs only in its bulk completion (`COMPLETE_ATTEMPTS`).
 const READ: &str = "\
-SELECT coalesce(sum(calls) FILTER (WHERE query LIKE 'WITH candidates AS%'), 0)::int8,
-       coalesce(sum(total_exec_time) FILTER (WHERE query LIKE 'WITH candidates AS%'), 0)::float8,
+SELECT coalesce(sum(calls) FILTER (WHERE query LIKE '%SET lease_token = $1%'), 0)::int8,
+       coalesce(sum(total_exec_time) FILTER (WHERE query LIKE '%SET lease_token = $1%'), 0)::float8,
        coalesce(sum(calls) FILTER (WHERE query LIKE '%SET status = CASE%'), 0)::int8,
        coalesce(sum(total_exec_time) FILTER (WHERE query LIKE '%SET status = CASE%'), 0)::float8
 FROM pg_stat_statements

@@ -142,6 +142,10 @@ RETURNING o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret";
 /// Matching on the lease token refuses a stale drain whose lease expired and was re-claimed; matching on
 /// status = 'pending' means a delivered or dead message never changes again. The attempt number comes from
 /// the row itself and is unique per message by the primary key.
+/// Endpoint backoff: when an endpoint could not be reached (connection, TLS or DNS failure, timeout), its
+/// other unclaimed pending messages are moved to that retry time too, so a down endpoint costs one attempt
+/// per backoff step rather than one timeout per queued message — and its backlog leaves the head of the due
+/// index, which every claim would otherwise scan past.
 pub const COMPLETE_ATTEMPTS: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $6::int8[],
@@ -154,9 +158,23 @@ WITH input AS (
         next_attempt_at = COALESCE(i.next_attempt_at, o.next_attempt_at),
         lease_token = NULL, lease_expires_at = NULL, updated_at = i.attempted_at
     FROM input AS i
-    -- `= ANY` lets the planner fetch just these rows by primary key instead of joining all pending rows.
-    WHERE o.id = ANY ($1::text[]) AND o.id = i.id AND o.lease_token = i.lease_token AND o.status = 'pending'
-    RETURNING o.id, o.attempts, i.outcome, i.attempted_at, i.status_code, i.latency_ms, i.next_attempt_at, i.error
+    WHERE o.id = i.id AND o.lease_token = i.lease_token AND o.status = 'pending'
+    RETURNING o.id, o.endpoint_id, o.attempts, i.outcome, i.attempted_at, i.status_code, i.latency_ms,
+              i.next_attempt_at, i.error
+), unreachable AS (
+    -- Endpoints that could not be reached at all (no HTTP status) and will be retried.
+    SELECT endpoint_id, max(next_attempt_at) AS until FROM done
+    WHERE outcome = 'retrying' AND status_code IS NULL
+    GROUP BY endpoint_id
+), backed_off AS (
+    -- Their other waiting messages wait for the same retry time instead of each timing out in turn. Leased
+    -- rows (including the ones `done` updates, which are leased in this statement's snapshot) are untouched.
+    UPDATE webhooks_dispatch_outbox AS p
+    SET next_attempt_at = u.until
+    FROM unreachable AS u
+    WHERE p.endpoint_id = u.endpoint_id AND p.status = 'pending' AND p.lease_token IS NULL
+      AND p.next_attempt_at < u.until
+    RETURNING p.id
 )
 INSERT INTO webhooks_dispatch_attempts
     (message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error)

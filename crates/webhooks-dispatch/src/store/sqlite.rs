@@ -166,7 +166,9 @@ FROM webhooks_dispatch_outbox AS o JOIN webhooks_dispatch_endpoints AS e ON e.id
 WHERE o.lease_token = $1";
 
 /// See [`super::postgres::COMPLETE_ATTEMPTS`]. Insert the attempts of rows whose lease still matches (their
-/// ids are the result), then move those rows on; both in the adapter's one transaction.
+/// ids are the result), move those rows on, then back off unreachable endpoints' other waiting messages; all
+/// in the adapter's one transaction. (The third statement runs after the second has cleared the leases of
+/// the recorded rows; a recorded retry's own time is the backoff time, so pushing it again changes nothing.)
 pub const COMPLETE_ATTEMPTS: &str = "\
 WITH input AS (
     SELECT i.value AS id, t.value AS lease_token, o.value AS outcome, a.value AS attempted_at,
@@ -204,7 +206,24 @@ SET status = CASE input.outcome WHEN 'retrying' THEN 'pending' ELSE input.outcom
 FROM input
 WHERE webhooks_dispatch_outbox.id = input.id
   AND webhooks_dispatch_outbox.lease_token = input.lease_token
-  AND webhooks_dispatch_outbox.status = 'pending'";
+  AND webhooks_dispatch_outbox.status = 'pending';
+WITH input AS (
+    SELECT i.value AS id, o.value AS outcome, s.value AS status_code, n.value AS next_attempt_at
+    FROM json_each($1) AS i
+    JOIN json_each($3) AS o ON o.key = i.key
+    JOIN json_each($5) AS s ON s.key = i.key
+    JOIN json_each($7) AS n ON n.key = i.key
+), unreachable AS (
+    SELECT m.endpoint_id, max(input.next_attempt_at) AS until
+    FROM input JOIN webhooks_dispatch_outbox AS m ON m.id = input.id
+    WHERE input.outcome = 'retrying' AND input.status_code IS NULL
+    GROUP BY m.endpoint_id
+)
+UPDATE webhooks_dispatch_outbox SET next_attempt_at = unreachable.until
+FROM unreachable
+WHERE webhooks_dispatch_outbox.endpoint_id = unreachable.endpoint_id
+  AND webhooks_dispatch_outbox.status = 'pending' AND webhooks_dispatch_outbox.lease_token IS NULL
+  AND webhooks_dispatch_outbox.next_attempt_at < unreachable.until";
 
 /// See [`super::postgres::RELEASE_CLAIMS`].
 pub const RELEASE_CLAIMS: &str = "\

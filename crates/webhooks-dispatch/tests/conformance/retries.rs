@@ -14,6 +14,7 @@ conformance!(
     invariant4_network_errors_are_retried_and_recorded_without_status,
     invariant4_final_states_never_change,
     outcomes_with_and_without_status_record_on_one_connection,
+    unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_does_not,
 );
 
 fn status(code: u16) -> Reply {
@@ -303,4 +304,67 @@ async fn outcomes_with_and_without_status_record_on_one_connection(engine: Engin
         assert_eq!(r.attempted, 1);
         assert_eq!(d.list_attempts(&id).await.unwrap()[0].status_code, expected);
     }
+}
+
+/// A down endpoint costs one attempt per backoff step, not one timeout per queued message: its other waiting
+/// messages move to the failed attempt's retry time. An endpoint that answers (even 503) is judged per message.
+async fn unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_does_not(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx
+        .builder()
+        .clock(ManualClock::at(t0()))
+        .per_endpoint_concurrency(1)
+        .build();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let down = d
+        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
+            "o",
+            format!("https://receiver.test:{port}/"),
+        ))
+        .await
+        .unwrap()
+        .id;
+    let (up, _) = ctx.endpoint(&d).await;
+    ctx.receiver.set_default_reply(status(503));
+    let mut down_ids = Vec::new();
+    for i in 0..4 {
+        down_ids.push(
+            d.dispatch(NewMessage::new(&down, "a", i))
+                .await
+                .unwrap()
+                .message_id,
+        );
+        d.dispatch(NewMessage::new(&up, "a", i)).await.unwrap();
+    }
+    // One message per endpoint per drain (cap 1): the down endpoint's first attempt fails to connect.
+    let r = d.deliver_due(at(t0())).await.unwrap();
+    assert_eq!(r.attempted, 2);
+    let failed = d.list_attempts(&down_ids[0]).await.unwrap();
+    let retry_at = failed[0].next_attempt_at.unwrap();
+    for id in &down_ids[1..] {
+        let m = d.message(id).await.unwrap();
+        assert_eq!(
+            (m.attempts, m.next_attempt_at),
+            (0, retry_at),
+            "queued message not backed off"
+        );
+    }
+    // Until then only the answering endpoint's messages are attempted, one per drain.
+    for _ in 0..3 {
+        let r = d.deliver_due(at(t0())).await.unwrap();
+        assert_eq!(r.attempted, 1);
+    }
+    assert_eq!(d.deliver_due(at(t0())).await.unwrap().attempted, 0);
+    assert_eq!(
+        ctx.receiver.count(),
+        4,
+        "503s are retried per message, without backing off the others"
+    );
+    // At the retry time the down endpoint's queue is due again, oldest first (and the 503s' retries too).
+    let r = d.deliver_due(at(retry_at)).await.unwrap();
+    assert_eq!(r.attempted, 2);
+    assert_eq!(d.list_attempts(&down_ids[0]).await.unwrap().len(), 2);
+    assert_eq!(d.message(&down_ids[1]).await.unwrap().attempts, 0);
 }
