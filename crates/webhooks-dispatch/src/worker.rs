@@ -5,7 +5,7 @@
 //! work (there is probably more), finished attempts freeing an endpoint's slots, the next scheduled retry (read from the table), and finally a poll interval
 //! that bounds every sleep (it also picks up messages whose lease expired after a crash elsewhere).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +16,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::dispatcher::Dispatcher;
-use crate::drain::{DeliveryReport, Record};
+use crate::drain::{Claimed, DeliveryReport, Record};
 use crate::error::DispatchError;
 use crate::store::{Executor, Listener};
+
+/// A claim in progress: when it started (the claim's notion of now) and what it returned.
+type ClaimFuture = std::pin::Pin<
+    Box<dyn Future<Output = (DateTime<Utc>, Result<Vec<Claimed>, crate::StorageError>)> + Send>,
+>;
 
 /// Default most messages claimed per statement by a worker.
 pub const DEFAULT_CLAIM_BATCH: u32 = 200;
@@ -131,55 +136,79 @@ impl<E: Executor + Clone + 'static> Worker<E> {
         let mut listener_down_until: Option<Instant> = None;
         tokio::pin!(shutdown);
 
+        // Claims run concurrently with the loop and fill `ready`, which may hold up to one claim batch beyond
+        // the free slots: a claim's latency then overlaps running attempts instead of leaving slots idle, and
+        // a slow claim (say, one scanning past a hanging endpoint's queue) does not throttle delivery.
+        let mut ready: VecDeque<Claimed> = VecDeque::new();
+        let mut claiming: Option<ClaimFuture> = None;
+        // Attempts finished so far, and at the start of the claim in flight: an empty claim only means "no
+        // work" if no endpoint slot was freed while it ran.
+        let mut finished = 0u64;
+        let mut finished_at_claim = 0u64;
+        let max_held = settings_concurrency + claim_batch as usize;
+
         loop {
-            if more && (tasks.is_empty() || settings_concurrency - tasks.len() >= claim_threshold) {
-                let free = settings_concurrency - tasks.len();
-                let limit = u32::try_from(free).unwrap_or(u32::MAX).min(claim_batch);
-                let now = d.settings().clock.now();
-                match d.claim(now, lease, limit).await {
-                    Ok(claimed) => {
-                        more = !claimed.is_empty();
-                        if claimed.is_empty() {
-                            since_empty = 0;
-                        }
-                        for msg in claimed {
-                            let d = d.clone();
-                            let tx = records_tx.clone();
-                            let key = (msg.id.clone(), msg.token.clone());
-                            let handle = tasks.spawn(async move {
-                                let record = d
-                                    .attempt_claimed(&msg, d.settings().clock.now(), Instant::now())
-                                    .await;
-                                let next = record.next_attempt_at;
-                                // The recorder outlives every task, so the send cannot fail.
-                                let _ = tx.send(record);
-                                next
-                            });
-                            in_flight.insert(handle.id(), key);
-                        }
-                        if !more {
-                            wake_at = next_wake(&d, now, catch_up.take(), poll_interval).await;
-                            if let Some(t) = own_retry_at {
-                                wake_at = wake_at.min(t);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, error.source = ?std::error::Error::source(&e), "claim failed; retrying after the poll interval");
-                        more = false;
-                        wake_at = Instant::now() + poll_interval;
-                    }
-                }
+            while tasks.len() < settings_concurrency {
+                let Some(msg) = ready.pop_front() else { break };
+                let d = d.clone();
+                let tx = records_tx.clone();
+                let key = (msg.id.clone(), msg.token.clone());
+                let handle = tasks.spawn(async move {
+                    let record = d
+                        .attempt_claimed(&msg, d.settings().clock.now(), Instant::now())
+                        .await;
+                    let next = record.next_attempt_at;
+                    // The recorder outlives every task, so the send cannot fail.
+                    let _ = tx.send(record);
+                    next
+                });
+                in_flight.insert(handle.id(), key);
+            }
+            let held = tasks.len() + ready.len();
+            let room = max_held.saturating_sub(held);
+            if claiming.is_none() && more && (held == 0 || room >= claim_threshold) {
+                let limit = u32::try_from(room).unwrap_or(u32::MAX).min(claim_batch);
+                finished_at_claim = finished;
+                let d = d.clone();
+                claiming = Some(Box::pin(async move {
+                    let now = d.settings().clock.now();
+                    let claimed = d.claim(now, lease, limit).await;
+                    (now, claimed)
+                }));
             }
 
             let listening = listener.is_some() && listener_down_until.is_none_or(|t| Instant::now() >= t);
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                (now, claimed) = async { claiming.as_mut().expect("guarded by the branch condition").await },
+                    if claiming.is_some() =>
+                {
+                    claiming = None;
+                    match claimed {
+                        Ok(claimed) => {
+                            more = !claimed.is_empty() || finished > finished_at_claim;
+                            if !more {
+                                since_empty = 0;
+                                wake_at = next_wake(&d, now, catch_up.take(), poll_interval).await;
+                                if let Some(t) = own_retry_at {
+                                    wake_at = wake_at.min(t);
+                                }
+                            }
+                            ready.extend(claimed);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, error.source = ?std::error::Error::source(&e), "claim failed; retrying after the poll interval");
+                            more = false;
+                            wake_at = Instant::now() + poll_interval;
+                        }
+                    }
+                }
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     match joined {
                         Ok((id, next_retry)) => {
                             in_flight.remove(&id);
+                            finished += 1;
                             since_empty += 1;
                             if since_empty >= claim_threshold || tasks.is_empty() {
                                 more = true;
@@ -214,7 +243,7 @@ impl<E: Executor + Clone + 'static> Worker<E> {
                     more = true;
                     catch_up = Some(Instant::now() + catch_up_after);
                 }
-                () = tokio::time::sleep_until(wake_at.into()), if !more => {
+                () = tokio::time::sleep_until(wake_at.into()), if !more && claiming.is_none() => {
                     more = true;
                     if own_retry_at.is_some_and(|t| t <= Instant::now()) {
                         own_retry_at = None;
@@ -223,7 +252,14 @@ impl<E: Executor + Clone + 'static> Worker<E> {
             }
         }
 
-        // Shutdown: no more claims. Let in-flight attempts finish within the grace period.
+        // Shutdown: no more claims. A claim already under way is finished so its leases are known, and every
+        // claimed message not yet started is handed back below.
+        if let Some(claim) = claiming.take() {
+            if let (_, Ok(claimed)) = claim.await {
+                ready.extend(claimed);
+            }
+        }
+        // Let in-flight attempts finish within the grace period.
         let drained = tokio::time::timeout(shutdown_grace, async {
             while let Some(joined) = tasks.join_next_with_id().await {
                 let id = match &joined {
@@ -245,7 +281,10 @@ impl<E: Executor + Clone + 'static> Worker<E> {
         }
         drop(records_tx);
         let (deliveries, discarded) = recorder.await.unwrap_or_default();
-        let unfinished: Vec<(String, Arc<str>)> = in_flight.into_values().collect();
+        let unfinished: Vec<(String, Arc<str>)> = in_flight
+            .into_values()
+            .chain(ready.iter().map(|m| (m.id.clone(), m.token.clone())))
+            .collect();
         let released = d.release(&unfinished).await?;
         Ok(WorkerReport {
             deliveries,

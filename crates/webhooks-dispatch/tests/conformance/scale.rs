@@ -183,7 +183,9 @@ async fn graceful_shutdown_leaves_no_message_claimed(engine: Engine) {
     let running = RunningWorker::spawn(worker);
     assert!(ctx.receiver.wait_for(8, Duration::from_secs(10)).await);
     let report = running.stop().await;
-    assert_eq!(report.released, 8, "{report:?}");
+    // The 8 hanging attempts, plus the 32 claimed ahead and waiting for a slot: none was finished.
+    assert_eq!(report.released, 40, "{report:?}");
+    assert_eq!(report.deliveries.attempted, 0);
     assert_eq!(ctx.scalar(LEASED, &[]).await, 0, "shutdown left messages claimed");
     // Released messages are due at once, not after a lease.
     ctx.receiver
@@ -191,9 +193,10 @@ async fn graceful_shutdown_leaves_no_message_claimed(engine: Engine) {
     let worker = Worker::new(d.clone()).shutdown_grace(Duration::from_secs(30));
     let running = RunningWorker::spawn(worker);
     assert!(ctx.receiver.wait_for(8 + 20, Duration::from_secs(20)).await);
-    // Second: stopping mid-flight with a long grace lets every in-flight attempt finish and be recorded.
+    // Second: stopping mid-flight with a long grace lets every in-flight attempt finish and be recorded; what
+    // was claimed ahead but not started is handed back rather than started during shutdown.
     let report = running.stop().await;
-    assert_eq!(report.released, 0);
+    assert!(report.deliveries.attempted >= 20, "{report:?}");
     assert_eq!(ctx.scalar(LEASED, &[]).await, 0);
     let recorded = ctx.scalar(ATTEMPTS, &[]).await as u64;
     assert_eq!(
