@@ -17,6 +17,12 @@ conformance!(
     unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_does_not,
 );
 
+/// A loopback port nothing listens on (bound, then released): connecting to it is refused at once.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 fn status(code: u16) -> Reply {
     Reply::Status {
         status: code,
@@ -181,9 +187,7 @@ async fn invariant4_network_errors_are_retried_and_recorded_without_status(engin
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
     // A loopback port with nothing listening: connection refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = closed_port();
     let ep = d
         .register_endpoint(webhooks_dispatch::NewEndpoint::new(
             "o",
@@ -275,9 +279,7 @@ async fn outcomes_with_and_without_status_record_on_one_connection(engine: Engin
         .dispatcher_at(ManualClock::at(t0()), RetryPolicy::default())
         .using(single);
     let (ep, _) = ctx.endpoint(&d).await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = closed_port();
     let refused = d
         .register_endpoint(webhooks_dispatch::NewEndpoint::new(
             "o",
@@ -315,9 +317,7 @@ async fn unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_doe
         .clock(ManualClock::at(t0()))
         .per_endpoint_concurrency(1)
         .build();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = closed_port();
     let down = d
         .register_endpoint(webhooks_dispatch::NewEndpoint::new(
             "o",
