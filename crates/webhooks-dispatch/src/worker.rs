@@ -107,7 +107,7 @@ impl<E: Executor + Clone + 'static> Worker<E> {
         } = self;
         let settings_concurrency = d.settings().concurrency;
         let lease = d.settings().attempt_timeout.saturating_mul(2) + LEASE_MARGIN;
-        // Claim in batches: wait until a quarter of the slots are free, unless nothing is in flight.
+        // Claim in batches: only when at least a quarter of `concurrency` can be taken, or nothing is held.
         let claim_threshold = (settings_concurrency / 4).max(1);
         let catch_up_after = d
             .settings()
