@@ -1,16 +1,26 @@
 //! Identifier generation.
 //!
 //! Ids are a type prefix plus a ULID: unique without coordination between processes, and time-ordered so
-//! recent rows cluster in the primary-key index.
+//! recent rows cluster in the primary-key index. Message ids are also monotonic within this process, so
+//! messages enqueued in the same millisecond (and so due at the same instant) are delivered in dispatch order:
+//! claims break ties by id.
 
-use ulid::Ulid;
+use std::sync::{Mutex, PoisonError};
+
+use ulid::{Generator, Ulid};
 
 pub(crate) fn endpoint_id() -> String {
     format!("ep_{}", Ulid::new())
 }
 
 pub(crate) fn message_id() -> String {
-    format!("msg_{}", Ulid::new())
+    static MONOTONIC: Mutex<Generator> = Mutex::new(Generator::new());
+    let next = MONOTONIC
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .generate();
+    // Overflow needs 2^80 ids in one millisecond; should it happen, a plain ULID is still unique.
+    format!("msg_{}", next.unwrap_or_else(|_| Ulid::new()))
 }
 
 /// Identifies one drain's claim, so a drain whose lease expired cannot record over a newer claim.
@@ -26,5 +36,14 @@ mod tests {
         let b = super::message_id();
         assert!(a.starts_with("msg_") && super::endpoint_id().starts_with("ep_"));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn message_ids_increase_within_a_millisecond() {
+        let ids: Vec<String> = (0..1000).map(|_| super::message_id()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "message ids are not monotonic"
+        );
     }
 }
