@@ -26,9 +26,6 @@ pub enum Error {
     /// A command-line argument is unusable (e.g. `--data` is not JSON).
     #[error("invalid input: {0}")]
     Input(String),
-    /// The database URL names an engine this build cannot open yet.
-    #[error("{0}")]
-    UnsupportedDatabase(String),
     /// The database could not be reached at start-up.
     #[error("cannot connect to the database at {url}: {reason}")]
     Connect {

@@ -17,10 +17,23 @@ conformance!(
     unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_does_not,
 );
 
-/// A loopback port nothing listens on (bound, then released): connecting to it is refused at once.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// Registers an endpoint on a loopback port nothing listens on (bound, then released): every connection to
+/// it is refused at once. Returns its id.
+async fn unreachable_endpoint<E: webhooks_dispatch::store::Executor>(
+    d: &webhooks_dispatch::Dispatcher<E>,
+) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    d.register_endpoint(webhooks_dispatch::NewEndpoint::new(
+        "o",
+        format!("https://receiver.test:{port}/"),
+    ))
+    .await
+    .unwrap()
+    .id
 }
 
 fn status(code: u16) -> Reply {
@@ -187,19 +200,8 @@ async fn invariant4_network_errors_are_retried_and_recorded_without_status(engin
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
     // A loopback port with nothing listening: connection refused.
-    let port = closed_port();
-    let ep = d
-        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
-            "o",
-            format!("https://receiver.test:{port}/"),
-        ))
-        .await
-        .unwrap();
-    let id = d
-        .dispatch(NewMessage::new(&ep.id, "a", 1))
-        .await
-        .unwrap()
-        .message_id;
+    let ep = unreachable_endpoint(&d).await;
+    let id = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
     let r = d.deliver_due(at(t0())).await.unwrap();
     assert_eq!((r.attempted, r.retried), (1, 1));
     let a = &d.list_attempts(&id).await.unwrap()[0];
@@ -279,15 +281,7 @@ async fn outcomes_with_and_without_status_record_on_one_connection(engine: Engin
         .dispatcher_at(ManualClock::at(t0()), RetryPolicy::default())
         .using(single);
     let (ep, _) = ctx.endpoint(&d).await;
-    let port = closed_port();
-    let refused = d
-        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
-            "o",
-            format!("https://receiver.test:{port}/"),
-        ))
-        .await
-        .unwrap()
-        .id;
+    let refused = unreachable_endpoint(&d).await;
     ctx.receiver.set_default_reply(status(404));
     // No status + a next attempt; then a status + no next attempt; then a status + a next attempt.
     let plan: [(&str, Reply, Option<u16>); 3] = [
@@ -317,15 +311,7 @@ async fn unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_doe
         .clock(ManualClock::at(t0()))
         .per_endpoint_concurrency(1)
         .build();
-    let port = closed_port();
-    let down = d
-        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
-            "o",
-            format!("https://receiver.test:{port}/"),
-        ))
-        .await
-        .unwrap()
-        .id;
+    let down = unreachable_endpoint(&d).await;
     let (up, _) = ctx.endpoint(&d).await;
     ctx.receiver.set_default_reply(status(503));
     let mut down_ids = Vec::new();
