@@ -15,6 +15,7 @@ conformance!(
     invariant6_only_the_explicit_allowlist_opens_private_addresses,
     hostile_endpoint_trickling_headers_is_cut_off_by_the_absolute_deadline,
     hostile_endpoint_endless_body_is_read_only_as_a_bounded_prefix,
+    response_body_read_stops_at_the_default_4_kib,
 );
 
 async fn invariant6_refuses_non_global_destinations_at_registration(engine: Engine) {
@@ -177,29 +178,39 @@ async fn invariant6_only_the_explicit_allowlist_opens_private_addresses(engine: 
 
 async fn hostile_endpoint_trickling_headers_is_cut_off_by_the_absolute_deadline(engine: Engine) {
     let ctx = Ctx::new(engine).await;
-    let d = ctx.builder().attempt_timeout(Duration::from_millis(800)).build();
+    // HTTP/1.1: only there does the receiver trickle a byte at a time (on HTTP/2 its Trickle is a Hang).
+    let d = ctx
+        .builder()
+        .http2(false)
+        .attempt_timeout(Duration::from_millis(800))
+        .build();
     let (ep, _) = ctx.endpoint(&d).await;
     ctx.receiver.set_default_reply(Reply::Trickle {
         every: Duration::from_millis(50),
     });
     let id = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
-    let started = Instant::now();
-    let r = d.deliver_due(DeliverDue::default()).await.unwrap();
-    // Not a speed test: the bound only shows the deadline is absolute, not per read (a per-read timeout would
-    // wait forever here, since a byte arrives every 50 ms).
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    // A per-read timeout would never fire (a byte arrives every 50 ms), so the drain would not return: the
+    // outer bound turns that into a failure. Not a speed test: it is 12 times the deadline.
+    let r = tokio::time::timeout(Duration::from_secs(10), d.deliver_due(DeliverDue::default()))
+        .await
+        .expect("a trickling endpoint held the attempt past its absolute deadline")
+        .unwrap();
     assert_eq!(r.retried, 1);
+    assert_eq!(
+        ctx.receiver.received()[0].http_version,
+        http::Version::HTTP_11,
+        "the trickle must run over HTTP/1.1 to test anything"
+    );
     let a = &d.list_attempts(&id).await.unwrap()[0];
     assert_eq!(a.error.as_deref(), Some("attempt timed out"));
     assert_eq!(a.status_code, None);
 
     ctx.receiver.set_default_reply(Reply::Hang);
     let id = d.dispatch(NewMessage::new(&ep, "a", 2)).await.unwrap().message_id;
-    let r = d.deliver_due(DeliverDue::default()).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), d.deliver_due(DeliverDue::default()))
+        .await
+        .expect("a hanging endpoint held the attempt past its deadline")
+        .unwrap();
     assert_eq!(r.retried, 1);
     assert_eq!(
         d.list_attempts(&id).await.unwrap()[0].error.as_deref(),
@@ -224,4 +235,41 @@ async fn hostile_endpoint_endless_body_is_read_only_as_a_bounded_prefix(engine: 
         started.elapsed()
     );
     assert_eq!(d.list_attempts(&id).await.unwrap()[0].status_code, Some(200));
+}
+
+/// The default read limit is exactly 4 KiB: a response body of that size is read to its end, so the HTTP/1.1
+/// connection is between messages and reused; a larger one is abandoned unread and its connection closed.
+/// (A limit of a few MiB would read the larger body whole and reuse the connection.)
+async fn response_body_read_stops_at_the_default_4_kib(engine: Engine) {
+    assert_eq!(webhooks_dispatch::DEFAULT_MAX_RESPONSE_BODY, 4 * 1024);
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.builder().http2(false).build();
+    let (ep, _) = ctx.endpoint(&d).await;
+    let body = |len: usize| Reply::Status {
+        status: 200,
+        headers: vec![],
+        body: vec![b'x'; len],
+    };
+    ctx.receiver.push_replies([
+        body(webhooks_dispatch::DEFAULT_MAX_RESPONSE_BODY),
+        body(256 * 1024),
+        Reply::default(),
+    ]);
+    let mut connections = Vec::new();
+    for i in 0..3 {
+        d.dispatch(NewMessage::new(&ep, "a", i)).await.unwrap();
+        let r = d.deliver_due(DeliverDue::default()).await.unwrap();
+        assert_eq!(r.delivered, 1);
+        connections.push(ctx.receiver.connections_accepted());
+    }
+    assert_eq!(
+        connections,
+        [1, 1, 2],
+        "a 4 KiB body keeps the connection, a 256 KiB one closes it"
+    );
+    assert!(ctx
+        .receiver
+        .received()
+        .iter()
+        .all(|r| r.http_version == http::Version::HTTP_11));
 }

@@ -76,6 +76,13 @@ async fn invariant2_dispatch_only_writes_the_outbox(engine: Engine) {
         lookups_after_registration,
         "dispatch resolved a name"
     );
+    // Nor later: a POST or a lookup that `dispatch` left running in the background would show up here.
+    assert!(
+        !ctx.receiver.wait_for(1, Duration::from_millis(500)).await,
+        "a request reached the endpoint after dispatch returned, with no delivery run"
+    );
+    assert_eq!(ctx.receiver.connections_accepted(), 0);
+    assert_eq!(ctx.resolver.lookups(), lookups_after_registration);
     for id in &ids {
         let m = d.message(id).await.unwrap();
         assert_eq!(m.state, MessageState::Pending);

@@ -1,12 +1,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use webhooks_dispatch::store::Value;
+use webhooks_dispatch::store::Executor as _;
 use webhooks_dispatch::{DeliverDue, Dispatcher, MessageState, NewEndpoint, NewMessage, Worker};
 use webhooks_dispatch_testkit::receiver::Reply;
 
 use crate::conformance;
-use crate::support::{listener, Ctx, Engine, Exec, RunningWorker};
+use crate::support::{listener, CountingExecutor, Ctx, Engine, Exec, RunningWorker};
 
 conformance!(
     concurrent_drains_deliver_each_message_exactly_once,
@@ -18,6 +18,7 @@ conformance!(
     worker_wakes_on_notify_and_only_after_commit,
     worker_sleeps_until_the_next_due_retry,
     worker_keeps_a_single_busy_endpoint_flowing_without_polling,
+    global_concurrency_cap_is_used_and_never_exceeded,
 );
 
 const LEASED: &str = "SELECT count(*) FROM webhooks_dispatch_outbox WHERE lease_token IS NOT NULL";
@@ -280,22 +281,20 @@ async fn per_endpoint_cap_holds_and_a_hanging_endpoint_does_not_starve_others(en
             d.dispatch(NewMessage::new(ep, "a", i)).await.unwrap();
         }
     }
+    let started = std::time::Instant::now();
     let running = RunningWorker::spawn(Worker::new(d.clone()).shutdown_grace(Duration::ZERO));
     // 40 healthy deliveries finish long before the 20 hanging ones could (2 at a time × 2 s each = 20 s).
     assert!(
         ctx.receiver.wait_for(40, Duration::from_secs(15)).await,
         "healthy endpoints starved"
     );
-    let slow_attempted = ctx
-        .scalar(
-            "SELECT count(*) FROM webhooks_dispatch_attempts a JOIN webhooks_dispatch_outbox o \
-             ON o.id = a.message_id WHERE o.endpoint_id = $1",
-            &[Value::from(slow.as_str())],
-        )
-        .await;
+    // Each hanging attempt holds one of the endpoint's 2 slots for its full 2 s deadline, so by now at most 2
+    // per started 2 s have begun; without the cap on that endpoint, all 8 global slots would have gone there.
+    let hanging_bound = 2 * (started.elapsed().as_secs() / 2 + 1) as usize;
     assert!(
-        slow_attempted < 20,
-        "the hanging endpoint was not the bottleneck ({slow_attempted})"
+        hanging.count() <= hanging_bound,
+        "the hanging endpoint got {} attempts, more than its cap allows ({hanging_bound})",
+        hanging.count()
     );
     running.stop().await;
     for path in ["/a", "/b"] {
@@ -321,20 +320,26 @@ async fn worker_wakes_on_notify_and_only_after_commit(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher();
     let (ep, _) = ctx.endpoint(&d).await;
+    // The worker's statements are watched, so the test knows when it has gone idle.
+    let watched = CountingExecutor::new(ctx.exec.clone());
     // Polling is effectively off: only a wake-up can bring this worker to claim.
-    let mut worker = Worker::new(d.clone()).poll_interval(Duration::from_secs(3600));
+    let mut worker = Worker::new(d.using(watched.clone())).poll_interval(Duration::from_secs(3600));
     if let Some(listener) = listener(engine, &ctx.db_url).await {
         worker = worker.listener(listener);
     }
     let running = RunningWorker::spawn(worker);
     // On PostgreSQL the dispatch comes from a separately configured dispatcher, as from another process, so
-    // only the NOTIFY through the database can wake the worker; SQLite serves one process, where the
-    // in-memory wake-up is the mechanism.
+    // only the NOTIFY through the database can wake the worker (sent on every dispatch: no debounce window
+    // can swallow the second one); SQLite serves one process, where the in-memory wake-up is the mechanism.
     let sender = match engine {
         Engine::Sqlite => d.clone(),
-        _ => ctx.dispatcher(),
+        _ => ctx.builder().notify_debounce(Some(Duration::ZERO)).build(),
     };
-    tokio::time::sleep(Duration::from_millis(300)).await; // the worker is idle now
+    // Idle: its first claim found nothing and it has read when the next retry is due, so from here on only a
+    // wake-up makes it claim again.
+    watched
+        .wait_completed(watched.statements().next_due, 1, Duration::from_secs(10))
+        .await;
     sender.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
     assert!(
         ctx.receiver.wait_for(1, Duration::from_secs(10)).await,
@@ -342,7 +347,6 @@ async fn worker_wakes_on_notify_and_only_after_commit(engine: Engine) {
     );
 
     // Inside a transaction: the NOTIFY goes out at commit, together with the row.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     match engine {
         Engine::Sqlx => {
             let pool = sqlx::PgPool::connect(&ctx.db_url).await.unwrap();
@@ -355,8 +359,10 @@ async fn worker_wakes_on_notify_and_only_after_commit(engine: Engine) {
                     .await
                     .unwrap();
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            assert_eq!(ctx.receiver.count(), 1, "delivered before commit");
+            assert!(
+                !ctx.receiver.wait_for(2, Duration::from_millis(300)).await,
+                "delivered before commit"
+            );
             tx.commit().await.unwrap();
         }
         Engine::TokioPostgres => {
@@ -370,8 +376,10 @@ async fn worker_wakes_on_notify_and_only_after_commit(engine: Engine) {
                 .dispatch(NewMessage::new(&ep, "a", 2))
                 .await
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            assert_eq!(ctx.receiver.count(), 1, "delivered before commit");
+            assert!(
+                !ctx.receiver.wait_for(2, Duration::from_millis(300)).await,
+                "delivered before commit"
+            );
             tx.commit().await.unwrap();
         }
         // No caller transactions through this adapter; a second plain dispatch.
@@ -423,4 +431,38 @@ async fn worker_keeps_a_single_busy_endpoint_flowing_without_polling(engine: Eng
     running.stop().await;
     assert!(ctx.receiver.max_in_flight_for("/e0") <= 4);
     assert_exactly_once(&ctx, &ids).await;
+}
+
+/// `concurrency` bounds attempts in flight across all endpoints, for a worker and for `deliver_due`, while
+/// the per-endpoint cap (default 16) would allow far more.
+async fn global_concurrency_cap_is_used_and_never_exceeded(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    ctx.receiver
+        .set_default_reply(Reply::Delayed(Duration::from_millis(100)));
+    let d = ctx.builder().concurrency(4).build();
+    let ids = enqueue(&ctx, &d, 8, 40).await;
+    let running = RunningWorker::spawn(Worker::new(d.clone()));
+    assert!(
+        ctx.receiver.wait_for(40, Duration::from_secs(30)).await,
+        "not all delivered"
+    );
+    running.stop().await;
+    assert_exactly_once(&ctx, &ids).await;
+    assert_eq!(
+        ctx.receiver.max_in_flight(),
+        4,
+        "worker: cap not used or exceeded"
+    );
+
+    enqueue(&ctx, &d, 8, 40).await;
+    let report = d
+        .deliver_due(DeliverDue {
+            now: None,
+            batch: Some(40),
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 40);
+    assert_eq!(ctx.receiver.count(), 80);
+    assert_eq!(ctx.receiver.max_in_flight(), 4, "deliver_due: cap exceeded");
 }

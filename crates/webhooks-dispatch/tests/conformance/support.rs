@@ -133,11 +133,13 @@ pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
 }
 
-/// Counts every statement that reaches the database, and can record their text.
+/// Counts every statement that reaches the database, records their text, and publishes each completed
+/// statement, so tests can wait for an event ("the worker's first claim finished") instead of sleeping.
 pub struct CountingExecutor<E> {
     pub inner: E,
     pub statements: AtomicUsize,
     pub seen: Mutex<Vec<&'static str>>,
+    finished: tokio::sync::watch::Sender<Vec<&'static str>>,
 }
 
 impl<E> CountingExecutor<E> {
@@ -146,10 +148,25 @@ impl<E> CountingExecutor<E> {
             inner,
             statements: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            finished: tokio::sync::watch::channel(Vec::new()).0,
         })
     }
     pub fn count(&self) -> usize {
         self.statements.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `sql` has completed (successfully or not) at least `n` times; panics after `timeout`.
+    pub async fn wait_completed(&self, sql: &'static str, n: usize, timeout: Duration) {
+        let mut finished = self.finished.subscribe();
+        let reached = finished.wait_for(|done| done.iter().filter(|s| **s == sql).count() >= n);
+        if !matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_))) {
+            panic!("statement did not complete {n} times within {timeout:?}:\n{sql}");
+        }
+    }
+
+    fn started(&self, sql: &'static str) {
+        self.statements.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(sql);
     }
 }
 
@@ -159,16 +176,92 @@ impl<E: Executor> Executor for CountingExecutor<E> {
         sql: &'static str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
-        self.statements.fetch_add(1, Ordering::SeqCst);
-        self.seen.lock().unwrap().push(sql);
+        self.started(sql);
+        Box::pin(async move {
+            let result = self.inner.query(sql, params).await;
+            self.finished.send_modify(|done| done.push(sql));
+            result
+        })
+    }
+    fn statements(&self) -> &'static Statements {
+        self.inner.statements()
+    }
+    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.started(sql);
+        Box::pin(async move {
+            let result = self.inner.batch_execute(sql).await;
+            self.finished.send_modify(|done| done.push(sql));
+            result
+        })
+    }
+}
+
+/// Fails chosen statements on purpose, the way a database that went away would: each call to a statement in
+/// `failing` returns a connection-class [`StorageError`] without reaching the database, while `fail_next`
+/// calls remain (unlimited with `usize::MAX`). Everything else passes through.
+pub struct FaultyExecutor<E> {
+    pub inner: E,
+    failing: Mutex<Vec<(&'static str, usize)>>,
+    /// Calls refused so far.
+    pub refused: AtomicUsize,
+}
+
+impl<E> FaultyExecutor<E> {
+    pub fn new(inner: E) -> Arc<Self> {
+        Arc::new(FaultyExecutor {
+            inner,
+            failing: Mutex::new(Vec::new()),
+            refused: AtomicUsize::new(0),
+        })
+    }
+
+    /// Makes the next `calls` executions of `sql` fail (replacing any earlier setting for it; 0 heals it).
+    pub fn fail_next(&self, sql: &'static str, calls: usize) {
+        let mut failing = self.failing.lock().unwrap();
+        failing.retain(|(s, _)| *s != sql);
+        failing.push((sql, calls));
+    }
+
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    fn should_fail(&self, sql: &'static str) -> bool {
+        let mut failing = self.failing.lock().unwrap();
+        let Some((_, left)) = failing.iter_mut().find(|(s, _)| *s == sql) else {
+            return false;
+        };
+        if *left == 0 {
+            return false;
+        }
+        *left = left.saturating_sub(usize::from(*left != usize::MAX));
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+fn injected_failure() -> StorageError {
+    StorageError::from_driver(Some("08006"), true, "injected: connection to the database lost")
+}
+
+impl<E: Executor> Executor for FaultyExecutor<E> {
+    fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
+        if self.should_fail(sql) {
+            return Box::pin(async { Err(injected_failure()) });
+        }
         self.inner.query(sql, params)
     }
     fn statements(&self) -> &'static Statements {
         self.inner.statements()
     }
     fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
-        self.statements.fetch_add(1, Ordering::SeqCst);
-        self.seen.lock().unwrap().push(sql);
+        if self.should_fail(sql) {
+            return Box::pin(async { Err(injected_failure()) });
+        }
         self.inner.batch_execute(sql)
     }
 }
@@ -258,10 +351,32 @@ impl RunningWorker {
         RunningWorker { stop, task }
     }
 
-    /// Requests a graceful shutdown and returns the worker's report.
+    /// Requests a graceful shutdown and returns the worker's report. A shutdown that does not finish within
+    /// [`STOP_TIMEOUT`] fails the test instead of hanging it.
     pub async fn stop(self) -> WorkerReport {
         let _ = self.stop.send(());
-        self.task.await.expect("worker task").expect("worker run")
+        tokio::time::timeout(STOP_TIMEOUT, self.task)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the worker did not stop within {STOP_TIMEOUT:?} of the shutdown request")
+            })
+            .expect("worker task")
+            .expect("worker run")
+    }
+}
+
+/// Longest a worker may take to shut down in a test: its grace period plus recording and releasing. Tests use
+/// graces of at most a few seconds.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest one conformance test may run before it fails with its name (a deadline or shutdown regression
+/// would otherwise hang CI until its global limit).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs one test body under [`TEST_TIMEOUT`], failing with the test's name and engine when it hangs.
+pub async fn bounded(name: &str, engine: Engine, test: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(TEST_TIMEOUT, test).await.is_err() {
+        panic!("{name} on {engine:?} did not finish within {TEST_TIMEOUT:?}");
     }
 }
 
@@ -273,7 +388,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Engine::Sqlx).await
+                    let engine = $crate::support::Engine::Sqlx;
+                    $crate::support::bounded(stringify!($name), engine, super::$name(engine)).await
                 }
             )*
         }
@@ -281,7 +397,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Engine::TokioPostgres).await
+                    let engine = $crate::support::Engine::TokioPostgres;
+                    $crate::support::bounded(stringify!($name), engine, super::$name(engine)).await
                 }
             )*
         }
@@ -289,7 +406,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Engine::Sqlite).await
+                    let engine = $crate::support::Engine::Sqlite;
+                    $crate::support::bounded(stringify!($name), engine, super::$name(engine)).await
                 }
             )*
         }

@@ -1,8 +1,13 @@
 use std::error::Error as _;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use webhooks_dispatch::ssrf::StaticResolver;
-use webhooks_dispatch::{DeliverDue, DispatchError, Dispatcher, NewEndpoint, NewMessage, MAX_PAYLOAD_BYTES};
+use webhooks_dispatch::store::{BoxFuture, Executor, Row, Value};
+use webhooks_dispatch::{
+    DeliverDue, DispatchError, Dispatcher, NewEndpoint, NewMessage, StorageError, Worker, MAX_PAYLOAD_BYTES,
+};
 
 use crate::conformance;
 use crate::support::{CountingExecutor, Ctx, Engine};
@@ -12,23 +17,68 @@ conformance!(
     invariant1_storage_failure_is_typed_and_hides_driver_error,
 );
 
-#[tokio::test]
-async fn invariant1_construction_performs_no_io() {
-    // An executor over an unreachable pool would fail on first use; a counting wrapper proves none happens.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-        .unwrap();
-    let exec = CountingExecutor::new(pool);
-    let resolver = StaticResolver::new();
-    let d = Dispatcher::new(exec.clone());
+/// An executor with no database behind it: every statement fails (and is counted by the wrapper around it).
+struct NoDatabase;
+
+impl Executor for NoDatabase {
+    fn query<'a>(&'a self, _: &'static str, _: &'a [Value]) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
+        Box::pin(async { Err(StorageError::from_driver(None, true, "no database")) })
+    }
+    fn batch_execute<'a>(&'a self, _: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Err(StorageError::from_driver(None, true, "no database")) })
+    }
+}
+
+/// Builds every kind of handle the library offers (dispatcher, builder with every setter that could tempt a
+/// connection or lookup, `using`, worker) and keeps them alive.
+fn construct_everything(
+    exec: &Arc<CountingExecutor<NoDatabase>>,
+    resolver: &StaticResolver,
+) -> Vec<Box<dyn std::any::Any>> {
+    let plain = Dispatcher::new(exec.clone());
     let built = Dispatcher::builder(exec.clone())
         .resolver(Arc::new(resolver.clone()))
         .allow_net("10.0.0.0/8".parse().unwrap())
+        .dns_cache_ttl(Duration::from_secs(30))
+        .http2(true)
         .build();
-    let _other = built.using(exec.clone());
-    drop(d);
+    let other = built.using(exec.clone());
+    let worker = Worker::new(built.clone()).poll_interval(Duration::from_millis(1));
+    vec![
+        Box::new(plain),
+        Box::new(built),
+        Box::new(other),
+        Box::new(worker),
+    ]
+}
+
+/// Construction is checked twice. Outside any runtime, so that spawning a task (a query, a lookup, a
+/// connection warm-up) would panic instead of slipping by; and inside a multi-threaded runtime that then
+/// yields and lets timers run, so that work deferred to a task or a thread would have happened by the time
+/// the counts are read.
+#[test]
+fn invariant1_construction_performs_no_io() {
+    let exec = CountingExecutor::new(NoDatabase);
+    let resolver = StaticResolver::new();
+    let outside = construct_everything(&exec, &resolver);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let inside = runtime.block_on(async {
+        let inside = construct_everything(&exec, &resolver);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        inside
+    });
     assert_eq!(exec.count(), 0, "constructing a dispatcher issued SQL");
     assert_eq!(resolver.lookups(), 0, "constructing a dispatcher resolved a name");
+    drop((outside, inside));
+    drop(runtime);
 }
 
 async fn invariant1_inputs_rejected_with_typed_errors_before_any_sql(engine: Engine) {
