@@ -7,6 +7,8 @@ mod support;
 
 /// Batch enqueue: `dispatch_many`.
 mod batch;
+/// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
+mod faults;
 /// Invariant 6 and hostile endpoints: SSRF policy, pinning, rebinding, deadlines.
 mod destinations;
 /// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.
