@@ -1,11 +1,17 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use webhooks_dispatch::{DeliverDue, MessageState, NewMessage, Outcome, RetryPolicy};
-use webhooks_dispatch_testkit::receiver::Reply;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use webhooks_dispatch::ssrf::StaticResolver;
+use webhooks_dispatch::{
+    DeliverDue, Dispatcher, MessageState, NewEndpoint, NewMessage, Outcome, RetryPolicy,
+};
+use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, Reply, TestCa};
 
 use crate::conformance;
-use crate::support::{t0, Ctx, Engine, ManualClock};
+use crate::support::{t0, Ctx, Engine, ManualClock, RECEIVER_HOST};
 
 conformance!(
     invariant4_transient_failures_back_off_then_dead_letter,
@@ -15,6 +21,7 @@ conformance!(
     invariant4_final_states_never_change,
     outcomes_with_and_without_status_record_on_one_connection,
     unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_does_not,
+    endpoint_backoff_follows_timeouts_tls_and_dns_failures,
 );
 
 /// Registers an endpoint on a loopback port nothing listens on (bound, then released): every connection to
@@ -368,4 +375,94 @@ async fn unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_doe
         down_attempts += d.message(id).await.unwrap().attempts;
     }
     assert_eq!(down_attempts, 2);
+}
+
+/// Every way of not reaching an endpoint — an attempt timeout, a failed TLS handshake, a failed DNS lookup,
+/// a refused connection — backs off the endpoint's whole queue, not only the attempted message.
+async fn endpoint_backoff_follows_timeouts_tls_and_dns_failures(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let hanging = Receiver::start(&ctx.ca, ReceiverOptions::default())
+        .await
+        .unwrap();
+    hanging.set_default_reply(Reply::Hang);
+    // Its certificate comes from a CA the dispatcher does not trust.
+    let stranger = Receiver::start(&TestCa::new(), ReceiverOptions::default())
+        .await
+        .unwrap();
+    ctx.resolver
+        .insert("vanished.test", vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let registrar = ctx.dispatcher();
+    let refused = unreachable_endpoint(&registrar).await;
+    let mut cases = vec![(refused, "connection failed")];
+    for (url, error) in [
+        (
+            format!("https://{RECEIVER_HOST}:{}/", hanging.port()),
+            "attempt timed out",
+        ),
+        (
+            format!("https://{RECEIVER_HOST}:{}/", stranger.port()),
+            "tls handshake failed",
+        ),
+        (
+            format!("https://vanished.test:{}/", ctx.receiver.port()),
+            "dns lookup failed",
+        ),
+    ] {
+        let ep = registrar
+            .register_endpoint(NewEndpoint::new("o", url))
+            .await
+            .unwrap();
+        cases.push((ep.id, error));
+    }
+    // Deliveries resolve through a resolver that no longer knows vanished.test.
+    let resolver = StaticResolver::new();
+    resolver.insert(RECEIVER_HOST, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let d = Dispatcher::builder(ctx.exec.clone())
+        .resolver(Arc::new(resolver))
+        .allow_net("127.0.0.1/32".parse().unwrap())
+        .root_certificates(ctx.ca.root_store())
+        .attempt_timeout(Duration::from_millis(500))
+        .per_endpoint_concurrency(1)
+        .build();
+    let mut queues = Vec::new();
+    for (ep, _) in &cases {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(d.dispatch(NewMessage::new(ep, "a", i)).await.unwrap().message_id);
+        }
+        queues.push(ids);
+    }
+    let r = d.deliver_due(at(t0())).await.unwrap();
+    assert_eq!(
+        (r.attempted, r.retried),
+        (4, 4),
+        "one attempt per endpoint (cap 1)"
+    );
+    for ((_, error), ids) in cases.iter().zip(&queues) {
+        let mut attempted = Vec::new();
+        let mut waiting = Vec::new();
+        for id in ids {
+            let m = d.message(id).await.unwrap();
+            if m.attempts == 1 {
+                attempted.push(m)
+            } else {
+                waiting.push(m)
+            }
+        }
+        assert_eq!(attempted.len(), 1, "{error}");
+        let failed = &d.list_attempts(&attempted[0].id).await.unwrap()[0];
+        assert_eq!(
+            (failed.status_code, failed.error.as_deref()),
+            (None, Some(*error))
+        );
+        let retry_at = failed.next_attempt_at.expect("retried");
+        for m in &waiting {
+            assert_eq!(
+                (m.attempts, m.next_attempt_at),
+                (0, retry_at),
+                "{error}: queue not backed off"
+            );
+        }
+    }
+    assert_eq!(d.deliver_due(at(t0())).await.unwrap().attempted, 0);
 }
