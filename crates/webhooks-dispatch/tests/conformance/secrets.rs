@@ -1,12 +1,18 @@
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+//! Invariant 7: an endpoint secret is shown once, at registration, and never again — not in errors, logs,
+//! Debug output, attempt records or any other row — in any encoding of its key.
 
-use webhooks_dispatch::{DeliverDue, NewEndpoint, NewMessage, RetryPolicy};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use webhooks_dispatch::store::Value;
+use webhooks_dispatch::{DeliverDue, NewEndpoint, NewMessage, RetryPolicy, Worker};
 use webhooks_dispatch_testkit::receiver::Reply;
 
-use crate::support::{t0, Ctx, Engine, ManualClock};
+use crate::support::{bounded, t0, Ctx, Engine, ManualClock, RunningWorker};
 
-/// Collects everything the process-wide tracing subscriber writes.
+/// Collects what the test's own subscriber writes.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
@@ -20,40 +26,87 @@ impl Write for LogBuffer {
     }
 }
 
-/// Installs one global subscriber for the whole test process. A thread-local one (`set_default`) is not
-/// reliable here: other tests' threads share tracing's per-callsite interest cache, and the delivery's own
-/// tasks may run on other threads. Everything at debug and above is captured, including the drivers' (sqlx
-/// logs statements), so a secret leaking through any layer shows up.
-fn captured_logs() -> &'static LogBuffer {
-    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = LogBuffer::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("debug,webhooks_dispatch=trace")
-            .with_writer(move || writer.clone())
-            .init();
-        logs
-    })
+/// Every form in which the secret's key could leak: the whole `whsec_…` text, its base64 part, the raw key
+/// bytes, and those bytes re-encoded as lower/upper hex, unpadded base64 and base64url.
+fn secret_forms(secret: &str) -> Vec<(&'static str, Vec<u8>)> {
+    let encoded = secret.strip_prefix("whsec_").expect("whsec_ prefix");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64 key");
+    assert!(raw.len() >= 24, "at least 24 random bytes");
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        ("secret", secret.as_bytes().to_vec()),
+        ("base64", encoded.as_bytes().to_vec()),
+        ("raw bytes", raw.clone()),
+        ("hex", hex.clone().into_bytes()),
+        ("HEX", hex.to_uppercase().into_bytes()),
+        (
+            "base64 unpadded",
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(&raw)
+                .into_bytes(),
+        ),
+        (
+            "base64url",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(&raw)
+                .into_bytes(),
+        ),
+    ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invariant7_secret_never_appears_in_errors_logs_debug_or_attempts_sqlx() {
-    secret_is_shown_once(Engine::Sqlx).await
+fn assert_no_secret(forms: &[(&str, Vec<u8>)], what: &str, haystack: &[u8]) {
+    for (form, needle) in forms {
+        assert!(
+            !haystack.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "the secret ({form}) leaked into {what}: {}",
+            String::from_utf8_lossy(haystack)
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invariant7_secret_never_appears_in_errors_logs_debug_or_attempts_tokio_postgres() {
-    secret_is_shown_once(Engine::TokioPostgres).await
+// Each test runs on its own current-thread runtime with its own scoped subscriber: every task of the test
+// (drains, the worker, pooled connections, driver tasks) runs on that thread and is captured, and no other
+// test's logs are buffered or slowed by it.
+#[test]
+fn invariant7_secret_never_appears_in_errors_logs_debug_or_rows_sqlx() {
+    secret_is_shown_once(Engine::Sqlx)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invariant7_secret_never_appears_in_errors_logs_debug_or_attempts_sqlite() {
-    secret_is_shown_once(Engine::Sqlite).await
+#[test]
+fn invariant7_secret_never_appears_in_errors_logs_debug_or_rows_tokio_postgres() {
+    secret_is_shown_once(Engine::TokioPostgres)
 }
 
-async fn secret_is_shown_once(engine: Engine) {
-    let logs = captured_logs();
+#[test]
+fn invariant7_secret_never_appears_in_errors_logs_debug_or_rows_sqlite() {
+    secret_is_shown_once(Engine::Sqlite)
+}
+
+fn secret_is_shown_once(engine: Engine) {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _scope = tracing::subscriber::set_default(subscriber);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bounded(
+            "invariant7_secret_never_appears_in_errors_logs_debug_or_rows",
+            engine,
+            exercise(engine, logs),
+        ));
+}
+
+/// Deliveries that succeed, retry (the endpoint echoes the secret in its 500 body) and fail permanently, on
+/// both delivery paths (`deliver_due` and the worker); then every error, Debug text, log line and row.
+async fn exercise(engine: Engine, logs: LogBuffer) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher_at(
         ManualClock::at(t0()),
@@ -67,32 +120,45 @@ async fn secret_is_shown_once(engine: Engine) {
         .await
         .unwrap();
     let secret = registered.secret.expose().to_owned();
-    let key_part = secret.strip_prefix("whsec_").unwrap().to_owned();
-    assert!(key_part.len() >= 32, "at least 24 random bytes, base64");
-
+    let forms = secret_forms(&secret);
     let mut texts = vec![format!("{registered:?}"), format!("{}", registered.secret)];
-    ctx.receiver.set_default_reply(Reply::Status {
-        status: 500,
+
+    let echo = |status| Reply::Status {
+        status,
         headers: vec![],
         body: secret.clone().into_bytes(),
-    });
-    let id = d
-        .dispatch(NewMessage::new(&registered.id, "a", 1))
-        .await
-        .unwrap()
-        .message_id;
+    };
+    ctx.receiver.push_replies([echo(500), echo(500), echo(400)]);
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let sent = d.dispatch(NewMessage::new(&registered.id, "a", i)).await.unwrap();
+        ids.push(sent.message_id);
+    }
+    // deliver_due: message 0 fails (500, retried), message 1 fails (500, retried) ...
     d.deliver_due(DeliverDue::default()).await.unwrap();
-    d.deliver_due(DeliverDue {
-        now: Some(t0() + chrono::Duration::hours(1)),
-        batch: None,
-    })
-    .await
-    .unwrap();
+    // ... the worker: at the retry time, one is answered 400 (dead) and the other 200 (delivered).
+    let worker = RunningWorker::spawn(Worker::new(ctx.dispatcher_at(
+        ManualClock::at(t0() + chrono::Duration::hours(1)),
+        RetryPolicy::default(),
+    )));
+    assert!(ctx.receiver.wait_for(4, Duration::from_secs(20)).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ctx.scalar(ATTEMPT_COUNT, &[]).await < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker's attempts were not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = worker.stop().await;
+    assert_eq!(report.deliveries.attempted, 2, "{report:?}");
 
-    let attempts = d.list_attempts(&id).await.unwrap();
-    assert_eq!(attempts.len(), 2);
-    texts.push(format!("{attempts:?}"));
-    texts.push(serde_json::to_string(&attempts).unwrap());
+    for id in &ids {
+        let attempts = d.list_attempts(id).await.unwrap();
+        texts.push(format!("{attempts:?}"));
+        texts.push(serde_json::to_string(&attempts).unwrap());
+        texts.push(format!("{:?}", d.message(id).await.unwrap()));
+    }
     let endpoint = d.endpoint(&registered.id).await.unwrap();
     texts.push(format!("{endpoint:?}"));
     texts.push(serde_json::to_string(&endpoint).unwrap());
@@ -111,17 +177,36 @@ async fn secret_is_shown_once(engine: Engine) {
         texts.push(err.to_string());
         texts.push(format!("{err:?}"));
     }
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        log_text.contains("webhook attempt") && log_text.contains(&id),
-        "the attempt log lines were captured"
-    );
-    texts.push(log_text);
-    for text in &texts {
-        assert!(!text.contains(&key_part), "secret leaked into: {text}");
+    // Every row except the endpoint's own secret column, which must hold the key to sign with.
+    for sql in ROWS {
+        for row in ctx.exec.query(sql, &[]).await.unwrap() {
+            texts.push(format!("{row:?}"));
+            for value in row.0 {
+                if let Value::Text(text) = value {
+                    texts.push(text);
+                }
+            }
+        }
     }
-    // Not even the endpoint's echo of it in a response body is kept.
-    assert!(attempts
-        .iter()
-        .all(|a| !a.error.as_deref().unwrap_or("").contains(&key_part)));
+    for text in &texts {
+        assert_no_secret(&forms, "a returned value, error or row", text.as_bytes());
+    }
+    let log_bytes = logs.0.lock().unwrap().clone();
+    let log_text = String::from_utf8_lossy(&log_bytes);
+    for id in &ids {
+        assert!(
+            log_text.contains("webhook attempt") && log_text.contains(id.as_str()),
+            "the attempt log lines were captured"
+        );
+    }
+    assert_no_secret(&forms, "the logs", &log_bytes);
 }
+
+const ATTEMPT_COUNT: &str = "SELECT count(*) FROM webhooks_dispatch_attempts";
+
+/// Every column of every row, the endpoint's secret column excepted.
+const ROWS: [&str; 3] = [
+    "SELECT * FROM webhooks_dispatch_attempts",
+    "SELECT * FROM webhooks_dispatch_outbox",
+    "SELECT id, owner_id, url, event_types, created_at FROM webhooks_dispatch_endpoints",
+];
