@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StorageError;
 
+#[cfg(test)]
+mod audit;
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod rusqlite;
@@ -135,6 +137,10 @@ pub struct Statements {
     pub next_due: &'static str,
     /// Wakes listening workers in other processes; `None` where the engine has no such channel.
     pub notify_due: Option<&'static str>,
+    /// Subscribes a [`Listener`]'s dedicated connection to the wake-up channel; `None` without one.
+    pub listen_due: Option<&'static str>,
+    /// Run by the engine's adapter on every connection it opens, before any other statement; `None`: nothing.
+    pub connection_setup: Option<&'static str>,
     /// $1 message id → message_id, attempt_no, attempted_at, status_code, outcome, latency_ms,
     /// next_attempt_at, error.
     pub select_attempts: &'static str,
@@ -143,24 +149,48 @@ pub struct Statements {
 }
 
 impl Statements {
-    /// Every statement, for tests that check what the SQL touches.
+    /// Every statement, for tests that check what the SQL touches. Built by destructuring the struct, so a
+    /// statement added to it cannot be left out of the audit: an unlisted field fails to compile, and a
+    /// destructured but unlisted one is an unused variable (a CI error).
     pub fn all(&self) -> Vec<&'static str> {
+        let Statements {
+            migrate,
+            insert_endpoint,
+            select_endpoint,
+            insert_message,
+            insert_messages,
+            select_message_by_key,
+            select_message,
+            claim_due,
+            complete_attempts,
+            release_claims,
+            next_due,
+            notify_due,
+            listen_due,
+            connection_setup,
+            select_attempts,
+            queue_stats,
+        } = self;
         let mut all = vec![
-            self.migrate,
-            self.insert_endpoint,
-            self.select_endpoint,
-            self.insert_message,
-            self.insert_messages,
-            self.select_message_by_key,
-            self.select_message,
-            self.claim_due,
-            self.complete_attempts,
-            self.release_claims,
-            self.next_due,
-            self.select_attempts,
-            self.queue_stats,
+            *migrate,
+            *insert_endpoint,
+            *select_endpoint,
+            *insert_message,
+            *insert_messages,
+            *select_message_by_key,
+            *select_message,
+            *claim_due,
+            *complete_attempts,
+            *release_claims,
+            *next_due,
+            *select_attempts,
+            *queue_stats,
         ];
-        all.extend(self.notify_due);
+        all.extend(
+            [*notify_due, *listen_due, *connection_setup]
+                .into_iter()
+                .flatten(),
+        );
         all
     }
 }

@@ -65,7 +65,7 @@ impl SqliteExecutor {
 
     fn configure(conn: Connection) -> Result<Self, StorageError> {
         conn.busy_timeout(Duration::from_secs(5)).map_err(storage_error)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        conn.execute_batch(super::sqlite::CONNECTION_SETUP)
             .map_err(storage_error)?;
         Ok(SqliteExecutor {
             conn: Arc::new(Mutex::new(conn)),

@@ -247,6 +247,11 @@ pub const QUEUE_STATS: &str = "\
 SELECT count(*), min(next_attempt_at) FROM webhooks_dispatch_outbox
 WHERE status = 'pending' AND next_attempt_at <= $1 AND (lease_expires_at IS NULL OR lease_expires_at <= $1)";
 
+/// Settings of every connection the adapter opens: write-ahead logging (readers never block the writer),
+/// full fsync at commit (durable like PostgreSQL's defaults), and enforced foreign keys.
+pub const CONNECTION_SETUP: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
+
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
     migrate: MIGRATE,
@@ -261,6 +266,8 @@ pub const STATEMENTS: super::Statements = super::Statements {
     release_claims: RELEASE_CLAIMS,
     next_due: NEXT_DUE,
     notify_due: None,
+    listen_due: None,
+    connection_setup: Some(CONNECTION_SETUP),
     select_attempts: SELECT_ATTEMPTS,
     queue_stats: QUEUE_STATS,
 };
