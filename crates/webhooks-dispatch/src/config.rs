@@ -255,3 +255,25 @@ impl<E> DispatcherBuilder<E> {
         Dispatcher::from_parts(self.executor, Arc::new(settings))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limits the README promises, as a dispatcher built with no settings resolves them (the response
+    /// read limit is also proven on the wire by the conformance suite).
+    #[test]
+    fn defaults_are_the_documented_limits() {
+        let d = Dispatcher::builder(()).build();
+        let s = d.settings();
+        assert_eq!(s.attempt_timeout, Duration::from_secs(10));
+        assert_eq!(s.deliverer.limits(), (Duration::from_secs(10), 4 * 1024));
+        assert_eq!(s.concurrency, 64);
+        assert_eq!(s.limiter.cap(), 16);
+        assert_eq!(
+            (s.retry.max_attempts, s.retry.base_delay, s.retry.max_delay),
+            (6, Duration::from_secs(60), Duration::from_secs(3600))
+        );
+        assert!(s.notify.is_some(), "dispatch wakes workers by default");
+    }
+}

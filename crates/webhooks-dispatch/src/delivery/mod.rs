@@ -137,6 +137,12 @@ impl Deliverer {
         }
     }
 
+    /// The absolute deadline of one attempt and the response-body read limit, for tests of the defaults.
+    #[cfg(test)]
+    pub(crate) fn limits(&self) -> (Duration, usize) {
+        (self.timeout, self.max_response_body)
+    }
+
     /// Runs one attempt. Never fails: every way it can end is an [`AttemptResult`].
     pub(crate) async fn attempt(&self, out: Outgoing<'_>) -> Attempted {
         let started = Instant::now();
