@@ -59,7 +59,10 @@ async fn unrecordable_result_keeps_its_lease_and_the_message_is_delivered_again(
     let id = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
     faulty.fail_next(faulty.statements().complete_attempts, usize::MAX);
     let err = d.deliver_due(DeliverDue::default()).await.unwrap_err();
-    assert_eq!((err.code(), err.to_string().as_str()), ("storage", "storage error"));
+    assert_eq!(
+        (err.code(), err.to_string().as_str()),
+        ("storage", "storage error")
+    );
     let m = d.message(&id).await.unwrap();
     assert_eq!((m.state, m.attempts), (MessageState::Pending, 0));
     assert_eq!(ctx.scalar(LEASED, &[]).await, 1, "the lease is kept");
@@ -98,8 +101,7 @@ async fn claim_failures_do_not_stop_the_worker(engine: Engine) {
     let (ep, _) = ctx.endpoint(&d).await;
     faulty.fail_next(faulty.statements().claim_due, 3);
     d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
-    let running =
-        RunningWorker::spawn(Worker::new(d.clone()).poll_interval(Duration::from_millis(100)));
+    let running = RunningWorker::spawn(Worker::new(d.clone()).poll_interval(Duration::from_millis(100)));
     assert!(
         ctx.receiver.wait_for(1, Duration::from_secs(20)).await,
         "the worker gave up after failed claims"

@@ -7,10 +7,10 @@ mod support;
 
 /// Batch enqueue: `dispatch_many`.
 mod batch;
-/// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
-mod faults;
 /// Invariant 6 and hostile endpoints: SSRF policy, pinning, rebinding, deadlines.
 mod destinations;
+/// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
+mod faults;
 /// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.
 mod outbox;
 /// Connection reuse, HTTP/2, the vetted DNS cache, and invariant 6 with pooled connections.
