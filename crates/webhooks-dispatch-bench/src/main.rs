@@ -2,29 +2,13 @@
 //! own durable PostgreSQL (or `DATABASE_URL`) and HTTPS receivers on loopback, prints a table and writes the
 //! same figures as JSON. Nothing is sent beyond 127.0.0.0/8.
 //!
-//! This file only reads the command line; the scenarios live in their modules (see `suite`).
-
-mod baseline;
-mod cpu;
-mod delivery;
-mod enqueue;
-mod env;
-mod isolation;
-mod latency;
-mod machine;
-mod pgstats;
-mod report;
-mod suite;
-mod tablesize;
+//! This file only reads the command line; the benchmark itself is the `webhooks-dispatch-benchkit` library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use webhooks_dispatch::DEFAULT_ATTEMPT_TIMEOUT;
-
-use crate::env::{Env, Tuning};
-use crate::suite::{Scenario, Sizes};
+use webhooks_dispatch_benchkit::{Options, Scenario};
 
 /// Benchmark of webhooks-dispatch: enqueue and delivery throughput, latency, table-size independence,
 /// slow-endpoint isolation, peak memory.
@@ -74,67 +58,19 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let quick = args.quick;
-    let sizes = Sizes {
-        messages: args.messages.unwrap_or(if quick { 1_000 } else { 20_000 }).max(1),
-        enqueue_tasks: 16,
-        latency_rate_per_sec: 100,
-        latency_secs: if quick { 3 } else { 10 },
-        finished_rows: (!args.skip_million).then_some(if quick { 20_000 } else { 1_000_000 }),
-        synchronous_commit_off_variant: !args.skip_sync_off,
+    webhooks_dispatch_benchkit::run(Options {
+        messages: args.messages,
+        quick: args.quick,
+        json: args.json,
+        skip_million: args.skip_million,
+        skip_sync_off: args.skip_sync_off,
         only: args.only,
-        rounds: args.rounds.unwrap_or(if quick { 1 } else { 2 }).max(1),
-    };
-    let tuning = Tuning {
-        concurrency: args.concurrency.max(1),
-        per_endpoint: args.per_endpoint.max(1),
-        claim_batch: args.claim_batch.clamp(1, 1000),
-        poll_interval_ms: args.poll_ms.max(1),
-        // The library's default everywhere except scenario 5, which the brief fixes at 2 s.
-        attempt_timeout_ms: u64::try_from(DEFAULT_ATTEMPT_TIMEOUT.as_millis()).unwrap_or(10_000),
-        shutdown_grace_ms: 3_000,
-        worker_pool_size: 8,
-    };
-
-    // The cluster starts before the runtime (its start blocks) and is dropped after it, so every pool and
-    // receiver task has ended before the server goes away.
-    let env = match Env::start(args.pg_stats) {
-        Ok(mut env) => {
-            env.keep_databases = args.keep_databases;
-            env
-        }
-        Err(e) => {
-            eprintln!("cannot start PostgreSQL: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let report = runtime.block_on(suite::run(&env, &tuning, &sizes));
-    drop(runtime);
-    drop(env);
-
-    let report = match report {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("benchmark failed: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report.table());
-    if let Err(e) = report.write_json(&args.json) {
-        eprintln!("cannot write {}: {e}", args.json.display());
-        return ExitCode::FAILURE;
-    }
-    eprintln!("[bench] results written to {}", args.json.display());
-    if report.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+        rounds: args.rounds,
+        pg_stats: args.pg_stats,
+        keep_databases: args.keep_databases,
+        concurrency: args.concurrency,
+        per_endpoint: args.per_endpoint,
+        claim_batch: args.claim_batch,
+        poll_ms: args.poll_ms,
+    })
 }

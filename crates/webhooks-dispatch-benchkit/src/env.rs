@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor as _};
 use webhooks_dispatch::ssrf::StaticResolver;
 use webhooks_dispatch::{Dispatcher, DispatcherBuilder, NewEndpoint, NewMessage};
-use webhooks_dispatch_testkit::pg::{ClusterOptions, PgCluster};
+use webhooks_dispatch_testkit::pg::{require_loopback, ClusterOptions, PgCluster};
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, Reply, TestCa};
 
 use crate::cpu::Meter;
@@ -92,13 +92,17 @@ pub struct Database {
 }
 
 impl Env {
-    /// Uses `DATABASE_URL` when set (it must point at this machine: the benchmark sends nothing beyond
-    /// loopback); otherwise starts a durable throwaway cluster (fsync and synchronous_commit on, as in
-    /// production). `pg_stats` preloads `pg_stat_statements` for the optional
-    /// per-statement diagnostics. Blocking: call before entering the runtime.
+    /// Uses `DATABASE_URL` when set (it must point at this machine, as the testkit's `require_loopback`
+    /// decides: the benchmark sends nothing beyond loopback); otherwise starts a durable throwaway cluster
+    /// (fsync and synchronous_commit on, as in production). `pg_stats` preloads `pg_stat_statements` for the
+    /// optional per-statement diagnostics. Blocking: call before entering the runtime.
     pub fn start(pg_stats: bool) -> Result<Env> {
         let (cluster, url) = match std::env::var("DATABASE_URL") {
-            Ok(url) => (None, url),
+            Ok(url) => {
+                // The same guard as the tests': the benchmark sends nothing beyond loopback.
+                require_loopback(&url).map_err(|e| format!("DATABASE_URL refused: {e}"))?;
+                (None, url)
+            }
             Err(_) => {
                 let mut extra_settings = Vec::new();
                 if pg_stats {
@@ -117,14 +121,6 @@ impl Env {
             }
         };
         let admin = PgConnectOptions::from_str(&url)?.disable_statement_logging();
-        if !is_local(&admin) {
-            return Err(format!(
-                "DATABASE_URL points at {:?}; the benchmark only talks to servers on loopback (127.0.0.0/8, \
-                 ::1, localhost) or a Unix socket",
-                admin.get_host()
-            )
-            .into());
-        }
         let resolver = StaticResolver::new();
         resolver.insert(RECEIVER_HOST, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
         let meter = Meter::new(cluster.as_ref().map(PgCluster::dir));
@@ -250,20 +246,6 @@ impl Env {
     }
 }
 
-/// Whether the server is reached over a Unix socket or a loopback address.
-fn is_local(options: &PgConnectOptions) -> bool {
-    let host = options.get_host();
-    if options.get_socket().is_some() || host.starts_with('/') || host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
-        Ok(IpAddr::V6(ip)) => ip.is_loopback(),
-        Err(_) => false,
-    }
-}
-
 /// Endpoint URL number `i` on a receiver: one distinct path per endpoint, all on `receiver.test`.
 pub fn endpoint_url(port: u16, i: usize) -> String {
     format!("https://{RECEIVER_HOST}:{port}/e{i}")
@@ -321,22 +303,6 @@ pub fn payload(i: u64) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
-    use sqlx::postgres::PgConnectOptions;
-
-    #[test]
-    fn only_loopback_servers_are_accepted() {
-        let local = |url: &str| super::is_local(&PgConnectOptions::from_str(url).unwrap());
-        assert!(local("postgres://u@127.0.0.1:5432/db"));
-        assert!(local("postgres://u@127.9.8.7/db"));
-        assert!(local("postgres://u@localhost/db"));
-        assert!(local("postgres://u@[::1]:5432/db"));
-        assert!(local("postgres:///db?host=/var/run/postgresql"));
-        assert!(!local("postgres://u@10.0.0.5/db"));
-        assert!(!local("postgres://u@db.example.com/db"));
-    }
-
     #[test]
     fn payload_is_about_300_bytes() {
         let len = serde_json::to_string(&super::payload(123_456)).unwrap().len();

@@ -12,7 +12,9 @@
 #![warn(missing_docs)]
 
 pub mod pg;
+pub mod proxy;
 pub mod receiver;
 
-pub use pg::{fresh_database, shared_server, ClusterOptions, PgCluster, PgServer};
-pub use receiver::{Received, Receiver, ReceiverOptions, Reply, TestCa};
+pub use pg::{fresh_database, require_loopback, shared_server, ClusterOptions, PgCluster, PgServer};
+pub use proxy::TcpProxy;
+pub use receiver::{ClosedPort, Received, Receiver, ReceiverOptions, Reply, TestCa};

@@ -9,7 +9,10 @@
 //! [`shared_server`], which lives in a static that is never dropped.
 //!
 //! Servers listen on 127.0.0.1 only (plus a Unix socket inside their
-//! directory) and trust every connection; the superuser is `postgres`.
+//! directory) and trust every connection; the superuser is `postgres`. A
+//! `DATABASE_URL` server must be on this machine too ([`require_loopback`]).
+
+mod database_url;
 
 use std::fs;
 use std::io::{self, BufRead, BufReader};
@@ -22,6 +25,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
+
+use self::database_url::redacted;
+pub use self::database_url::require_loopback;
 
 /// How long a starting server may take to answer a query before we give up.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -186,19 +192,26 @@ impl PgServer {
 
 /// The shared server for this process, started lazily on first use.
 ///
-/// If `DATABASE_URL` is set, no cluster is started and that server is used.
+/// If `DATABASE_URL` is set, no cluster is started and that server is used;
+/// it must be on this machine (see [`require_loopback`]), because every
+/// test's traffic goes there and no test may send anything beyond loopback.
 /// Synchronous and blocking: concurrent callers all wait for the same start.
 /// From async code prefer [`fresh_database`], which calls this on tokio's
 /// blocking pool.
 ///
 /// # Panics
 ///
-/// If the server cannot be started; the message includes the server log. The
-/// failure is remembered so later callers fail at once instead of retrying.
+/// If `DATABASE_URL` is not on loopback (the message names the variable, the
+/// URL without its password and what is allowed), or if the server cannot be
+/// started (the message includes the server log). The failure is remembered
+/// so later callers fail at once instead of retrying.
 pub fn shared_server() -> &'static PgServer {
     static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
     let server = SERVER.get_or_init(|| {
         if let Ok(url) = std::env::var("DATABASE_URL") {
+            require_loopback(&url).map_err(|e| {
+                format!("DATABASE_URL refused: {e}. Unset it to let the tests start a throwaway server.")
+            })?;
             return Ok(PgServer {
                 admin_url: url,
                 cluster: None,
@@ -269,19 +282,6 @@ fn with_database(url: &str, name: &str) -> String {
         url::Url::parse(url).unwrap_or_else(|e| panic!("{} is not a postgres:// URL: {e}", redacted(url)));
     url.set_path(&format!("/{name}"));
     url.into()
-}
-
-/// `url` without its password, fit for panic messages.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.into()
-        }
-        Err(_) => "<unparsable database URL>".to_owned(),
-    }
 }
 
 /// The OS user the server runs as: `None` means the current user.

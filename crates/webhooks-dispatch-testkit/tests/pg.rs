@@ -1,4 +1,5 @@
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
@@ -113,4 +114,41 @@ fn test_cluster_settings_are_fast() {
             assert_eq!(got, want, "{setting}");
         }
     });
+}
+
+/// Set in the child process of `a_remote_database_url_is_refused`.
+const REFUSAL_CHILD: &str = "WDT_REFUSAL_CHILD";
+
+// DATABASE_URL is process-wide and read once, so the refusal is observed in a child process: setting it here
+// would hand the remote URL to every other test of this binary.
+#[test]
+fn a_remote_database_url_is_refused() {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "shared_server_in_refusal_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(REFUSAL_CHILD, "1")
+        .env("DATABASE_URL", "postgres://app:hunter2@db.example.com:5432/prod")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{printed}");
+    for expected in [
+        "DATABASE_URL refused: postgres://app:***@db.example.com:5432/prod names host \"db.example.com\"",
+        "127.0.0.0/8, ::1, localhost, or a Unix-socket directory",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} not in:\n{printed}");
+    }
+    assert!(!printed.contains("hunter2"), "{printed}");
+}
+
+#[test]
+#[ignore = "run by a_remote_database_url_is_refused in a child process with a remote DATABASE_URL"]
+fn shared_server_in_refusal_child() {
+    if std::env::var_os(REFUSAL_CHILD).is_some() {
+        shared_server();
+    }
 }

@@ -1,3 +1,5 @@
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, Reply, TestCa};
+use webhooks_dispatch_testkit::receiver::{ClosedPort, Receiver, ReceiverOptions, Reply, TestCa};
 
 async fn tls(ca: &TestCa, receiver: &Receiver, name: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -258,4 +260,61 @@ async fn dropping_the_receiver_closes_its_port() {
     drop(receiver);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn start_on_same_port_serves_one_port_on_every_address() {
+    let ca = TestCa::new();
+    let binds: Vec<IpAddr> = [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]]
+        .map(|ip| IpAddr::V4(Ipv4Addr::from(ip)))
+        .to_vec();
+    let names = vec!["receiver.test".to_owned(), "moved.test".to_owned()];
+    let receivers = Receiver::start_on_same_port(&ca, &binds, names).await.unwrap();
+    assert_eq!(receivers.len(), 3);
+    let port = receivers[0].port();
+    assert_ne!(port, 0);
+    for (receiver, ip) in receivers.iter().zip(&binds) {
+        assert_eq!(receiver.addr(), SocketAddr::new(*ip, port));
+    }
+    // Each address is its own receiver, with its own record, and the certificate carries every name.
+    for (i, receiver) in receivers.iter().enumerate() {
+        let stream = tls(&ca, receiver, "moved.test", &[b"http/1.1"]).await;
+        let (mut client, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let response = client.send_request(post(&format!("/r{i}"), "x")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for (i, receiver) in receivers.iter().enumerate() {
+        let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, [format!("/r{i}")]);
+        assert_eq!(receiver.received()[0].sni.as_deref(), Some("moved.test"));
+    }
+}
+
+#[tokio::test]
+async fn start_on_same_port_refuses_an_address_twice_and_accepts_none() {
+    let ca = TestCa::new();
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let names = ReceiverOptions::default().names;
+    let twice = Receiver::start_on_same_port(&ca, &[local, local], names.clone()).await;
+    assert_eq!(twice.err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+    let none = Receiver::start_on_same_port(&ca, &[], names).await.unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn closed_port_refuses_connections_and_keeps_the_port() {
+    let closed = ClosedPort::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+    assert_eq!(closed.addr(), SocketAddr::from(([127, 0, 0, 1], closed.port())));
+    assert_ne!(closed.port(), 0);
+    // Refused at once by a reset, not left to time out.
+    let started = std::time::Instant::now();
+    let err = TcpStream::connect(closed.addr()).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Nobody else can start listening there while it is held.
+    let err = std::net::TcpListener::bind(closed.addr()).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
 }

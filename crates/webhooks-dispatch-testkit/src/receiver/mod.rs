@@ -4,8 +4,10 @@
 //! serves HTTP/1.1 and HTTP/2 (chosen by ALPN), records every request and
 //! answers from a script of [`Reply`]s, including misbehaving ones (hanging,
 //! trickling, endless bodies) for testing the sender's timeouts and limits.
+//! [`ClosedPort`] is the opposite: a loopback port that refuses connections.
 
 mod ca;
+mod closed;
 mod conn;
 
 use std::collections::{HashMap, VecDeque};
@@ -16,22 +18,30 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub use ca::TestCa;
+pub use closed::ClosedPort;
 
 /// Pending connections the kernel queues before the receiver accepts them (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Ports [`Receiver::start_on_same_port`] tries before giving up, each chosen afresh by the OS.
+const SAME_PORT_ATTEMPTS: usize = 20;
 
 /// Where a [`Receiver`] listens and which names its certificate carries.
 #[derive(Clone, Debug)]
 pub struct ReceiverOptions {
     /// Address to bind. Default 127.0.0.1.
     pub bind: IpAddr,
-    /// Port to bind; 0 (the default) lets the OS pick a free one. A fixed port lets two receivers on
-    /// different loopback addresses serve the same URL, for tests in which DNS moves a name between them.
+    /// Port to bind; 0 (the default) lets the OS pick a free one.
+    ///
+    /// A fixed port is racy: another process may hold it on this address (or take it between the test
+    /// learning it and binding it), and the start then fails with `AddrInUse`. For receivers on several
+    /// addresses sharing one port (so that DNS can move a name between them) use
+    /// [`Receiver::start_on_same_port`], which retries with a fresh port instead.
     pub port: u16,
     /// Subject alternative names of the served certificate (IP SANs for
     /// strings that parse as IPs). Default: `receiver.test`, `localhost`,
@@ -144,29 +154,60 @@ impl Receiver {
     ///
     /// If a name in `opts.names` is not a valid DNS name or IP address.
     pub async fn start(ca: &TestCa, opts: ReceiverOptions) -> io::Result<Receiver> {
-        let names: Vec<&str> = opts.names.iter().map(String::as_str).collect();
-        let (chain, key) = ca.leaf(&names);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(io::Error::other)?;
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let socket = match opts.bind {
-            IpAddr::V4(_) => TcpSocket::new_v4()?,
-            IpAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(opts.bind, opts.port))?;
-        // A sender without keep-alive opens hundreds of connections at once under load; with the usual
-        // backlog of 128 the kernel drops the excess SYNs and each of those clients stalls for a 1 s
-        // retransmit, which would be measured as the sender's latency.
-        let listener = socket.listen(LISTEN_BACKLOG)?;
+        let tls = tls_config(ca, &opts.names)?;
+        let listener = listen(SocketAddr::new(opts.bind, opts.port))?;
+        Receiver::serve(listener, tls)
+    }
+
+    /// Starts one receiver per address in `binds`, all on the same port (chosen by the OS for the first
+    /// address, retried with a fresh port when another address has it taken), each with a certificate for
+    /// `names`. Receivers come back in the order of `binds`; none is started unless all are. Must be called
+    /// inside a tokio runtime.
+    ///
+    /// This is how two receivers serve one URL for tests in which DNS moves a name between addresses,
+    /// without the race of a fixed [`ReceiverOptions::port`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if an address appears twice; `AddrInUse` if every one of the attempted ports was
+    /// taken on some address; any other bind error (such as an address this machine does not have) at once.
+    ///
+    /// # Panics
+    ///
+    /// If a name in `names` is not a valid DNS name or IP address.
+    pub async fn start_on_same_port(
+        ca: &TestCa,
+        binds: &[IpAddr],
+        names: Vec<String>,
+    ) -> io::Result<Vec<Receiver>> {
+        if let Some(twice) = binds
+            .iter()
+            .enumerate()
+            .find_map(|(i, ip)| binds[..i].contains(ip).then_some(ip))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{twice} appears twice; one port can be bound only once per address"),
+            ));
+        }
+        let tls = tls_config(ca, &names)?;
+        let listeners = bind_same_port(binds, |addr| {
+            let listener = listen(addr)?;
+            let port = listener.local_addr()?.port();
+            Ok((listener, port))
+        })?;
+        listeners
+            .into_iter()
+            .map(|listener| Receiver::serve(listener, tls.clone()))
+            .collect()
+    }
+
+    /// Serves TLS on an already bound `listener`; its tasks run until the returned receiver is dropped.
+    fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> io::Result<Receiver> {
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(());
         let shared = Arc::new(Shared::new());
-        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let acceptor = TlsAcceptor::from(tls);
         let exec = conn::Exec::new(shutdown_rx);
         exec.spawn(conn::accept_loop(
             listener,
@@ -242,6 +283,72 @@ impl Receiver {
             .get(path)
             .map_or(0, |gauge| gauge.max)
     }
+}
+
+/// The receivers' TLS settings: a new leaf from `ca` for `names`, ALPN offering h2 before HTTP/1.1.
+///
+/// # Panics
+///
+/// If a name is not a valid DNS name or IP address.
+fn tls_config(ca: &TestCa, names: &[String]) -> io::Result<Arc<rustls::ServerConfig>> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (chain, key) = ca.leaf(&names);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(io::Error::other)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// Binds every address in `binds` to one port with `bind` (which returns what it bound and its port): a port
+/// chosen by the OS for the first address, then that port on the others; when one of them has it taken,
+/// drops what was bound and starts over with a fresh port, up to [`SAME_PORT_ATTEMPTS`] times.
+fn bind_same_port<L>(
+    binds: &[IpAddr],
+    mut bind: impl FnMut(SocketAddr) -> io::Result<(L, u16)>,
+) -> io::Result<Vec<L>> {
+    let Some((&first, others)) = binds.split_first() else {
+        return Ok(Vec::new());
+    };
+    let mut last_taken = None;
+    'attempts: for _ in 0..SAME_PORT_ATTEMPTS {
+        let (bound, port) = bind(SocketAddr::new(first, 0))?;
+        let mut all = vec![bound];
+        for &ip in others {
+            match bind(SocketAddr::new(ip, port)) {
+                Ok((bound, _)) => all.push(bound),
+                // Dropping `all` frees the port on the addresses bound so far.
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    last_taken = Some(e);
+                    continue 'attempts;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(all);
+    }
+    let e = last_taken.expect("only a taken port leads to another attempt");
+    Err(io::Error::new(
+        e.kind(),
+        format!("no port was free on all of {binds:?} in {SAME_PORT_ATTEMPTS} attempts (last: {e})"),
+    ))
+}
+
+/// A listening socket on `addr` (a fresh port when its port is 0). Needs a tokio runtime.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(addr)?;
+    // A sender without keep-alive opens hundreds of connections at once under load; with the usual
+    // backlog of 128 the kernel drops the excess SYNs and each of those clients stalls for a 1 s
+    // retransmit, which would be measured as the sender's latency.
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Locks ignoring poisoning: the guarded data stays consistent even if a
@@ -333,5 +440,62 @@ impl Drop for InFlightGuard {
         if let Some(gauge) = in_flight.per_path.get_mut(&self.path) {
             gauge.now -= 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::io;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::{bind_same_port, SAME_PORT_ATTEMPTS};
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    const C: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+
+    /// A pretend kernel: hands out ports 1000, 1001, … for port 0 and refuses the addresses in `taken`.
+    fn fake(taken: HashSet<SocketAddr>) -> impl FnMut(SocketAddr) -> io::Result<(SocketAddr, u16)> {
+        let mut next = 1000;
+        move |mut addr| {
+            if addr.port() == 0 {
+                addr.set_port(next);
+                next += 1;
+            }
+            if taken.contains(&addr) {
+                Err(io::ErrorKind::AddrInUse.into())
+            } else {
+                Ok((addr, addr.port()))
+            }
+        }
+    }
+
+    #[test]
+    fn a_port_taken_on_another_address_is_retried_with_a_fresh_one() {
+        let taken = HashSet::from([SocketAddr::new(B, 1000), SocketAddr::new(C, 1001)]);
+        let bound = bind_same_port(&[A, B, C], fake(taken)).unwrap();
+        assert_eq!(bound, [A, B, C].map(|ip| SocketAddr::new(ip, 1002)));
+    }
+
+    #[test]
+    fn other_bind_errors_are_not_retried_and_attempts_are_bounded() {
+        let mut calls = 0;
+        let err = bind_same_port(&[A, B], |addr| {
+            calls += 1;
+            if addr.ip() == B {
+                Err(io::Error::from(io::ErrorKind::AddrNotAvailable))
+            } else {
+                Ok(((), 1000))
+            }
+        })
+        .unwrap_err();
+        assert_eq!((err.kind(), calls), (io::ErrorKind::AddrNotAvailable, 2));
+
+        let always_taken = (1000..1000 + SAME_PORT_ATTEMPTS as u16).map(|port| SocketAddr::new(B, port));
+        let err = bind_same_port(&[A, B], fake(always_taken.collect())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let attempts = format!("{SAME_PORT_ATTEMPTS} attempts");
+        assert!(err.to_string().contains(&attempts), "{err}");
     }
 }
