@@ -23,7 +23,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // Keep the cluster alive until the end of main; dropping it stops the server and deletes its files.
     let (database_url, _cluster) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (url, None),
+        Ok(url) => {
+            // The demo promises to stay on this machine; a remote server would receive its traffic.
+            webhooks_dispatch_testkit::pg::require_loopback(&url)?;
+            (url, None)
+        }
         Err(_) => {
             println!("DATABASE_URL not set: starting a throwaway PostgreSQL cluster ...");
             let cluster = PgCluster::start(ClusterOptions::default())?;

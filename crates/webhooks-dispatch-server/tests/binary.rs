@@ -1,145 +1,25 @@
-//! The real `webhooks-dispatch` binary: `serve` as a child process, the client commands against the same
-//! database, `verify`, and start-up refusals.
-//!
-//! The child can never outlive the test: it is killed on drop, and the kernel kills it (PDEATHSIG) if the
-//! test process dies first.
+//! The real `webhooks-dispatch` binary: `serve` as a child process (see `process`), the client commands
+//! against the same database, `verify`, and start-up refusals, including the generated API key.
 
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use base64::Engine as _;
+use tokio::process::Command;
 use webhooks_dispatch::signing::sign;
 use webhooks_dispatch::EndpointSecret;
+use webhooks_dispatch_testkit::receiver::ClosedPort;
 
 use crate::engines;
-use crate::support::{Engine, Fixture, API_KEY};
-
-const BIN: &str = env!("CARGO_BIN_EXE_webhooks-dispatch");
+use crate::process::{command, field, run, service_command, Service, BIN};
+use crate::support::{authorize, bounded, eventually, get, send, Engine, Fixture, API_KEY};
 
 engines!(cli_serve_send_attempts_and_verify);
 
-/// A command for the binary with the fixture's settings in the environment — the way a deployment would
-/// pass them — and nothing inherited that could change them.
-fn command(fixture: &Fixture) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("WEBHOOKS_DISPATCH_DATABASE_URL", &fixture.database_url)
-        .env("WEBHOOKS_DISPATCH_ALLOW_NET", "127.0.0.1/32")
-        .env("WEBHOOKS_DISPATCH_CA_FILE", fixture.ca_file())
-        .env("WEBHOOKS_DISPATCH_DATABASE_MAX_CONNECTIONS", "4")
-        .kill_on_drop(true);
-    cmd
-}
-
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn the binary");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or_default())
-        .await
-        .expect("write stdin");
-    drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("command finished within 60 s")
-        .expect("command output");
-    Output {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// `serve` running as a child; its stderr (JSON logs) is collected line by line.
-struct Served {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Served {
-    async fn start(fixture: &Fixture) -> (Served, String) {
-        let mut cmd = command(fixture);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--poll-interval", "100ms", "--shutdown-grace", "2s"])
-            .env("WEBHOOKS_DISPATCH_API_KEYS", API_KEY)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        let sink = logs.clone();
-        // Keep draining stderr for the child's whole life, or it would block once the pipe is full.
-        let reader = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "listening" {
-                        if let (Some(tx), Some(addr)) = (addr_tx.take(), event["addr"].as_str()) {
-                            let _ = tx.send(addr.to_owned());
-                        }
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(60), addr_rx)
-            .await
-            .unwrap_or_else(|_| panic!("serve never logged its address: {:?}", logs.lock().unwrap()))
-            .expect("serve exited before listening");
-        (Served { child, logs, reader }, addr)
-    }
-
-    /// SIGTERM; returns the exit status of the graceful shutdown and every log line.
-    async fn terminate(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().expect("running") as libc::pid_t;
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("serve exited within 30 s of SIGTERM")
-            .expect("wait");
-        // The pipe closed with the child, so the reader ends after the last line.
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
-        let logs = self.logs.lock().unwrap().join("\n");
-        (status, logs)
-    }
-}
-
-fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ").map(str::to_owned))
-        .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-}
-
 async fn cli_serve_send_attempts_and_verify(engine: Engine) {
     let fixture = Fixture::new(engine).await;
-    let (served, addr) = Served::start(&fixture).await;
-    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let (served, addr) = Service::serve(service_command(&fixture, &["serve"])).await;
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
 
     let mut add = command(&fixture);
     add.args([
@@ -178,27 +58,44 @@ async fn cli_serve_send_attempts_and_verify(engine: Engine) {
         fixture.receiver.wait_for(1, Duration::from_secs(30)).await,
         "delivered"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let table = loop {
+    let table = eventually("attempts shows the delivery", Duration::from_secs(30), || async {
         let mut attempts = command(&fixture);
         attempts.args(["attempts", &message_id]);
         let out = run(attempts, None).await;
         assert!(out.status.success(), "{}", out.stderr);
-        if out.stdout.contains("delivered after 1 attempt") {
-            break out.stdout;
-        }
-        assert!(Instant::now() < deadline, "never delivered: {}", out.stdout);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        out.stdout
+            .contains("delivered after 1 attempt")
+            .then_some(out.stdout)
+    })
+    .await;
     assert!(table.contains("OUTCOME") && table.contains("200"), "{table}");
 
+    verify_real_and_computed_signatures(&fixture, &secret).await;
+
+    let (status, _, logs) = served.terminate().await;
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    let attempt_line = logs
+        .lines()
+        .find(|l| l.contains("webhook attempt") && l.contains(&message_id))
+        .unwrap_or_else(|| panic!("no attempt line in:\n{logs}"));
+    for field in ["endpoint_id", "status", "latency_ms"] {
+        assert!(attempt_line.contains(field), "{attempt_line}");
+    }
+    assert!(!logs.contains(&secret), "the secret was logged");
+    assert!(!logs.contains("payload-marker-7f3a"), "the payload was logged");
+    assert!(!logs.contains(API_KEY), "the API key was logged");
+}
+
+/// `verify` accepts the real delivery (body from a file) and a signature computed here (body on stdin), and
+/// refuses a tampered body.
+async fn verify_real_and_computed_signatures(fixture: &Fixture, secret: &str) {
     // verify: the real delivery, from a file.
     let got = fixture.receiver.received()[0].clone();
     let header = |name: &str| got.headers[name].to_str().unwrap().to_owned();
     let body_file = fixture.scratch.path().join("body");
     std::fs::write(&body_file, &got.body).unwrap();
     let mut check = Command::new(BIN);
-    check.env("WEBHOOKS_DISPATCH_VERIFY_SECRET", &secret).args([
+    check.env("WEBHOOKS_DISPATCH_VERIFY_SECRET", secret).args([
         "verify",
         "--id",
         &header("webhook-id"),
@@ -216,68 +113,169 @@ async fn cli_serve_send_attempts_and_verify(engine: Engine) {
     // verify: a signature computed here, body on stdin; then a tampered body.
     let now = chrono::Utc::now().timestamp();
     let body = br#"{"computed":"in the test"}"#;
-    let signature = sign(&EndpointSecret::parse(&secret).unwrap(), "msg_local", now, body).unwrap();
+    let signature = sign(&EndpointSecret::parse(secret).unwrap(), "msg_local", now, body).unwrap();
     for (input, valid) in [(&body[..], true), (&br#"{"computed":"tampered"}"#[..], false)] {
         let mut check = Command::new(BIN);
-        check.args(["verify", "--secret", &secret, "--id", "msg_local"]);
+        check.args(["verify", "--secret", secret, "--id", "msg_local"]);
         check.args(["--timestamp", &now.to_string(), "--signature", &signature]);
         let out = run(check, Some(input)).await;
         assert_eq!(out.status.success(), valid, "{} {}", out.stdout, out.stderr);
         assert_eq!(out.stdout.starts_with("valid"), valid, "{}", out.stdout);
     }
-
-    let (status, logs) = served.terminate().await;
-    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
-    let attempt_line = logs
-        .lines()
-        .find(|l| l.contains("webhook attempt") && l.contains(&message_id))
-        .unwrap_or_else(|| panic!("no attempt line in:\n{logs}"));
-    for field in ["endpoint_id", "status", "latency_ms"] {
-        assert!(attempt_line.contains(field), "{attempt_line}");
-    }
-    assert!(!logs.contains(&secret), "the secret was logged");
-    assert!(!logs.contains("payload-marker-7f3a"), "the payload was logged");
-    assert!(!logs.contains(API_KEY), "the API key was logged");
 }
 
-#[tokio::test]
+/// A PostgreSQL URL (with a password that must never be printed) whose port refuses connections for as
+/// long as the returned port lives.
+fn refusing_database() -> (ClosedPort, String) {
+    let port = ClosedPort::bind(Ipv4Addr::LOCALHOST.into()).expect("a closed port");
+    let url = format!("postgres://app:hunter2@127.0.0.1:{}/x", port.port());
+    (port, url)
+}
+
+// Catches: a setting refused at the wrong stage or with a message that does not name it, the environment
+// not overriding the file, an unparseable database URL accepted, a database password in any message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.toml");
-    std::fs::write(&file, "listen = \"nonsense\"\n").unwrap();
-    let file = file.to_str().unwrap();
-    let no_db = ("WEBHOOKS_DISPATCH_DATABASE_URL", "postgres://127.0.0.1:1/x");
-    // Arguments, environment, and what stderr must say. None of these reaches a database.
-    type Env<'a> = Vec<(&'a str, &'a str)>;
-    let cases: Vec<(Vec<&str>, Env, &str)> = vec![
-        // No key configured: one is generated (never unauthenticated), and the unreachable database is next.
-        (vec!["serve"], vec![no_db], "cannot connect to the database"),
-        (vec!["serve", "--listen", "nonsense"], vec![], "listen"),
-        (vec!["--config", file, "serve"], vec![no_db], "listen"),
-        // The environment overrides the file: past `listen`, the next complaint is the database.
-        (
-            vec!["--config", file, "serve"],
-            vec![no_db, ("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")],
-            "cannot connect to the database",
-        ),
-        (
-            vec!["migrate"],
-            vec![("WEBHOOKS_DISPATCH_DATABASE_URL", "mysql://u:hunter2@h/db")],
-            "database_url",
-        ),
-    ];
-    for (args, env, expected) in cases {
+    bounded("binary::bad_configuration_is_refused_at_start", async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "listen = \"nonsense\"\n").unwrap();
+        let file = file.to_str().unwrap();
+        let (_held, url) = refusing_database();
+        let no_db = ("WEBHOOKS_DISPATCH_DATABASE_URL", url.as_str());
+        // Anything that gets as far as binding binds port 0, never the default 8080.
+        let any_port = ("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0");
+        let key = ("WEBHOOKS_DISPATCH_API_KEYS", API_KEY);
+        // Arguments, environment, and what stderr must say. None of these reaches a database.
+        type Env<'a> = Vec<(&'a str, &'a str)>;
+        let cases: Vec<(Vec<&str>, Env, &str)> = vec![
+            (vec!["serve", "--listen", "nonsense"], vec![key], "listen"),
+            (vec!["--config", file, "serve"], vec![no_db, key], "listen"),
+            // The environment overrides the file: past `listen`, the next complaint is the database.
+            (
+                vec!["--config", file, "serve"],
+                vec![no_db, key, any_port],
+                "cannot connect to the database at postgres://app:redacted@127.0.0.1:",
+            ),
+            (
+                vec!["migrate"],
+                vec![("WEBHOOKS_DISPATCH_DATABASE_URL", "mysql://u:hunter2@h/db")],
+                "database_url",
+            ),
+        ];
+        for (args, env, expected) in cases {
+            let mut cmd = Command::new(BIN);
+            cmd.env_clear().args(&args).envs(env).current_dir(dir.path());
+            let out = run(cmd, None).await;
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
+            assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+            assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        }
+        // With no database configured at all, the embedded default is a SQLite file in the working directory.
         let mut cmd = Command::new(BIN);
-        cmd.env_clear().args(&args).envs(env).current_dir(dir.path());
+        cmd.env_clear().arg("migrate").current_dir(dir.path());
         let out = run(cmd, None).await;
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
-        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
-        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+        assert!(dir.path().join("webhooks-dispatch.db").exists());
+    })
+    .await
+}
+
+/// The line `serve` prints its generated key under (cli.rs), and the key after it, if any.
+fn generated_key(stderr: &str) -> Option<String> {
+    const HEADER: &str = "No API key configured: generated one for this run \
+                          (set WEBHOOKS_DISPATCH_API_KEYS to choose your own):";
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines.iter().position(|l| *l == HEADER)?;
+    assert_eq!(lines.get(at + 1), Some(&""), "{stderr}");
+    let key = lines.get(at + 2).and_then(|l| l.strip_prefix("    "));
+    Some(
+        key.unwrap_or_else(|| panic!("no indented key after the header:\n{stderr}"))
+            .to_owned(),
+    )
+}
+
+/// Panics unless `key` is `wdk_` + 32 bytes in unpadded URL-safe base64.
+fn assert_well_formed(key: &str) {
+    let encoded = key.strip_prefix("wdk_").unwrap_or_else(|| panic!("{key}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .unwrap_or_else(|e| panic!("{key} is not URL-safe base64: {e}"));
+    assert_eq!(bytes.len(), 32, "{key}");
+}
+
+// Catches: `serve` running unauthenticated or silently keyless when none is configured, a printed key that
+// is not the one the API accepts, a key printed twice (say, also in the "starting" log), malformed, the
+// same on every run, or generated although a key (or --insecure-no-auth) was configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_generates_and_prints_a_key_only_when_none_is_configured() {
+    bounded(
+        "binary::serve_generates_and_prints_a_key_only_when_none_is_configured",
+        generated_key_scenario(),
+    )
+    .await
+}
+
+async fn generated_key_scenario() {
+    let fixture = Fixture::new(Engine::Sqlite).await;
+    let mut cmd = service_command(&fixture, &["serve"]);
+    cmd.env_remove("WEBHOOKS_DISPATCH_API_KEYS");
+    let (served, addr) = Service::serve(cmd).await;
+    let key = generated_key(&served.logs()).unwrap_or_else(|| panic!("no key:\n{}", served.logs()));
+    assert_well_formed(&key);
+    // The printed key is the one that opens /v1, and no other key does.
+    let mut with_key = get("/v1/messages/msg_x");
+    authorize(&mut with_key, &key);
+    let reply = send(addr, with_key).await;
+    assert_eq!((reply.status, reply.code()), (404, "unknown_message".to_owned()));
+    let mut other = get("/v1/messages/msg_x");
+    authorize(&mut other, API_KEY);
+    assert_eq!(send(addr, other).await.status, 401);
+    let (status, _, logs) = served.terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(logs.matches(&key).count(), 1, "shown exactly once:\n{logs}");
+
+    // The key step comes before the database is opened, so a refusing database ends a run right after it.
+    let dir = tempfile::tempdir().unwrap();
+    let (_held, url) = refusing_database();
+    let serve = |extra: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .arg("serve")
+            .env("WEBHOOKS_DISPATCH_DATABASE_URL", &url)
+            .env("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")
+            .envs(extra.iter().copied())
+            .current_dir(dir.path());
+        cmd
+    };
+    let out = run(serve(&[]), None).await;
+    assert!(
+        out.stderr.contains("cannot connect to the database"),
+        "{}",
+        out.stderr
+    );
+    let again = generated_key(&out.stderr).unwrap_or_else(|| panic!("no key:\n{}", out.stderr));
+    assert_well_formed(&again);
+    assert_ne!(again, key, "each run generates a fresh key");
+
+    let configured = [
+        [("WEBHOOKS_DISPATCH_API_KEYS", API_KEY)],
+        [("WEBHOOKS_DISPATCH_INSECURE_NO_AUTH", "true")],
+    ];
+    for env in configured {
+        let out = run(serve(&env), None).await;
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("cannot connect to the database"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(generated_key(&out.stderr), None, "{env:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("wdk_"), "{env:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains(API_KEY),
+            "the configured key is printed: {}",
+            out.stderr
+        );
     }
-    // With no database configured at all, the embedded default is a SQLite file in the working directory.
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear().arg("migrate").current_dir(dir.path());
-    let out = run(cmd, None).await;
-    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
-    assert!(dir.path().join("webhooks-dispatch.db").exists());
 }

@@ -5,21 +5,54 @@ use std::time::Duration;
 use hyper::Method;
 use serde_json::json;
 
+use crate::db;
 use crate::engines;
-use crate::support::{build, get, send, Engine, TestServer};
+use crate::support::{build, eventually, get, send, Engine, TestServer};
 
 engines!(
     health_and_readiness_probes_are_open,
+    readiness_is_503_while_the_tables_are_missing_and_liveness_stays_200,
     metrics_count_dispatches_outcomes_and_backlog,
     openapi_document_matches_the_live_router,
 );
 
 async fn health_and_readiness_probes_are_open(engine: Engine) {
     let server = TestServer::start(engine).await;
-    for path in ["/healthz", "/readyz"] {
+    for (path, status) in [("/healthz", "ok"), ("/readyz", "ready")] {
         let reply = send(server.addr, get(path)).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.json(), json!({ "status": status }), "{path}");
     }
+    server.stop().await;
+}
+
+/// What `/readyz` answers when the database cannot serve the probe.
+pub fn not_ready() -> serde_json::Value {
+    json!({"error": {"code": "storage", "message": "the database is not reachable or not migrated"}})
+}
+
+// Catches: a readiness probe that answers 200 whatever the database says (or 500 instead of 503), and a
+// liveness probe that depends on the database (a restart would not fix a database problem).
+async fn readiness_is_503_while_the_tables_are_missing_and_liveness_stays_200(engine: Engine) {
+    let server = TestServer::start_with(engine, |c| c.worker = false).await;
+    let db = db::open(&server.fixture.database_url).await;
+    db.batch_execute("DROP TABLE webhooks_dispatch_attempts; DROP TABLE webhooks_dispatch_outbox;")
+        .await
+        .expect("drop the tables");
+    let reply = send(server.addr, get("/readyz")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.json(), not_ready());
+    let reply = send(server.addr, get("/healthz")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // Ready again as soon as the tables are back, without a restart.
+    db.batch_execute(db.statements().migrate).await.expect("migrate");
+    eventually(
+        "/readyz is 200 after the migration",
+        Duration::from_secs(10),
+        || async { (send(server.addr, get("/readyz")).await.status == 200).then_some(()) },
+    )
+    .await;
     server.stop().await;
 }
 
@@ -40,8 +73,16 @@ async fn metrics_count_dispatches_outcomes_and_backlog(engine: Engine) {
             201
         );
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let reply = send(idle.addr, get("/metrics")).await;
+    // The oldest message's age grows from zero: scrape until it has (timestamps have microsecond precision).
+    let reply = eventually(
+        "the oldest due message has an age",
+        Duration::from_secs(10),
+        || async {
+            let reply = send(idle.addr, get("/metrics")).await;
+            (sample(&reply.text(), "webhooks_dispatch_oldest_due_age_seconds") > 0.0).then_some(reply)
+        },
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert!(reply.headers["content-type"]
         .to_str()
@@ -50,7 +91,6 @@ async fn metrics_count_dispatches_outcomes_and_backlog(engine: Engine) {
     let text = reply.text();
     assert_eq!(sample(&text, "webhooks_dispatch_messages_dispatched_total"), 2.0);
     assert_eq!(sample(&text, "webhooks_dispatch_due_messages"), 2.0);
-    assert!(sample(&text, "webhooks_dispatch_oldest_due_age_seconds") > 0.0);
     for outcome in ["delivered", "retrying", "dead"] {
         assert!(text.contains(&format!(
             "webhooks_dispatch_attempts_total{{outcome=\"{outcome}\"}}"

@@ -42,7 +42,18 @@ impl Engine {
     }
 }
 
-/// Generates one `#[tokio::test]` per engine for each named `async fn(Engine)`.
+/// Longest any one test may run before it fails with its name instead of hanging the whole run.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs a test body, failing with `name` if it takes longer than [`TEST_TIMEOUT`].
+pub async fn bounded(name: &str, test: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(TEST_TIMEOUT, test).await.is_err() {
+        panic!("{name} did not finish within {TEST_TIMEOUT:?}");
+    }
+}
+
+/// Generates one `#[tokio::test]` per engine for each named `async fn(Engine)`, each bounded by
+/// [`TEST_TIMEOUT`](crate::support::TEST_TIMEOUT).
 #[macro_export]
 macro_rules! engines {
     ($($name:ident),* $(,)?) => {
@@ -50,7 +61,11 @@ macro_rules! engines {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Engine::Postgres).await
+                    $crate::support::bounded(
+                        concat!(module_path!(), "::", stringify!($name), " (engine Postgres)"),
+                        super::$name($crate::support::Engine::Postgres),
+                    )
+                    .await
                 }
             )*
         }
@@ -58,7 +73,11 @@ macro_rules! engines {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Engine::Sqlite).await
+                    $crate::support::bounded(
+                        concat!(module_path!(), "::", stringify!($name), " (engine Sqlite)"),
+                        super::$name($crate::support::Engine::Sqlite),
+                    )
+                    .await
                 }
             )*
         }
@@ -89,6 +108,8 @@ pub fn pem(der: &[u8]) -> String {
 /// A test CA and a receiver on 127.0.0.1 whose certificate it issued, plus a scratch directory holding
 /// the CA as PEM (for the `ca_file` setting).
 pub struct Fixture {
+    /// Issued the receiver's certificate; tests that need a second receiver start it with this CA.
+    pub ca: TestCa,
     pub receiver: Receiver,
     pub scratch: tempfile::TempDir,
     pub database_url: String,
@@ -105,6 +126,7 @@ impl Fixture {
             .expect("receiver");
         let database_url = engine.database_url(scratch.path()).await;
         Fixture {
+            ca,
             receiver,
             scratch,
             database_url,
@@ -117,7 +139,7 @@ impl Fixture {
 
     /// The receiver as an endpoint URL: an IP literal, covered by the certificate's IP SAN.
     pub fn receiver_url(&self) -> String {
-        format!("https://127.0.0.1:{}/hook", self.receiver.port())
+        url_of(&self.receiver)
     }
 
     /// Settings for a test server: this database, the test key, loopback allowlisted, the test CA trusted,
@@ -137,6 +159,11 @@ impl Fixture {
     }
 }
 
+/// A receiver as an endpoint URL: an IP literal, covered by the certificate's IP SAN.
+pub fn url_of(receiver: &Receiver) -> String {
+    format!("https://127.0.0.1:{}/hook", receiver.port())
+}
+
 /// The real server, in this process, on an OS-chosen port.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -153,7 +180,12 @@ impl TestServer {
 
     /// Starts a server after `tweak` has adjusted its settings (and, through `worker`, the resolved config).
     pub async fn start_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let fixture = Fixture::new(engine).await;
+        Self::start_on(Fixture::new(engine).await, tweak).await
+    }
+
+    /// Starts a server on a fixture the test prepared (e.g. with its `database_url` pointed through a
+    /// proxy), after `tweak` has adjusted the resolved config.
+    pub async fn start_on(fixture: Fixture, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::resolve(fixture.settings()).expect("test settings are valid");
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -174,23 +206,16 @@ impl TestServer {
 
     /// Waits until `/readyz` answers 200 (migration done, database reachable).
     async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(reply) = try_send(self.addr, get("/readyz")).await {
-                if reply.status == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("the server becomes ready", Duration::from_secs(30), || async {
+            let reply = try_send(self.addr, get("/readyz")).await.ok()?;
+            (reply.status == 200).then_some(())
+        })
+        .await
     }
 
     /// Sends a request with the test API key.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = build(method, path, body.map(|b| b.to_string()));
-        authorize(&mut req, API_KEY);
-        send(self.addr, req).await
+        call(self.addr, method, path, body).await
     }
 
     /// Requests shutdown and waits for `run` to return; it must return `Ok`.
@@ -218,18 +243,13 @@ impl TestServer {
 
     /// Polls a message until it reaches `state`.
     pub async fn wait_for_state(&self, message_id: &str, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let reply = self
-                .call(Method::GET, &format!("/v1/messages/{message_id}"), None)
-                .await;
-            let json = reply.json();
-            if json["state"] == state {
-                return json;
-            }
-            assert!(Instant::now() < deadline, "message never became {state}: {json}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("message {message_id} becomes {state}");
+        eventually(&what, Duration::from_secs(30), || async {
+            let path = format!("/v1/messages/{message_id}");
+            let json = self.call(Method::GET, &path, None).await.json();
+            (json["state"] == state).then_some(json)
+        })
+        .await
     }
 }
 
@@ -238,6 +258,69 @@ impl Drop for TestServer {
         // A failed test must not leave the server running on the shared runtime.
         if let Some(task) = &self.task {
             task.abort();
+        }
+    }
+}
+
+/// Evaluates `check` until it yields `Some`, panicking with `what` after `within`. For conditions with no
+/// event to wait on (an HTTP answer, rows in a database): it polls, and returns as soon as they hold.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Every form in which an endpoint secret could leak: the `whsec_…` text, its base64 part, the raw key
+/// bytes, their hex (both cases), the other base64 alphabets and paddings, and `Debug` of the bytes. A leak
+/// that re-encodes the key (a hex dump, a URL-safe encoding, a `{:?}` of a `Vec<u8>`) is as bad as one that
+/// prints the text.
+pub struct SecretForms(Vec<(&'static str, Vec<u8>)>);
+
+impl SecretForms {
+    /// The forms of `secret` (`whsec_` + standard base64 of the key).
+    pub fn of(secret: &str) -> SecretForms {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        let b64 = secret.strip_prefix("whsec_").expect("a whsec_ secret");
+        let raw = STANDARD.decode(b64).expect("the secret is base64");
+        // Short needles would match by chance; the library's keys are 32 bytes.
+        assert!(raw.len() >= 24, "key of {} bytes", raw.len());
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        // Some forms coincide for a given key (no `+` or `/` in it); checking one twice is harmless.
+        SecretForms(vec![
+            ("whsec_ text", secret.as_bytes().to_vec()),
+            ("base64 part", b64.as_bytes().to_vec()),
+            ("raw key bytes", raw.clone()),
+            ("lowercase hex", hex.as_bytes().to_vec()),
+            ("uppercase hex", hex.to_uppercase().into_bytes()),
+            ("unpadded base64", STANDARD_NO_PAD.encode(&raw).into_bytes()),
+            ("base64url", URL_SAFE.encode(&raw).into_bytes()),
+            ("unpadded base64url", URL_SAFE_NO_PAD.encode(&raw).into_bytes()),
+            ("Debug of the key bytes", format!("{raw:?}").into_bytes()),
+            ("hex Debug of the key bytes", format!("{raw:x?}").into_bytes()),
+        ])
+    }
+
+    /// The name of the first form found in `haystack`, if any.
+    pub fn found_in(&self, haystack: &[u8]) -> Option<&'static str> {
+        self.0
+            .iter()
+            .find(|(_, needle)| haystack.windows(needle.len()).any(|w| w == needle.as_slice()))
+            .map(|(name, _)| *name)
+    }
+
+    /// Panics, naming `place` and the form, if any form occurs in `haystack`.
+    pub fn assert_absent(&self, place: &str, haystack: &[u8]) {
+        if let Some(form) = self.found_in(haystack) {
+            panic!("the endpoint secret ({form}) appears in {place}");
         }
     }
 }
@@ -296,6 +379,13 @@ pub fn set_header(req: &mut Request<Full<Bytes>>, name: &'static str, value: &st
         HeaderName::from_static(name),
         HeaderValue::from_str(value).expect("header"),
     );
+}
+
+/// Sends a request with the test API key to the server at `addr` (in-process or a child process).
+pub async fn call(addr: SocketAddr, method: Method, path: &str, body: Option<Value>) -> Reply {
+    let mut req = build(method, path, body.map(|b| b.to_string()));
+    authorize(&mut req, API_KEY);
+    send(addr, req).await
 }
 
 /// Sends one request on a fresh HTTP/1.1 connection.

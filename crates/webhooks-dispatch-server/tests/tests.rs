@@ -1,13 +1,23 @@
 //! Integration tests: the real service on a real database, delivering to real HTTPS receivers on loopback.
 //!
 //! Engine-parametrized tests are written once as `async fn(Engine)` and instantiated per engine by
-//! `engines!` (`postgres::…` today). Nothing is sent beyond 127.0.0.1.
+//! `engines!` (`postgres::…` and `sqlite::…`), each bounded by a timeout that names it. Nothing is sent
+//! beyond 127.0.0.1.
 
+mod db;
+mod process;
 mod support;
 
 /// The HTTP API in-process on port 0: main path, authentication, errors, limits, idempotency, batches.
 mod api;
-/// The `webhooks-dispatch` binary as a child process: serve, endpoint add, send, attempts, verify.
+/// The `webhooks-dispatch` binary as a child process: serve, endpoint add, send, attempts, verify, and
+/// start-up refusals.
 mod binary;
 /// Probes, metrics and the OpenAPI document on a live server.
 mod ops;
+/// The database going away under a running server (through a proxy that cuts it) and coming back.
+mod outage;
+/// Invariant 7 on the service: the endpoint secret in no log line (at trace level), response or table.
+mod secrets;
+/// Separate API and worker processes, and graceful shutdown with deliveries in flight.
+mod workers;

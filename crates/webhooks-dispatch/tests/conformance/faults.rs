@@ -3,11 +3,16 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use webhooks_dispatch::store::Executor as _;
-use webhooks_dispatch::{DeliverDue, MessageState, NewMessage, Worker};
+use webhooks_dispatch::{DeliverDue, Dispatcher, MessageState, NewMessage, Worker};
+use webhooks_dispatch_testkit::proxy::TcpProxy;
 
 use crate::conformance;
-use crate::support::{t0, Ctx, Engine, FaultyExecutor, ManualClock, RunningWorker};
+use crate::support::{
+    bounded, listener, t0, CountingExecutor, Ctx, Engine, Exec, FaultyExecutor, ManualClock, RunningWorker,
+};
 
 conformance!(
     storage_failure_while_recording_is_retried_and_recorded_once,
@@ -109,4 +114,122 @@ async fn claim_failures_do_not_stop_the_worker(engine: Engine) {
     let report = running.stop().await;
     assert_eq!(faulty.refused(), 3);
     assert_eq!(report.deliveries.delivered, 1);
+}
+
+// A lost LISTEN connection only exists on PostgreSQL (SQLite wakes workers in memory), so this runs on the two
+// PostgreSQL adapters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_connection_lost_falls_back_to_polling_and_reconnects_sqlx() {
+    let name = "listen_connection_lost_falls_back_to_polling_and_reconnects";
+    bounded(name, Engine::Sqlx, listen_connection_lost(Engine::Sqlx)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_connection_lost_falls_back_to_polling_and_reconnects_tokio_postgres() {
+    let name = "listen_connection_lost_falls_back_to_polling_and_reconnects";
+    bounded(
+        name,
+        Engine::TokioPostgres,
+        listen_connection_lost(Engine::TokioPostgres),
+    )
+    .await
+}
+
+/// The worker's poll interval here. A delivery within half of it, dispatched just after the worker went idle
+/// (its next poll a full interval away), can only have come from a NOTIFY.
+const POLL: Duration = Duration::from_secs(4);
+
+/// The worker's database traffic is watched; only its LISTEN connection goes through the proxy.
+struct ListenScene {
+    ctx: Ctx,
+    proxy: TcpProxy,
+    watched: Arc<CountingExecutor<Exec>>,
+    sender: Dispatcher<Exec>,
+    endpoint: String,
+    sent: usize,
+}
+
+impl ListenScene {
+    /// Waits for the worker's next moment of idleness (it has just read when the next retry is due), then
+    /// dispatches one message from another dispatcher, as from another process; true if it arrived within
+    /// `within`.
+    async fn idle_then_send(&mut self, within: Duration) -> bool {
+        let next_due = self.watched.statements().next_due;
+        let seen = self
+            .watched
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| **s == next_due)
+            .count();
+        self.watched.wait_completed(next_due, seen + 1, POLL * 3).await;
+        self.sender
+            .dispatch(NewMessage::new(&self.endpoint, "a", self.sent))
+            .await
+            .unwrap();
+        self.sent += 1;
+        self.ctx.receiver.wait_for(self.sent, within).await
+    }
+}
+
+async fn listen_connection_lost(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let proxy = TcpProxy::in_front_of(&ctx.db_url).await.unwrap();
+    let d = ctx.dispatcher();
+    let (endpoint, _) = ctx.endpoint(&d).await;
+    let watched = CountingExecutor::new(ctx.exec.clone());
+    let through_proxy = listener(engine, &proxy.via(&ctx.db_url)).await.unwrap();
+    let worker = Worker::new(d.using(watched.clone()))
+        .poll_interval(POLL)
+        .listener(through_proxy);
+    let running = RunningWorker::spawn(worker);
+    // Every dispatch NOTIFYs: no debounce window can swallow one.
+    let sender = ctx.builder().notify_debounce(Some(Duration::ZERO)).build();
+    let mut scene = ListenScene {
+        ctx,
+        proxy,
+        watched,
+        sender,
+        endpoint,
+        sent: 0,
+    };
+
+    assert!(
+        scene.idle_then_send(POLL / 2).await,
+        "not woken by NOTIFY through the proxy"
+    );
+
+    // The LISTEN connection is lost (and cannot be reopened): deliveries go on, by polling.
+    scene.proxy.cut();
+    assert!(scene.proxy.wait_live(0, Duration::from_secs(10)).await);
+    for _ in 0..2 {
+        assert!(
+            scene.idle_then_send(POLL * 2).await,
+            "nothing delivered while the LISTEN connection was down: polling did not take over"
+        );
+    }
+
+    // Back: the listener reconnects and NOTIFY wakes the worker again. The new connection may need a poll
+    // cycle or two before it LISTENs, so a few tries; a worker that never reconnects only ever delivers at
+    // its poll ticks and fails every one of them.
+    scene.proxy.restore();
+    let mut woken = false;
+    for _ in 0..5 {
+        if scene.idle_then_send(POLL / 2).await {
+            woken = true;
+            break;
+        }
+        assert!(
+            scene.ctx.receiver.wait_for(scene.sent, POLL * 2).await,
+            "polling stopped"
+        );
+    }
+    assert!(woken, "after the outage, NOTIFY never woke the worker again");
+    assert!(
+        scene.proxy.live_connections() >= 1,
+        "the listener did not reconnect"
+    );
+    let report = running.stop().await;
+    assert_eq!(report.deliveries.delivered as usize, scene.sent);
 }

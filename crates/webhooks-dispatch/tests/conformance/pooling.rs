@@ -48,20 +48,24 @@ impl Env {
         (id, (r.attempted, r.delivered, r.retried, r.dead))
     }
 
-    /// A receiver on `ip`, on the given port (0: any), whose certificate also names `host`.
-    async fn receiver_on(&self, ip: [u8; 4], port: u16, host: &str) -> Receiver {
+    /// A receiver on `ip` (any free port) whose certificate also names `host`.
+    async fn receiver_on(&self, ip: [u8; 4], host: &str) -> Receiver {
+        let [receiver] = self.on_same_port([ip], host).await;
+        receiver
+    }
+
+    /// Receivers on each of `ips`, all on one port (so one URL reaches whichever DNS names), whose
+    /// certificates also name `host`. The testkit picks a port that is free on every address.
+    async fn on_same_port<const N: usize>(&self, ips: [[u8; 4]; N], host: &str) -> [Receiver; N] {
         let mut names = ReceiverOptions::default().names;
         names.push(host.to_owned());
-        Receiver::start(
-            &self.ctx.ca,
-            ReceiverOptions {
-                bind: IpAddr::V4(Ipv4Addr::from(ip)),
-                port,
-                names,
-            },
-        )
-        .await
-        .expect("receiver")
+        let binds = ips.map(|ip| IpAddr::V4(Ipv4Addr::from(ip)));
+        let receivers = Receiver::start_on_same_port(&self.ctx.ca, &binds, names)
+            .await
+            .expect("receivers");
+        receivers
+            .try_into()
+            .unwrap_or_else(|_| panic!("one receiver per address"))
     }
 }
 
@@ -103,7 +107,7 @@ async fn connection_reuse_keeps_one_connection_for_many_deliveries(engine: Engin
     assert_eq!(ctx.receiver.connections_accepted(), 1);
 
     // HTTP/1.1: one connection per concurrent attempt at most, reused across drains.
-    let h1 = env.receiver_on([127, 0, 0, 1], 0, RECEIVER_HOST).await;
+    let h1 = env.receiver_on([127, 0, 0, 1], RECEIVER_HOST).await;
     let d = ctx.builder().http2(false).concurrency(4).build();
     let ep = endpoint_at(&d, RECEIVER_HOST, h1.port()).await;
     deliver_twenty(&d, &ep).await;
@@ -144,9 +148,8 @@ async fn invariant6_rebinding_after_a_pooled_connection_is_refused_without_conne
     let ctx = &env.ctx;
     for http2 in [true, false] {
         let host = format!("rebind-pooled-{http2}.test");
-        let good = env.receiver_on([127, 0, 0, 1], 0, &host).await;
         // A trap on 127.0.0.2 (not allowlisted), on the very port the URL names.
-        let trap = env.receiver_on([127, 0, 0, 2], good.port(), &host).await;
+        let [good, trap] = env.on_same_port([[127, 0, 0, 1], [127, 0, 0, 2]], &host).await;
         ctx.resolver.insert(&host, vec![[127, 0, 0, 1].into()]);
         // No DNS cache: every attempt sees the current answer.
         let d = ctx.builder().http2(http2).dns_cache_ttl(Duration::ZERO).build();
@@ -182,8 +185,7 @@ async fn invariant6_no_connection_to_refused_address_even_when_pooled(engine: En
     let ctx = &env.ctx;
     for http2 in [true, false] {
         let host = format!("mixed-pooled-{http2}.test");
-        let good = env.receiver_on([127, 0, 0, 1], 0, &host).await;
-        let trap = env.receiver_on([127, 0, 0, 2], good.port(), &host).await;
+        let [good, trap] = env.on_same_port([[127, 0, 0, 1], [127, 0, 0, 2]], &host).await;
         ctx.resolver.insert(&host, vec![[127, 0, 0, 1].into()]);
         let d = ctx.builder().http2(http2).dns_cache_ttl(Duration::ZERO).build();
         let ep = endpoint_at(&d, &host, good.port()).await;
@@ -213,8 +215,7 @@ async fn dns_change_to_another_allowed_address_opens_a_new_connection_there(engi
     let ctx = &env.ctx;
     for http2 in [true, false] {
         let host = format!("moving-{http2}.test");
-        let a = env.receiver_on([127, 0, 0, 1], 0, &host).await;
-        let b = env.receiver_on([127, 0, 0, 3], a.port(), &host).await;
+        let [a, b] = env.on_same_port([[127, 0, 0, 1], [127, 0, 0, 3]], &host).await;
         ctx.resolver.insert(&host, vec![[127, 0, 0, 1].into()]);
         let d = ctx
             .builder()
@@ -246,7 +247,7 @@ async fn dns_cache_keeps_only_vetted_answers(engine: Engine) {
     let ctx = &env.ctx;
     let d = ctx.dispatcher(); // default TTL (30 s)
     let host = "cached.test";
-    let r = env.receiver_on([127, 0, 0, 1], 0, host).await;
+    let r = env.receiver_on([127, 0, 0, 1], host).await;
     let port = r.port();
     ctx.resolver.insert(host, vec![[127, 0, 0, 1].into()]);
     let ep = endpoint_at(&d, host, port).await;
@@ -292,7 +293,7 @@ async fn idle_connections_expire_and_reuse_can_be_disabled(engine: Engine) {
     let env = Env::new(engine).await;
     let ctx = &env.ctx;
     for http2 in [true, false] {
-        let r = env.receiver_on([127, 0, 0, 1], 0, RECEIVER_HOST).await;
+        let r = env.receiver_on([127, 0, 0, 1], RECEIVER_HOST).await;
         let d = ctx
             .builder()
             .http2(http2)
@@ -306,7 +307,7 @@ async fn idle_connections_expire_and_reuse_can_be_disabled(engine: Engine) {
         assert_eq!(env.send(&d, &ep, 3).await.1, DELIVERED);
         assert_eq!(r.connections_accepted(), 2, "an expired connection was reused");
 
-        let r = env.receiver_on([127, 0, 0, 1], 0, RECEIVER_HOST).await;
+        let r = env.receiver_on([127, 0, 0, 1], RECEIVER_HOST).await;
         let d = ctx
             .builder()
             .http2(http2)
@@ -332,7 +333,7 @@ async fn hostile_endpoint_connection_is_not_reused_after_trickle_hang_or_endless
     ];
     for http2 in [false, true] {
         for bad in &bad_replies {
-            let r = env.receiver_on([127, 0, 0, 1], 0, RECEIVER_HOST).await;
+            let r = env.receiver_on([127, 0, 0, 1], RECEIVER_HOST).await;
             let d = ctx
                 .builder()
                 .http2(http2)

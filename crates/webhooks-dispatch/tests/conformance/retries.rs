@@ -8,7 +8,7 @@ use webhooks_dispatch::ssrf::StaticResolver;
 use webhooks_dispatch::{
     DeliverDue, Dispatcher, MessageState, NewEndpoint, NewMessage, Outcome, RetryPolicy,
 };
-use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, Reply, TestCa};
+use webhooks_dispatch_testkit::receiver::{ClosedPort, Receiver, ReceiverOptions, Reply, TestCa};
 
 use crate::conformance;
 use crate::support::{t0, Ctx, Engine, ManualClock, RECEIVER_HOST};
@@ -24,23 +24,21 @@ conformance!(
     endpoint_backoff_follows_timeouts_tls_and_dns_failures,
 );
 
-/// Registers an endpoint on a loopback port nothing listens on (bound, then released): every connection to
-/// it is refused at once. Returns its id.
+/// Registers an endpoint on a loopback port that refuses every connection at once (bound, never listening,
+/// and held for the test's life so no other process can take it). Returns its id and the port's holder.
 async fn unreachable_endpoint<E: webhooks_dispatch::store::Executor>(
     d: &webhooks_dispatch::Dispatcher<E>,
-) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+) -> (String, ClosedPort) {
+    let closed = ClosedPort::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+    let id = d
+        .register_endpoint(webhooks_dispatch::NewEndpoint::new(
+            "o",
+            format!("https://receiver.test:{}/", closed.port()),
+        ))
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    d.register_endpoint(webhooks_dispatch::NewEndpoint::new(
-        "o",
-        format!("https://receiver.test:{port}/"),
-    ))
-    .await
-    .unwrap()
-    .id
+        .id;
+    (id, closed)
 }
 
 fn status(code: u16) -> Reply {
@@ -207,7 +205,7 @@ async fn invariant4_network_errors_are_retried_and_recorded_without_status(engin
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher_at(ManualClock::at(t0()), RetryPolicy::default());
     // A loopback port with nothing listening: connection refused.
-    let ep = unreachable_endpoint(&d).await;
+    let (ep, _closed) = unreachable_endpoint(&d).await;
     let id = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap().message_id;
     let r = d.deliver_due(at(t0())).await.unwrap();
     assert_eq!((r.attempted, r.retried), (1, 1));
@@ -288,7 +286,7 @@ async fn outcomes_with_and_without_status_record_on_one_connection(engine: Engin
         .dispatcher_at(ManualClock::at(t0()), RetryPolicy::default())
         .using(single);
     let (ep, _) = ctx.endpoint(&d).await;
-    let refused = unreachable_endpoint(&d).await;
+    let (refused, _closed) = unreachable_endpoint(&d).await;
     ctx.receiver.set_default_reply(status(404));
     // No status + a next attempt; then a status + no next attempt; then a status + a next attempt.
     let plan: [(&str, Reply, Option<u16>); 3] = [
@@ -318,7 +316,7 @@ async fn unreachable_endpoint_backs_off_its_whole_queue_but_an_answering_one_doe
         .clock(ManualClock::at(t0()))
         .per_endpoint_concurrency(1)
         .build();
-    let down = unreachable_endpoint(&d).await;
+    let (down, _closed) = unreachable_endpoint(&d).await;
     let (up, _) = ctx.endpoint(&d).await;
     ctx.receiver.set_default_reply(status(503));
     let mut down_ids = Vec::new();
@@ -392,7 +390,7 @@ async fn endpoint_backoff_follows_timeouts_tls_and_dns_failures(engine: Engine) 
     ctx.resolver
         .insert("vanished.test", vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
     let registrar = ctx.dispatcher();
-    let refused = unreachable_endpoint(&registrar).await;
+    let (refused, _closed) = unreachable_endpoint(&registrar).await;
     let mut cases = vec![(refused, "connection failed")];
     for (url, error) in [
         (

@@ -1,0 +1,280 @@
+//! Invariant 7 on the service: an endpoint's secret is shown once, in the registration response, and
+//! never again — not in another response, not in a log line even at trace level, not in any stored row
+//! other than the one that must hold it.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request};
+use serde_json::{json, Value};
+use webhooks_dispatch_testkit::receiver::Reply;
+
+use crate::db;
+use crate::engines;
+use crate::process::{service_command, Service};
+use crate::support::{
+    authorize, build, call, eventually, send, set_header, Engine, Fixture, SecretForms, API_KEY,
+};
+
+engines!(invariant7_endpoint_secret_is_in_no_response_log_line_or_row_but_its_own);
+
+/// A client that keeps every response body it received, so the test can check all of them at the end.
+struct Recorded {
+    addr: SocketAddr,
+    bodies: RefCell<Vec<(String, Bytes)>>,
+}
+
+impl Recorded {
+    /// Sends `req` as is (keyed or not) and records the response under `label`.
+    async fn send(&self, label: String, req: Request<Full<Bytes>>) -> crate::support::Reply {
+        let reply = send(self.addr, req).await;
+        self.bodies.borrow_mut().push((label, reply.body.clone()));
+        reply
+    }
+
+    /// A keyed request with an optional JSON body.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> crate::support::Reply {
+        let mut req = build(method.clone(), path, body.map(|b| b.to_string()));
+        authorize(&mut req, API_KEY);
+        self.send(format!("{method} {path}"), req).await
+    }
+
+    /// A keyed request whose status must be `status`.
+    async fn expect(&self, status: u16, method: Method, path: &str, body: Option<Value>) -> Value {
+        let reply = self.call(method.clone(), path, body).await;
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.text());
+        reply.json()
+    }
+}
+
+// Catches: the secret (in any encoding) in a response other than the registration's — GET endpoint,
+// messages, attempts, any error —, in a log line at any level (a Debug of a claimed message, a logged
+// response from the receiver, a driver's trace of bound parameters), in the attempt log (an error that
+// quotes the receiver's answer, which echoes the secret), or in any column but `endpoints.secret`.
+async fn invariant7_endpoint_secret_is_in_no_response_log_line_or_row_but_its_own(engine: Engine) {
+    let fixture = Fixture::new(engine).await;
+    let mut cmd = service_command(&fixture, &["serve"]);
+    cmd.env("RUST_LOG", "trace")
+        .env("WEBHOOKS_DISPATCH_BODY_LIMIT", "4096");
+    let (served, addr) = Service::serve(cmd).await;
+
+    let register = json!({"owner_id": "acme", "url": fixture.receiver_url()});
+    let created = call(addr, Method::POST, "/v1/endpoints", Some(register)).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let endpoint = created.json()["id"].as_str().unwrap().to_owned();
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+    let forms = SecretForms::of(&secret);
+    let client = Recorded {
+        addr,
+        bodies: RefCell::new(Vec::new()),
+    };
+
+    deliver_each_outcome(&client, &fixture, &endpoint, &secret).await;
+    client
+        .expect(200, Method::GET, &format!("/v1/endpoints/{endpoint}"), None)
+        .await;
+    provoke_every_error(&client, &endpoint).await;
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        client
+            .send(format!("GET {path}"), crate::support::get(path))
+            .await;
+    }
+
+    let (status, _, logs) = served.terminate().await;
+    assert!(status.success(), "{status:?}");
+    // Otherwise the log check below would prove nothing about trace-level events.
+    assert!(logs.contains(r#""level":"TRACE""#), "trace logging is not on");
+    forms.assert_absent("the service's logs", logs.as_bytes());
+    assert!(!logs.contains(API_KEY), "the API key is in the logs");
+    let bodies = client.bodies.into_inner();
+    assert!(bodies.len() >= 25, "{} responses", bodies.len());
+    for (label, body) in &bodies {
+        forms.assert_absent(&format!("the response to {label}"), body);
+    }
+
+    assert_absent_from_the_tables(engine, &fixture.database_url, &secret).await;
+}
+
+/// Three deliveries, one at a time: a retryable failure and a permanent one, both answering with the
+/// secret in a header and the body (a receiver may well echo what it was configured with), then a success;
+/// waits until each outcome is recorded and reads it back.
+async fn deliver_each_outcome(client: &Recorded, fixture: &Fixture, endpoint: &str, secret: &str) {
+    let echo = |status| Reply::Status {
+        status,
+        headers: vec![("x-echo".to_owned(), secret.to_owned())],
+        body: secret.to_owned().into_bytes(),
+    };
+    fixture.receiver.push_replies([echo(500), echo(400)]);
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let body = json!({"endpoint_id": endpoint, "event_type": "invoice.paid", "payload": {"n": n}});
+        let sent = client.expect(201, Method::POST, "/v1/messages", Some(body)).await;
+        ids.push(sent["id"].as_str().unwrap().to_owned());
+        // One at a time, so the n-th scripted reply answers the n-th message.
+        assert!(
+            fixture.receiver.wait_for(n, Duration::from_secs(30)).await,
+            "delivery {n}"
+        );
+    }
+    let outcomes = [
+        ("pending", "retrying", 500),
+        ("dead", "dead", 400),
+        ("delivered", "delivered", 200),
+    ];
+    for (id, (state, outcome, status)) in ids.iter().zip(outcomes) {
+        let path = format!("/v1/messages/{id}");
+        eventually("the attempt is recorded", Duration::from_secs(30), || async {
+            let m = client.expect(200, Method::GET, &path, None).await;
+            (m["state"] == state && m["attempts"] == 1).then_some(())
+        })
+        .await;
+        let attempts = client
+            .expect(200, Method::GET, &format!("{path}/attempts"), None)
+            .await;
+        let attempt = &attempts["attempts"][0];
+        assert_eq!(
+            (&attempt["outcome"], &attempt["status_code"]),
+            (&json!(outcome), &json!(status))
+        );
+    }
+}
+
+/// Every cell of the three tables is free of the secret, except the one that must hold it.
+async fn assert_absent_from_the_tables(engine: Engine, url: &str, secret: &str) {
+    let forms = SecretForms::of(secret);
+    let db = db::open(url).await;
+    let cells = db::dump(engine, &*db).await;
+    let attempt_rows = cells
+        .iter()
+        .filter(|(c, _)| c == "webhooks_dispatch_attempts.message_id");
+    // Three above, and perhaps the idempotency check's message by now.
+    assert!(attempt_rows.count() >= 3, "the dump covers every attempt");
+    for (column, text) in &cells {
+        // The one place the secret must live: the worker signs every attempt with it, and nothing else
+        // could give it back. Only that column of that table is exempt.
+        if column == "webhooks_dispatch_endpoints.secret" {
+            assert_eq!(text, secret);
+            continue;
+        }
+        forms.assert_absent(column, text.as_bytes());
+    }
+}
+
+/// Every kind of error response the API gives: 400, 401, 404, 405, 409, 413 and 415.
+async fn provoke_every_error(client: &Recorded, endpoint: &str) {
+    let message = |payload: Value| json!({"endpoint_id": endpoint, "event_type": "a", "payload": payload});
+    let bad_url = json!({"owner_id": "acme", "url": "http://127.0.0.1/hook"});
+    client
+        .expect(400, Method::POST, "/v1/endpoints", Some(bad_url))
+        .await;
+    let blank_type = json!({"endpoint_id": endpoint, "event_type": " ", "payload": 1});
+    client
+        .expect(400, Method::POST, "/v1/messages", Some(blank_type))
+        .await;
+    let mut malformed = build(Method::POST, "/v1/messages", Some("{not json".to_owned()));
+    authorize(&mut malformed, API_KEY);
+    assert_eq!(
+        client.send("malformed JSON".to_owned(), malformed).await.status,
+        400
+    );
+
+    let path = format!("/v1/endpoints/{endpoint}");
+    assert_eq!(
+        client
+            .send("no key".to_owned(), build(Method::GET, &path, None))
+            .await
+            .status,
+        401
+    );
+    let mut wrong = build(Method::GET, &path, None);
+    authorize(&mut wrong, "wrong-key-0123456789abcdef");
+    assert_eq!(client.send("wrong key".to_owned(), wrong).await.status, 401);
+
+    for missing in [
+        "/v1/endpoints/ep_nope",
+        "/v1/messages/msg_nope",
+        "/v1/messages/msg_nope/attempts",
+        "/v1/nothing",
+    ] {
+        client.expect(404, Method::GET, missing, None).await;
+    }
+    let to_nowhere = json!({"endpoint_id": "ep_nope", "event_type": "a", "payload": 1});
+    client
+        .expect(404, Method::POST, "/v1/messages", Some(to_nowhere))
+        .await;
+    let batch =
+        json!({"messages": [message(json!(1)), {"endpoint_id": "ep_nope", "event_type": "a", "payload": 1}]});
+    client
+        .expect(404, Method::POST, "/v1/messages/batch", Some(batch))
+        .await;
+    client.expect(405, Method::DELETE, &path, None).await;
+
+    for (payload, status) in [(1, 201), (2, 409)] {
+        let mut req = build(
+            Method::POST,
+            "/v1/messages",
+            Some(message(json!(payload)).to_string()),
+        );
+        authorize(&mut req, API_KEY);
+        set_header(&mut req, "idempotency-key", "same-key");
+        let reply = client
+            .send(format!("idempotency key, payload {payload}"), req)
+            .await;
+        assert_eq!(reply.status, status, "{}", reply.text());
+    }
+    let oversized = message(json!("x".repeat(8192)));
+    client
+        .expect(413, Method::POST, "/v1/messages", Some(oversized))
+        .await;
+    let mut untyped = build(Method::POST, "/v1/endpoints", Some("{}".to_owned()));
+    untyped.headers_mut().remove("content-type");
+    authorize(&mut untyped, API_KEY);
+    assert_eq!(
+        client.send("no content type".to_owned(), untyped).await.status,
+        415
+    );
+}
+
+// Catches: a `SecretForms` that misses an encoding (the checks above would then pass whatever leaked in
+// it), or that matches text which is not this secret.
+#[test]
+fn secret_forms_recognise_every_encoding_of_the_key_and_nothing_else() {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    // 0xfb bytes encode to `+/v7` in standard base64 and `-_v7` in base64url, so the alphabets differ.
+    let raw = vec![0xfbu8; 32];
+    let secret = format!("whsec_{}", STANDARD.encode(&raw));
+    let forms = SecretForms::of(&secret);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let encodings: [Vec<u8>; 10] = [
+        secret.clone().into_bytes(),
+        STANDARD.encode(&raw).into_bytes(),
+        raw.clone(),
+        hex.clone().into_bytes(),
+        hex.to_uppercase().into_bytes(),
+        STANDARD_NO_PAD.encode(&raw).into_bytes(),
+        URL_SAFE.encode(&raw).into_bytes(),
+        URL_SAFE_NO_PAD.encode(&raw).into_bytes(),
+        format!("{raw:?}").into_bytes(),
+        format!("{raw:x?}").into_bytes(),
+    ];
+    for encoded in encodings {
+        let haystack = [&b"{\"level\":\"TRACE\",\"key\":\""[..], &encoded, b"\"}"].concat();
+        assert!(
+            forms.found_in(&haystack).is_some(),
+            "missed {}",
+            String::from_utf8_lossy(&encoded)
+        );
+    }
+    let other = [0x11u8; 32];
+    let unrelated = [
+        format!("whsec_{} {other:?} {other:x?}", STANDARD.encode(other)).as_bytes(),
+        &other,
+        &raw[..31],
+    ]
+    .concat();
+    assert_eq!(forms.found_in(&unrelated), None);
+}
