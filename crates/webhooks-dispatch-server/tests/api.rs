@@ -17,6 +17,7 @@ engines!(
     insecure_mode_serves_v1_without_a_key,
     malformed_json_is_400_invalid_json,
     oversized_body_is_413,
+    default_body_limit_is_exactly_1_mib,
     unknown_ids_are_404,
     idempotent_replay_is_200_with_the_same_id,
     batch_is_all_or_nothing,
@@ -176,6 +177,49 @@ async fn oversized_body_is_413(engine: Engine) {
             .status,
         201
     );
+    server.stop().await;
+}
+
+/// A batch whose JSON text is exactly `len` bytes: six messages (each payload within the library's 256 KiB),
+/// padded evenly.
+fn batch_of_exactly(endpoint: &str, len: usize) -> serde_json::Value {
+    let batch = |pad: usize| {
+        let messages: Vec<_> = (0..6)
+            .map(|i| {
+                let n = pad / 6 + usize::from(i < pad % 6);
+                json!({"endpoint_id": endpoint, "event_type": "a", "payload": "x".repeat(n)})
+            })
+            .collect();
+        json!({ "messages": messages })
+    };
+    let bare = batch(0).to_string().len();
+    let padded = batch(len - bare);
+    assert_eq!(padded.to_string().len(), len);
+    padded
+}
+
+/// With no `body_limit` configured, a request body of exactly 1 MiB is accepted and one byte more is 413.
+async fn default_body_limit_is_exactly_1_mib(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (endpoint, _) = server.endpoint().await;
+    const MIB: usize = 1024 * 1024;
+    let reply = server
+        .call(
+            Method::POST,
+            "/v1/messages/batch",
+            Some(batch_of_exactly(&endpoint, MIB)),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = server
+        .call(
+            Method::POST,
+            "/v1/messages/batch",
+            Some(batch_of_exactly(&endpoint, MIB + 1)),
+        )
+        .await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.code(), "body_too_large");
     server.stop().await;
 }
 

@@ -7,9 +7,9 @@
 //!
 //! Decisions: `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open (no data, only counts), `/v1`
 //! needs a key. A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
-//! than from tower-http's `RequestBodyLimitLayer`, whose early 413 is plain text. An idempotency key reused
-//! with a *different* body is not detected (no 409): the library does not say whether the stored message
-//! matches, so the replay answers 200 with the first message's id.
+//! than from tower-http's `RequestBodyLimitLayer`, whose early 413 is plain text. An idempotency key replayed
+//! with the same message answers 200 with the first message's id; reused for a different message (another
+//! event type or payload) it is the library's `idempotency_conflict`, 409.
 
 mod endpoints;
 mod messages;
