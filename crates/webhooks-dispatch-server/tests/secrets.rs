@@ -11,13 +11,12 @@ use http_body_util::Full;
 use hyper::{Method, Request};
 use serde_json::{json, Value};
 use webhooks_dispatch_testkit::receiver::Reply;
+use webhooks_dispatch_testkit::SecretForms;
 
 use crate::db;
 use crate::engines;
 use crate::process::{service_command, Service};
-use crate::support::{
-    authorize, build, call, eventually, send, set_header, Engine, Fixture, SecretForms, API_KEY,
-};
+use crate::support::{authorize, build, call, eventually, send, set_header, Engine, Fixture, API_KEY};
 
 engines!(invariant7_endpoint_secret_is_in_no_response_log_line_or_row_but_its_own);
 
@@ -236,45 +235,4 @@ async fn provoke_every_error(client: &Recorded, endpoint: &str) {
         client.send("no content type".to_owned(), untyped).await.status,
         415
     );
-}
-
-// Catches: a `SecretForms` that misses an encoding (the checks above would then pass whatever leaked in
-// it), or that matches text which is not this secret.
-#[test]
-fn secret_forms_recognise_every_encoding_of_the_key_and_nothing_else() {
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    use base64::Engine as _;
-    // 0xfb bytes encode to `+/v7` in standard base64 and `-_v7` in base64url, so the alphabets differ.
-    let raw = vec![0xfbu8; 32];
-    let secret = format!("whsec_{}", STANDARD.encode(&raw));
-    let forms = SecretForms::of(&secret);
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let encodings: [Vec<u8>; 10] = [
-        secret.clone().into_bytes(),
-        STANDARD.encode(&raw).into_bytes(),
-        raw.clone(),
-        hex.clone().into_bytes(),
-        hex.to_uppercase().into_bytes(),
-        STANDARD_NO_PAD.encode(&raw).into_bytes(),
-        URL_SAFE.encode(&raw).into_bytes(),
-        URL_SAFE_NO_PAD.encode(&raw).into_bytes(),
-        format!("{raw:?}").into_bytes(),
-        format!("{raw:x?}").into_bytes(),
-    ];
-    for encoded in encodings {
-        let haystack = [&b"{\"level\":\"TRACE\",\"key\":\""[..], &encoded, b"\"}"].concat();
-        assert!(
-            forms.found_in(&haystack).is_some(),
-            "missed {}",
-            String::from_utf8_lossy(&encoded)
-        );
-    }
-    let other = [0x11u8; 32];
-    let unrelated = [
-        format!("whsec_{} {other:?} {other:x?}", STANDARD.encode(other)).as_bytes(),
-        &other,
-        &raw[..31],
-    ]
-    .concat();
-    assert_eq!(forms.found_in(&unrelated), None);
 }

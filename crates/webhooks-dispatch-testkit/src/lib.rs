@@ -14,7 +14,9 @@
 pub mod pg;
 pub mod proxy;
 pub mod receiver;
+pub mod secret_forms;
 
 pub use pg::{fresh_database, require_loopback, shared_server, ClusterOptions, PgCluster, PgServer};
 pub use proxy::TcpProxy;
 pub use receiver::{ClosedPort, Received, Receiver, ReceiverOptions, Reply, TestCa};
+pub use secret_forms::SecretForms;

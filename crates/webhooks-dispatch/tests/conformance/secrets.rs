@@ -5,10 +5,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use webhooks_dispatch::store::Value;
 use webhooks_dispatch::{DeliverDue, NewEndpoint, NewMessage, RetryPolicy, Worker};
 use webhooks_dispatch_testkit::receiver::Reply;
+use webhooks_dispatch_testkit::SecretForms;
 
 use crate::support::{bounded, t0, Ctx, Engine, ManualClock, RunningWorker};
 
@@ -23,46 +23,6 @@ impl Write for LogBuffer {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Every form in which the secret's key could leak: the whole `whsec_…` text, its base64 part, the raw key
-/// bytes, and those bytes re-encoded as lower/upper hex, unpadded base64 and base64url.
-fn secret_forms(secret: &str) -> Vec<(&'static str, Vec<u8>)> {
-    let encoded = secret.strip_prefix("whsec_").expect("whsec_ prefix");
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .expect("base64 key");
-    assert!(raw.len() >= 24, "at least 24 random bytes");
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    vec![
-        ("secret", secret.as_bytes().to_vec()),
-        ("base64", encoded.as_bytes().to_vec()),
-        ("raw bytes", raw.clone()),
-        ("hex", hex.clone().into_bytes()),
-        ("HEX", hex.to_uppercase().into_bytes()),
-        (
-            "base64 unpadded",
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .encode(&raw)
-                .into_bytes(),
-        ),
-        (
-            "base64url",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(&raw)
-                .into_bytes(),
-        ),
-    ]
-}
-
-fn assert_no_secret(forms: &[(&str, Vec<u8>)], what: &str, haystack: &[u8]) {
-    for (form, needle) in forms {
-        assert!(
-            !haystack.windows(needle.len()).any(|w| w == needle.as_slice()),
-            "the secret ({form}) leaked into {what}: {}",
-            String::from_utf8_lossy(haystack)
-        );
     }
 }
 
@@ -120,7 +80,7 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
         .await
         .unwrap();
     let secret = registered.secret.expose().to_owned();
-    let forms = secret_forms(&secret);
+    let forms = SecretForms::of(&secret);
     let mut texts = vec![format!("{registered:?}"), format!("{}", registered.secret)];
 
     let echo = |status| Reply::Status {
@@ -189,7 +149,7 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
         }
     }
     for text in &texts {
-        assert_no_secret(&forms, "a returned value, error or row", text.as_bytes());
+        forms.assert_absent("a returned value, error or row", text.as_bytes());
     }
     let log_bytes = logs.0.lock().unwrap().clone();
     let log_text = String::from_utf8_lossy(&log_bytes);
@@ -199,7 +159,7 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
             "the attempt log lines were captured"
         );
     }
-    assert_no_secret(&forms, "the logs", &log_bytes);
+    forms.assert_absent("the logs", &log_bytes);
 }
 
 const ATTEMPT_COUNT: &str = "SELECT count(*) FROM webhooks_dispatch_attempts";
