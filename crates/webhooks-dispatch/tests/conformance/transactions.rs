@@ -1,12 +1,21 @@
 use webhooks_dispatch::store::sqlx::SqlxConnection;
 use webhooks_dispatch::{Dispatcher, NewMessage};
 
-use crate::support::{deadpool_pool, Ctx, Engine};
+use crate::support::{bounded, deadpool_pool, Ctx, Engine};
 
 const COUNT_OUTBOX: &str = "SELECT count(*) FROM webhooks_dispatch_outbox";
 
 #[tokio::test]
 async fn enqueue_inside_caller_transaction_sqlx_rolls_back_and_commits_with_it() {
+    bounded(
+        "enqueue_inside_caller_transaction_sqlx_rolls_back_and_commits_with_it",
+        Engine::Sqlx,
+        in_caller_transaction_sqlx_rolls_back_and_commits_with_it(),
+    )
+    .await
+}
+
+async fn in_caller_transaction_sqlx_rolls_back_and_commits_with_it() {
     let ctx = Ctx::new(Engine::Sqlx).await;
     let (ep, _) = ctx.endpoint(&ctx.dispatcher()).await;
     let pool = sqlx::PgPool::connect(&ctx.db_url).await.unwrap();
@@ -56,6 +65,15 @@ async fn enqueue_inside_caller_transaction_sqlx_rolls_back_and_commits_with_it()
 
 #[tokio::test]
 async fn enqueue_inside_caller_transaction_tokio_postgres_rolls_back_and_commits_with_it() {
+    bounded(
+        "enqueue_inside_caller_transaction_tokio_postgres_rolls_back_and_commits_with_it",
+        Engine::TokioPostgres,
+        in_caller_transaction_tokio_postgres_rolls_back_and_commits_with_it(),
+    )
+    .await
+}
+
+async fn in_caller_transaction_tokio_postgres_rolls_back_and_commits_with_it() {
     let ctx = Ctx::new(Engine::TokioPostgres).await;
     let (ep, _) = ctx.endpoint(&ctx.dispatcher()).await;
     let (mut client, connection) = tokio_postgres::connect(&ctx.db_url, tokio_postgres::NoTls)
