@@ -74,3 +74,24 @@ fn dispatch_message(e: &DispatchError) -> String {
         _ => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `serve`, `worker` and `migrate` print this after "error: " and exit non-zero: it must say what is wrong
+    // and what to do, not the generic "storage error".
+    #[test]
+    fn a_schema_from_a_newer_release_is_explained_at_start() {
+        let e = Error::from(DispatchError::SchemaTooNew {
+            found: 3,
+            supported: 2,
+        });
+        let text = e.to_string();
+        assert!(text.starts_with("the database schema is at version 3"), "{text}");
+        assert!(
+            text.contains("knows (2)") && text.contains("run a release that knows it"),
+            "{text}"
+        );
+    }
+}

@@ -117,7 +117,9 @@ pub fn dispatcher(
     executor: Arc<dyn Executor>,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<ServiceDispatcher, Error> {
+    // The API's dispatches share the pool and never run in a caller's transaction: group commit applies.
     let mut builder = Dispatcher::builder(executor)
+        .coalesce_dispatches()
         .attempt_timeout(config.attempt_timeout)
         .concurrency(config.concurrency)
         .per_endpoint_concurrency(config.per_endpoint_concurrency);

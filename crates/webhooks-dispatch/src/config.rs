@@ -88,6 +88,18 @@ pub struct DispatcherBuilder<E> {
     max_idle_per_destination: usize,
     http2: bool,
     observer: Arc<dyn Observer>,
+    coalesce: Option<Arc<dyn crate::store::Executor>>,
+}
+
+impl<E: crate::store::Executor + Clone + 'static> DispatcherBuilder<E> {
+    /// Group commit for single dispatches (default off): concurrent [`Dispatcher::dispatch`] calls on this
+    /// dispatcher and its clones are written by one multi-row insert, each caller still getting exactly its
+    /// own result. For a dispatcher over a pool that many requests share, as in a service; dispatches made
+    /// through [`Dispatcher::using`] (a caller's transaction) are never coalesced.
+    pub fn coalesce_dispatches(mut self) -> Self {
+        self.coalesce = Some(Arc::new(self.executor.clone()));
+        self
+    }
 }
 
 impl<E> DispatcherBuilder<E> {
@@ -110,6 +122,7 @@ impl<E> DispatcherBuilder<E> {
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             max_idle_per_destination: DEFAULT_MAX_IDLE_PER_DESTINATION,
             http2: true,
+            coalesce: None,
         }
     }
 
@@ -253,6 +266,7 @@ impl<E> DispatcherBuilder<E> {
             observer: self.observer,
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
+            .with_coalescer(self.coalesce.map(crate::coalesce::Coalescer::new))
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::attempt::{Attempt, Outcome};
+use crate::coalesce::Coalescer;
 use crate::config::{DispatcherBuilder, Settings};
 use crate::endpoint::{
     check_chars, normalize_event_types, vet_url, Endpoint, NewEndpoint, RegisteredEndpoint,
@@ -14,7 +15,7 @@ use crate::error::{DispatchError, StorageError};
 use crate::id;
 use crate::message::{Message, MessageState, MAX_KEY_CHARS};
 use crate::signing::EndpointSecret;
-use crate::store::{Executor, Row, Value};
+use crate::store::{Executor, Migration, Row, Value};
 
 /// Sends webhooks through a transactional outbox. Cheap to clone when the executor is.
 ///
@@ -23,6 +24,8 @@ use crate::store::{Executor, Row, Value};
 pub struct Dispatcher<E> {
     executor: E,
     settings: Arc<Settings>,
+    /// Set only on a dispatcher built with `coalesce_dispatches` (and its clones), never by `using`.
+    coalescer: Option<Arc<Coalescer>>,
 }
 
 impl<E: Clone> Clone for Dispatcher<E> {
@@ -30,6 +33,7 @@ impl<E: Clone> Clone for Dispatcher<E> {
         Dispatcher {
             executor: self.executor.clone(),
             settings: self.settings.clone(),
+            coalescer: self.coalescer.clone(),
         }
     }
 }
@@ -55,19 +59,38 @@ impl<E> Dispatcher<E> {
     }
 
     pub(crate) fn from_parts(executor: E, settings: Arc<Settings>) -> Self {
-        Dispatcher { executor, settings }
+        Dispatcher {
+            executor,
+            settings,
+            coalescer: None,
+        }
+    }
+
+    pub(crate) fn with_coalescer(mut self, coalescer: Option<Arc<Coalescer>>) -> Self {
+        self.coalescer = coalescer;
+        self
     }
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
+    pub(crate) fn settings_arc(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    pub(crate) fn coalescer(&self) -> Option<&Arc<Coalescer>> {
+        self.coalescer.as_ref()
+    }
+
     /// The same configuration over another executor — typically your open transaction, so a dispatch commits
     /// or rolls back with your own writes.
     pub fn using<X>(&self, executor: X) -> Dispatcher<X> {
+        // Never coalesced: a caller's transaction must get its rows through its own executor.
         Dispatcher {
             executor,
             settings: self.settings.clone(),
+            coalescer: None,
         }
     }
 
@@ -90,11 +113,45 @@ impl<E: Executor> Dispatcher<E> {
         self.executor.query(statement, params).await
     }
 
-    /// Creates the three `webhooks_dispatch_*` tables and their indexes if missing. Idempotent and safe to run
-    /// concurrently from several processes.
+    /// Brings the schema up to date: applies, in order, each numbered migration this release knows that the
+    /// database has not recorded in `webhooks_dispatch_migrations`, each in one transaction together with the
+    /// row that records it. Creates the `webhooks_dispatch_*` tables on a new database, and upgrades one made
+    /// by an earlier release (including one from before numbered migrations) with its rows intact.
+    ///
+    /// Running it again is a no-op, and it is safe to run from several processes at once: migrations are
+    /// serialized (an advisory lock on PostgreSQL, the write lock on SQLite), and a process that finds a
+    /// migration already applied by another skips it. A database migrated by a newer release is refused with
+    /// [`DispatchError::SchemaTooNew`] and left unchanged.
     pub async fn migrate(&self) -> Result<(), DispatchError> {
-        self.executor.batch_execute(self.sql().migrate).await?;
+        let sql = self.sql();
+        self.executor.batch_execute(sql.create_migrations_table).await?;
+        let mut applied = self.applied_migrations().await?;
+        for migration in sql.migrations {
+            refuse_newer(&applied, sql.migrations)?;
+            let version = i64::from(migration.version);
+            if applied.contains(&version) {
+                continue;
+            }
+            let Err(e) = self.executor.batch_execute(migration.sql).await else {
+                tracing::info!(version, name = migration.name, "applied schema migration");
+                applied.push(version);
+                continue;
+            };
+            // The record is the truth, whatever the error: another process that applied this migration first
+            // makes our recording INSERT fail (and our whole script roll back), and a commit whose answer was
+            // lost has still applied it.
+            match self.applied_migrations().await {
+                Ok(now) if now.contains(&version) => applied = now,
+                _ => return Err(e.into()),
+            }
+        }
         Ok(())
+    }
+
+    /// Versions recorded in `webhooks_dispatch_migrations`, ascending.
+    async fn applied_migrations(&self) -> Result<Vec<i64>, StorageError> {
+        let rows = self.query(self.sql().select_migrations, &[]).await?;
+        rows.iter().map(|r| r.int(0)).collect()
     }
 
     /// Registers an endpoint and returns its id and signing secret — the only time the secret is returned.
@@ -165,6 +222,16 @@ impl<E: Executor> Dispatcher<E> {
             self.message(message_id).await?;
         }
         rows.iter().map(attempt_from_row).collect()
+    }
+}
+
+/// A database that records a migration newer than every one this release knows was migrated by a newer
+/// release, whose schema this one cannot vouch for.
+fn refuse_newer(applied: &[i64], known: &[Migration]) -> Result<(), DispatchError> {
+    let supported = known.last().map_or(0, |m| m.version);
+    match applied.iter().max() {
+        Some(&found) if found > i64::from(supported) => Err(DispatchError::SchemaTooNew { found, supported }),
+        _ => Ok(()),
     }
 }
 

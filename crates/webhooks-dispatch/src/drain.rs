@@ -8,7 +8,7 @@
 //! Outcomes are recorded in bulk (one statement for many attempts), so database round trips per delivery
 //! stay far below one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,24 @@ impl Claimed {
     }
 }
 
+#[cfg(test)]
+impl Claimed {
+    /// A claimed message with nothing to deliver, for tests of the worker's queues.
+    pub(crate) fn for_test(id: &str, endpoint_id: &str) -> Claimed {
+        let limiter = Arc::new(EndpointLimiter::new(1));
+        Claimed {
+            id: id.to_owned(),
+            endpoint_id: endpoint_id.to_owned(),
+            token: "token".into(),
+            payload: String::new(),
+            attempt_no: 1,
+            url: String::new(),
+            secret: None,
+            _held: limiter.hold(endpoint_id),
+        }
+    }
+}
+
 /// The outcome of one attempt, waiting to be written.
 pub(crate) struct Record {
     pub id: String,
@@ -111,6 +129,22 @@ pub(crate) struct Record {
     latency_ms: i64,
     pub next_attempt_at: Option<DateTime<Utc>>,
     error: Option<String>,
+}
+
+impl Record {
+    /// The endpoint's HTTP status, if it answered.
+    pub(crate) fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// How long the attempt took.
+    pub(crate) fn latency(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.latency_ms).unwrap_or(0))
+    }
+
+    pub(crate) fn endpoint_id(&self) -> &str {
+        &self.endpoint_id
+    }
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -177,10 +211,34 @@ impl<E: Executor> Dispatcher<E> {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<Claimed>, StorageError> {
+        self.claim_ahead(now, lease, limit, &HashMap::new()).await
+    }
+
+    /// [`claim`](Self::claim), letting each endpoint in `ahead` have that many more messages claimed than its
+    /// free slots (a worker queues them per endpoint; see `worker::pace`). The statement's contract has one
+    /// quota for all endpoints, the cap minus what this process holds, so an allowance is passed as a held
+    /// count lowered by it (below zero when nothing is held yet).
+    pub(crate) async fn claim_ahead(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+        ahead: &HashMap<String, usize>,
+    ) -> Result<Vec<Claimed>, StorageError> {
         let token: Arc<str> = id::lease_token().into();
         let limiter = &self.settings().limiter;
         let per_endpoint = i64::try_from(limiter.cap()).unwrap_or(i64::MAX);
-        let (held_endpoints, held_counts) = limiter.held();
+        let (mut held_endpoints, mut held_counts) = limiter.held();
+        for (endpoint, extra) in ahead {
+            let extra = i64::try_from(*extra).unwrap_or(i64::MAX);
+            match held_endpoints.iter().position(|e| e == endpoint) {
+                Some(i) => held_counts[i] = held_counts[i].saturating_sub(extra),
+                None => {
+                    held_endpoints.push(endpoint.clone());
+                    held_counts.push(-extra);
+                }
+            }
+        }
         let params = [
             Value::from(&*token),
             Value::from(now + chrono_duration(lease)),

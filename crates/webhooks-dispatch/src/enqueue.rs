@@ -13,19 +13,74 @@ use crate::store::{Executor, Value};
 /// Most messages one [`Dispatcher::dispatch_many`] call accepts.
 pub const MAX_DISPATCH_MANY: usize = 1000;
 
+/// A key repeated inside one batch must name the same message each time; checked before any SQL, so the
+/// batch stays all or nothing.
+fn check_repeated_keys(messages: &[ValidMessage]) -> Result<(), DispatchError> {
+    let mut seen: HashMap<(&str, &str), (&str, &str)> = HashMap::new();
+    for (index, m) in messages.iter().enumerate() {
+        let Some(key) = &m.idempotency_key else { continue };
+        let this = (m.event_type.as_str(), m.body.as_str());
+        match seen.get(&(m.endpoint_id.as_str(), key.as_str())) {
+            Some(first) if *first != this => {
+                return Err(DispatchError::in_batch(index, DispatchError::IdempotencyConflict));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert((m.endpoint_id.as_str(), key.as_str()), this);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A message that passed validation: its id (taken now, so ids follow dispatch order) and serialized body.
+#[derive(Clone, Debug)]
+pub(crate) struct ValidMessage {
+    id: String,
+    endpoint_id: String,
+    event_type: String,
+    body: String,
+    idempotency_key: Option<String>,
+}
+
+impl ValidMessage {
+    fn new<P: Serialize>(input: NewMessage<P>) -> Result<Self, DispatchError> {
+        let body = input.validate()?;
+        Ok(ValidMessage {
+            id: id::message_id(),
+            endpoint_id: input.endpoint_id,
+            event_type: input.event_type,
+            body,
+            idempotency_key: input.idempotency_key,
+        })
+    }
+}
+
 impl<E: Executor> Dispatcher<E> {
     /// Enqueues a message: validates, then writes one outbox row. Never performs HTTP.
     ///
+    /// On a dispatcher built with
+    /// [`coalesce_dispatches`](crate::DispatcherBuilder::coalesce_dispatches), concurrent calls share one
+    /// multi-row insert; each still gets exactly its own result.
+    ///
     /// Errors: `invalid_input` / `invalid_payload` before any SQL; `unknown_endpoint`;
-    /// `event_type_not_subscribed`; `storage`.
+    /// `event_type_not_subscribed`; `idempotency_conflict`; `storage`.
     pub async fn dispatch<P: Serialize>(&self, input: NewMessage<P>) -> Result<Dispatched, DispatchError> {
-        let body = input.validate()?;
+        let message = ValidMessage::new(input)?;
+        match self.coalescer() {
+            Some(coalescer) => coalescer.dispatch(self.settings_arc(), message).await,
+            None => self.insert_one(message).await,
+        }
+    }
+
+    /// Writes one validated message with the single-row statement.
+    pub(crate) async fn insert_one(&self, message: ValidMessage) -> Result<Dispatched, DispatchError> {
         let params = [
-            Value::from(id::message_id()),
-            Value::from(input.endpoint_id.as_str()),
-            Value::from(input.event_type.as_str()),
-            Value::from(body.as_str()),
-            Value::from(input.idempotency_key.clone()),
+            Value::from(message.id),
+            Value::from(message.endpoint_id.as_str()),
+            Value::from(message.event_type.as_str()),
+            Value::from(message.body.as_str()),
+            Value::from(message.idempotency_key.clone()),
             Value::from(self.settings().clock.now()),
         ];
         let rows = self.query(self.sql().insert_message, &params).await?;
@@ -47,9 +102,9 @@ impl<E: Executor> Dispatcher<E> {
             });
         }
         // Idempotency conflict: the row exists (ON CONFLICT waited for it to commit), so read it back.
-        let key = input.idempotency_key.unwrap_or_default();
+        let key = message.idempotency_key.unwrap_or_default();
         let message_id = self
-            .existing_message(input.endpoint_id, key, &input.event_type, &body)
+            .existing_message(message.endpoint_id, key, &message.event_type, &message.body)
             .await?;
         Ok(Dispatched {
             message_id,
@@ -73,41 +128,34 @@ impl<E: Executor> Dispatcher<E> {
                 "at most 1000 messages per batch",
             ));
         }
-        if inputs.is_empty() {
+        let messages = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, input)| ValidMessage::new(input).map_err(|e| DispatchError::in_batch(index, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.insert_many(messages).await
+    }
+
+    /// Writes validated messages with the multi-row statement, all or nothing.
+    pub(crate) async fn insert_many(
+        &self,
+        messages: Vec<ValidMessage>,
+    ) -> Result<Vec<Dispatched>, DispatchError> {
+        if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut ids = Vec::with_capacity(inputs.len());
-        let mut endpoint_ids = Vec::with_capacity(inputs.len());
-        let mut event_types = Vec::with_capacity(inputs.len());
-        let mut payloads = Vec::with_capacity(inputs.len());
-        let mut keys = Vec::with_capacity(inputs.len());
-        // A key repeated inside the batch must name the same message each time; checked here, before any SQL,
-        // so the batch stays all or nothing.
-        let mut seen_keys: HashMap<(&str, &str), (&str, String)> = HashMap::new();
-        let mut bodies = Vec::with_capacity(inputs.len());
-        for (index, input) in inputs.iter().enumerate() {
-            let body = input.validate().map_err(|e| DispatchError::in_batch(index, e))?;
-            if let Some(key) = &input.idempotency_key {
-                let this = (input.event_type.as_str(), body.clone());
-                match seen_keys.get(&(input.endpoint_id.as_str(), key.as_str())) {
-                    Some(first) if *first != this => {
-                        return Err(DispatchError::in_batch(index, DispatchError::IdempotencyConflict));
-                    }
-                    Some(_) => {}
-                    None => {
-                        seen_keys.insert((input.endpoint_id.as_str(), key.as_str()), this);
-                    }
-                }
-            }
-            bodies.push(body);
-        }
-        drop(seen_keys);
-        for (input, body) in inputs.into_iter().zip(bodies) {
-            ids.push(Some(id::message_id()));
-            endpoint_ids.push(Some(input.endpoint_id));
-            event_types.push(Some(input.event_type));
-            payloads.push(Some(body));
-            keys.push(input.idempotency_key);
+        check_repeated_keys(&messages)?;
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut endpoint_ids = Vec::with_capacity(messages.len());
+        let mut event_types = Vec::with_capacity(messages.len());
+        let mut payloads = Vec::with_capacity(messages.len());
+        let mut keys = Vec::with_capacity(messages.len());
+        for message in messages {
+            ids.push(Some(message.id));
+            endpoint_ids.push(Some(message.endpoint_id));
+            event_types.push(Some(message.event_type));
+            payloads.push(Some(message.body));
+            keys.push(message.idempotency_key);
         }
         let params = [
             Value::from(ids),

@@ -59,6 +59,18 @@ pub enum DispatchError {
     /// The database failed. The message is generic; the driver error is only in `source()`.
     #[error("storage error")]
     Storage(#[source] StorageError),
+    /// [`migrate`](crate::Dispatcher::migrate) found a schema migrated by a newer release of this library: its
+    /// tables may no longer mean what this release expects, so it is refused rather than used.
+    #[error(
+        "the database schema is at version {found}, newer than the newest this release of webhooks-dispatch \
+         knows ({supported}); run a release that knows it, or point this one at another database"
+    )]
+    SchemaTooNew {
+        /// The newest migration version recorded in the database.
+        found: i64,
+        /// The newest migration version this release knows.
+        supported: u32,
+    },
 }
 
 impl DispatchError {
@@ -74,6 +86,7 @@ impl DispatchError {
             DispatchError::IdempotencyConflict => "idempotency_conflict",
             DispatchError::InBatch { error, .. } => error.code(),
             DispatchError::Storage(_) => "storage",
+            DispatchError::SchemaTooNew { .. } => "schema_too_new",
         }
     }
 
@@ -87,7 +100,7 @@ impl DispatchError {
             DispatchError::UnknownEndpoint | DispatchError::UnknownMessage => 404,
             DispatchError::IdempotencyConflict => 409,
             DispatchError::InBatch { error, .. } => error.http_status(),
-            DispatchError::Storage(_) => 500,
+            DispatchError::Storage(_) | DispatchError::SchemaTooNew { .. } => 500,
         }
     }
 
@@ -181,6 +194,16 @@ impl StorageError {
         }
     }
 
+    /// The same classification for another caller of a shared statement (group commit), with a generic
+    /// source: the driver's error itself is not shareable and stays with the first.
+    pub(crate) fn copy_for_another_caller(&self) -> Self {
+        StorageError {
+            kind: self.kind,
+            sqlstate: self.sqlstate.clone(),
+            source: Some("the batch insert this dispatch joined failed".into()),
+        }
+    }
+
     /// The classified kind.
     pub fn kind(&self) -> StorageErrorKind {
         self.kind
@@ -257,5 +280,17 @@ mod tests {
         assert_eq!(err.http_status(), 500);
         let source = err.source().and_then(|s| s.source()).expect("driver error kept");
         assert!(source.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn schema_too_new_names_both_versions_and_has_a_stable_code() {
+        let err = DispatchError::SchemaTooNew {
+            found: 7,
+            supported: 2,
+        };
+        assert_eq!(err.code(), "schema_too_new");
+        assert_eq!(err.http_status(), 500);
+        let text = err.to_string();
+        assert!(text.contains("version 7") && text.contains("(2)"), "{text}");
     }
 }

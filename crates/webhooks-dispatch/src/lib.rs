@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod attempt;
+mod coalesce;
 mod concurrency;
 mod config;
 mod delivery;

@@ -139,6 +139,10 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> io::Result<Response<
             tokio::time::sleep(delay).await;
             (200, Vec::new(), Full::from("ok").boxed())
         }
+        Reply::DelayedStatus(delay, status) => {
+            tokio::time::sleep(delay).await;
+            (status, Vec::new(), Full::from(Bytes::new()).boxed())
+        }
         Reply::EndlessBody => (200, Vec::new(), Endless::new().boxed()),
         // hyper's HTTP/1 dispatcher writes nothing while this future is
         // pending, so the raw stream is ours until we fail; the error then

@@ -93,6 +93,8 @@ pub enum Reply {
     EndlessBody,
     /// Wait this long, then answer 200 `ok`.
     Delayed(Duration),
+    /// Wait this long, then answer this status with an empty body (a slow endpoint that fails).
+    DelayedStatus(Duration, u16),
 }
 
 impl Reply {

@@ -26,8 +26,10 @@ const PRAGMAS: &[&str] = &["journal_mode", "synchronous", "foreign_keys"];
 /// could reach outside the prefixed tables (dblink, pg_read_file, lo_import, a user's function).
 const FUNCTIONS: &[&str] = &[
     "count",
+    "sum",
     "min",
     "max",
+    "least",
     "coalesce",
     "unnest",
     "cardinality",
@@ -37,6 +39,9 @@ const FUNCTIONS: &[&str] = &[
     "json_each",
     "pg_advisory_xact_lock",
     "pg_notify",
+    // The clocks that stamp `webhooks_dispatch_migrations.applied_at` (PostgreSQL, SQLite).
+    "now",
+    "julianday",
 ];
 
 /// Keywords that open a parenthesis without calling a function.
@@ -47,6 +52,8 @@ const PAREN_KEYWORDS: &[&str] = &[
     "ANY",
     "ALL",
     "AS",
+    "CAST",
+    "LATERAL",
     "CHECK",
     "CONFLICT",
     "EXISTS",
@@ -67,7 +74,8 @@ const PAREN_KEYWORDS: &[&str] = &[
     "RETURNING",
 ];
 
-/// Words and the punctuation that matters (parentheses, commas, semicolons), with comments removed.
+/// Words and the punctuation that matters (parentheses, commas, semicolons, operators), with comments
+/// removed.
 fn tokens(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in sql.lines() {
@@ -81,7 +89,11 @@ fn tokens(sql: &str) -> Vec<String> {
             if !word.is_empty() {
                 out.push(std::mem::take(&mut word));
             }
-            if matches!(c, '(' | ')' | ',' | ';') {
+            // Operators are kept too, so `int8 - (` is not read as a call of `int8`.
+            if matches!(
+                c,
+                '(' | ')' | ',' | ';' | '-' | '+' | '*' | '/' | '=' | '<' | '>' | ':'
+            ) {
                 out.push(c.to_string());
             }
         }

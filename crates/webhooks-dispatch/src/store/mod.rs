@@ -15,6 +15,7 @@ use crate::error::StorageError;
 
 #[cfg(test)]
 mod audit;
+mod migrations;
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod rusqlite;
@@ -47,7 +48,8 @@ pub trait Executor: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>>;
 
     /// Runs a parameterless script of several statements as one implicit transaction (the simple-query
-    /// protocol). Used by migrations only.
+    /// protocol): all of it commits, or none. Used by migrations only, which rely on that atomicity to record
+    /// each migration in the same transaction as its schema change.
     fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>>;
 }
 
@@ -109,8 +111,13 @@ impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
 /// same order, the same result columns.
 #[derive(Debug)]
 pub struct Statements {
-    /// Creates the three tables, idempotently.
-    pub migrate: &'static str,
+    /// Creates `webhooks_dispatch_migrations` (version, name, applied_at) if missing; a script, serialized
+    /// against concurrent migrations where the engine needs it.
+    pub create_migrations_table: &'static str,
+    /// → version of every applied migration, ascending.
+    pub select_migrations: &'static str,
+    /// The numbered schema migrations, oldest first, versions 1, 2, 3 … with no gap.
+    pub migrations: &'static [Migration],
     /// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at.
     pub insert_endpoint: &'static str,
     /// $1 id → id, owner_id, url, event_types, created_at.
@@ -154,7 +161,9 @@ impl Statements {
     /// destructured but unlisted one is an unused variable (a CI error).
     pub fn all(&self) -> Vec<&'static str> {
         let Statements {
-            migrate,
+            create_migrations_table,
+            select_migrations,
+            migrations,
             insert_endpoint,
             select_endpoint,
             insert_message,
@@ -172,7 +181,8 @@ impl Statements {
             queue_stats,
         } = self;
         let mut all = vec![
-            *migrate,
+            *create_migrations_table,
+            *select_migrations,
             *insert_endpoint,
             *select_endpoint,
             *insert_message,
@@ -191,8 +201,23 @@ impl Statements {
                 .into_iter()
                 .flatten(),
         );
+        all.extend(migrations.iter().map(|m| m.sql));
         all
     }
+}
+
+/// One numbered, forward-only schema change, applied at most once per database and recorded in
+/// `webhooks_dispatch_migrations`.
+#[derive(Debug)]
+pub struct Migration {
+    /// Its number: migrations apply in ascending order, and a database records the ones it has.
+    pub version: u32,
+    /// The file it comes from, without `.sql` (`0002_endpoint_queue_index`).
+    pub name: &'static str,
+    /// The script that applies it, run as one transaction: on PostgreSQL the migration lock first, then the
+    /// row that records the version (which a second process that raced for the same migration cannot insert
+    /// again, so its whole attempt rolls back before any schema change), then the file's statements.
+    pub sql: &'static str,
 }
 
 /// A statement parameter or result column.

@@ -3,60 +3,24 @@
 //! Rules kept here: each statement touches only `webhooks_dispatch_*` tables; each parameter carries an
 //! explicit cast so all drivers agree on its type; nothing is ever formatted into these strings.
 
-/// The schema. Idempotent, and safe to run from several processes at once: a transaction-scoped advisory lock
-/// serialises concurrent runs (plain `CREATE TABLE IF NOT EXISTS` races on the catalog). Sent as one
-/// simple-query script, which PostgreSQL runs as a single implicit transaction.
-pub const MIGRATE: &str = r#"
+/// Creates the table that records applied migrations. Sent as one simple-query script (a single implicit
+/// transaction) under the transaction-scoped advisory lock that every migration takes: plain `CREATE TABLE IF
+/// NOT EXISTS` from several processes at once races on the catalog.
+pub const CREATE_MIGRATIONS_TABLE: &str = r#"
 SELECT pg_advisory_xact_lock(7305546289152737061);
 
-CREATE TABLE IF NOT EXISTS webhooks_dispatch_endpoints (
-    id          text        PRIMARY KEY,
-    owner_id    text        NOT NULL,
-    url         text        NOT NULL,
-    secret      text        NOT NULL,
-    -- Deduplicated and sorted; empty means every event type.
-    event_types text[]      NOT NULL DEFAULT '{}',
-    created_at  timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS webhooks_dispatch_endpoints_owner_idx
-    ON webhooks_dispatch_endpoints (owner_id);
-
-CREATE TABLE IF NOT EXISTS webhooks_dispatch_outbox (
-    id               text        PRIMARY KEY,
-    endpoint_id      text        NOT NULL REFERENCES webhooks_dispatch_endpoints (id),
-    event_type       text        NOT NULL,
-    -- The exact serialized bytes that are signed and sent (jsonb would reorder keys and break signatures).
-    payload          text        NOT NULL,
-    idempotency_key  text,
-    status           text        NOT NULL DEFAULT 'pending'
-                                 CHECK (status IN ('pending', 'delivered', 'dead')),
-    attempts         integer     NOT NULL DEFAULT 0,
-    next_attempt_at  timestamptz NOT NULL,
-    -- A drain owns a row while lease_token is set and lease_expires_at is in the future; a crashed drain's
-    -- rows become due again once the lease expires.
-    lease_token      text,
-    lease_expires_at timestamptz,
-    created_at       timestamptz NOT NULL,
-    updated_at       timestamptz NOT NULL,
-    -- NULL keys never conflict, so only keyed dispatches are deduplicated.
-    CONSTRAINT webhooks_dispatch_outbox_idempotency_key UNIQUE (endpoint_id, idempotency_key)
-);
--- Only pending rows are ever scanned for work, so the claim cost does not grow with finished history.
-CREATE INDEX IF NOT EXISTS webhooks_dispatch_outbox_due_idx
-    ON webhooks_dispatch_outbox (next_attempt_at, id) WHERE status = 'pending';
-
-CREATE TABLE IF NOT EXISTS webhooks_dispatch_attempts (
-    message_id      text        NOT NULL REFERENCES webhooks_dispatch_outbox (id),
-    attempt_no      integer     NOT NULL,
-    attempted_at    timestamptz NOT NULL,
-    status_code     integer,
-    outcome         text        NOT NULL CHECK (outcome IN ('delivered', 'retrying', 'dead')),
-    latency_ms      bigint      NOT NULL,
-    next_attempt_at timestamptz,
-    error           text,
-    PRIMARY KEY (message_id, attempt_no)
+CREATE TABLE IF NOT EXISTS webhooks_dispatch_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
 );
 "#;
+
+/// → version of every applied migration, ascending.
+pub const SELECT_MIGRATIONS: &str = "SELECT version FROM webhooks_dispatch_migrations ORDER BY version";
+
+/// The numbered migrations (files under `store/migrations/postgres/`), oldest first.
+pub const MIGRATIONS: &[super::Migration] = super::migrations::POSTGRES;
 
 /// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at.
 pub const INSERT_ENDPOINT: &str = "\
@@ -98,36 +62,62 @@ pub const SELECT_MESSAGE: &str = "\
 SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at
 FROM webhooks_dispatch_outbox WHERE id = $1::text";
 
-/// Claims up to $4 due messages for one drain by stamping them with a lease.
+/// Claims up to $4 due messages for one drain by stamping them with a lease, visiting only the rows it takes.
 /// $1 lease token, $2 lease expiry, $3 now, $4 limit, $5 endpoints this process already holds messages for,
-/// $6 most messages per endpoint in this process, $7 how many it holds for each of $5
+/// $6 most messages per endpoint in this process, $7 how many it holds for each of $5 (a worker that claims
+/// ahead for an endpoint that keeps up reports fewer, even below zero, which raises that endpoint's quota)
 /// → id, endpoint_id, payload, attempts, url, secret.
-/// `FOR UPDATE SKIP LOCKED` lets concurrent drains take disjoint rows without waiting on each other; the lease
-/// (not the row lock, which ends with this statement) keeps other drains away during delivery. Each endpoint
-/// gets at most its free slots ($6 minus what this process holds), so a claimed message never waits for its
-/// endpoint while holding one of the worker's slots, and one endpoint with a deep backlog cannot fill a claim
-/// while others wait. The candidate window is wider than the limit so those caps rarely leave a claim short.
+///
+/// Driven by endpoints, not by a global scan of the due index: a skip scan of the per-endpoint queue index
+/// lists the endpoints with pending work (one index probe each), endpoints at their quota in this process are
+/// dropped before anything else is read, each remaining endpoint's due messages are counted up to its quota
+/// (unlocked reads of at most the rows it could take) and its oldest gives its place in line (oldest first,
+/// so no endpoint starves behind another's backlog), and grants are made in that order up to $4. Only then
+/// are rows locked: per endpoint, exactly its grant, oldest first, `FOR UPDATE SKIP LOCKED` from that
+/// endpoint's own queue. A busy, backed-off or hanging endpoint costs an index probe or two and locks
+/// nothing. The lease (not the row lock, which ends with this statement) keeps other drains away during
+/// delivery; a concurrent drain's locked rows are skipped, and the lease condition skips rows another drain
+/// holds. Needs `webhooks_dispatch_outbox_endpoint_due_idx` (migration 0002).
 pub const CLAIM_DUE: &str = "\
-WITH busy AS (
+WITH RECURSIVE busy AS (
     SELECT * FROM unnest($5::text[], $7::int8[]) AS b(endpoint_id, held)
-), candidates AS (
-    SELECT o.id, o.endpoint_id, o.next_attempt_at FROM webhooks_dispatch_outbox AS o
-    WHERE o.status = 'pending' AND o.next_attempt_at <= $3::timestamptz
-      AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3::timestamptz)
-      AND NOT EXISTS (SELECT 1 FROM busy WHERE busy.endpoint_id = o.endpoint_id AND busy.held >= $6::int8)
-    ORDER BY o.next_attempt_at, o.id
-    LIMIT $4::int8 * 4
-    FOR UPDATE OF o SKIP LOCKED
+), pending_endpoints AS (
+    (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
+     WHERE o.status = 'pending' ORDER BY o.endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
+            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id ORDER BY o.endpoint_id LIMIT 1)
+    FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
+), open_endpoints AS (
+    SELECT p.endpoint_id, $6::int8 - COALESCE(busy.held, 0) AS quota
+    FROM pending_endpoints AS p LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
+    WHERE p.endpoint_id IS NOT NULL AND $6::int8 - COALESCE(busy.held, 0) > 0
+), heads AS (
+    SELECT e.endpoint_id, h.head, h.available
+    FROM open_endpoints AS e CROSS JOIN LATERAL (
+        SELECT min(q.next_attempt_at) AS head, count(*) AS available FROM (
+            SELECT o.next_attempt_at FROM webhooks_dispatch_outbox AS o
+            WHERE o.endpoint_id = e.endpoint_id AND o.status = 'pending'
+              AND o.next_attempt_at <= $3::timestamptz
+              AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3::timestamptz)
+            ORDER BY o.next_attempt_at, o.id LIMIT e.quota
+        ) AS q
+    ) AS h
+    WHERE h.available > 0
+), granted AS (
+    SELECT endpoint_id, LEAST(available, $4::int8 - (sum(available) OVER w - available)) AS grant_n
+    FROM heads
+    WINDOW w AS (ORDER BY head, endpoint_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ), due AS (
-    SELECT id FROM (
-        SELECT c.id, c.next_attempt_at,
-               row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id)
-                   + COALESCE(busy.held, 0) AS slot
-        FROM candidates AS c LEFT JOIN busy ON busy.endpoint_id = c.endpoint_id
-    ) AS ranked
-    WHERE slot <= $6::int8
-    ORDER BY next_attempt_at, id
-    LIMIT $4::int8
+    SELECT picked.id FROM granted AS g CROSS JOIN LATERAL (
+        SELECT o.id FROM webhooks_dispatch_outbox AS o
+        WHERE o.endpoint_id = g.endpoint_id AND o.status = 'pending' AND o.next_attempt_at <= $3::timestamptz
+          AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3::timestamptz)
+        ORDER BY o.next_attempt_at, o.id
+        LIMIT g.grant_n
+        FOR UPDATE OF o SKIP LOCKED
+    ) AS picked
+    WHERE g.grant_n > 0
 )
 UPDATE webhooks_dispatch_outbox AS o
 SET lease_token = $1::text, lease_expires_at = $2::timestamptz
@@ -264,7 +254,9 @@ WHERE status = 'pending' AND next_attempt_at <= $1::timestamptz
 
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
-    migrate: MIGRATE,
+    create_migrations_table: CREATE_MIGRATIONS_TABLE,
+    select_migrations: SELECT_MIGRATIONS,
+    migrations: MIGRATIONS,
     insert_endpoint: INSERT_ENDPOINT,
     select_endpoint: SELECT_ENDPOINT,
     insert_message: INSERT_MESSAGE,

@@ -6,6 +6,8 @@
 //! of the same file (for example the CLI while the server runs) proceed alongside, and `synchronous = FULL`
 //! keeps a committed message on disk across a power loss.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -90,24 +92,115 @@ impl SqliteExecutor {
 /// 0/1, arrays as JSON text (unnested with `json_each`).
 fn to_sql(value: &Value) -> ToSqlOutput<'_> {
     use rusqlite::types::Value as Sql;
-    let micros = |t: &chrono::DateTime<chrono::Utc>| t.timestamp_micros();
-    let json = |v: serde_json::Value| ToSqlOutput::Owned(Sql::Text(v.to_string()));
     match value {
         Value::Null => ToSqlOutput::Owned(Sql::Null),
         Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
         Value::I32(v) => ToSqlOutput::Owned(Sql::Integer(i64::from(*v))),
         Value::I64(v) => ToSqlOutput::Owned(Sql::Integer(*v)),
         Value::Bool(v) => ToSqlOutput::Owned(Sql::Integer(i64::from(*v))),
-        Value::Timestamp(t) => ToSqlOutput::Owned(Sql::Integer(micros(t))),
-        Value::TextArray(v) => json(serde_json::json!(v)),
-        Value::NullableTextArray(v) => json(serde_json::json!(v)),
-        Value::NullableI32Array(v) => json(serde_json::json!(v)),
-        Value::I64Array(v) => json(serde_json::json!(v)),
-        Value::NullableTimestampArray(v) => json(serde_json::json!(v
-            .iter()
-            .map(|t| t.as_ref().map(micros))
-            .collect::<Vec<_>>())),
+        Value::Timestamp(t) => ToSqlOutput::Owned(Sql::Integer(t.timestamp_micros())),
+        Value::TextArray(_)
+        | Value::NullableTextArray(_)
+        | Value::NullableI32Array(_)
+        | Value::I64Array(_)
+        | Value::NullableTimestampArray(_) => {
+            let elements = json_elements(value).unwrap_or_default();
+            ToSqlOutput::Owned(Sql::Text(serde_json::Value::Array(elements).to_string()))
+        }
     }
+}
+
+/// The elements of an array parameter as JSON values (timestamps as Unix microseconds); `None` for a scalar.
+fn json_elements(value: &Value) -> Option<Vec<serde_json::Value>> {
+    use serde_json::Value as Json;
+    let or_null = |v: Option<Json>| v.unwrap_or(Json::Null);
+    Some(match value {
+        Value::TextArray(v) => v.iter().map(|s| Json::from(s.as_str())).collect(),
+        Value::NullableTextArray(v) => v.iter().map(|s| or_null(s.as_deref().map(Json::from))).collect(),
+        Value::NullableI32Array(v) => v.iter().map(|n| or_null(n.map(Json::from))).collect(),
+        Value::I64Array(v) => v.iter().map(|&n| Json::from(n)).collect(),
+        Value::NullableTimestampArray(v) => v
+            .iter()
+            .map(|t| or_null(t.map(|t| Json::from(t.timestamp_micros()))))
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// What one placeholder of a SQLite statement binds.
+#[derive(Debug, PartialEq)]
+enum Placeholder {
+    /// `$n`: parameter n, counted from 1.
+    Param(usize),
+    /// `$zip_a_b_…`: the array parameters a, b, … zipped into one JSON array of rows, row i being
+    /// `[a[i], b[i], …]`. One `json_each` over it reads every row once; joining one `json_each` per array on
+    /// the element index instead is a nested scan that re-parses the arrays, quadratic in the batch.
+    Zip(Vec<usize>),
+}
+
+impl Placeholder {
+    fn parse(name: &str) -> Result<Self, StorageError> {
+        let number = |s: &str| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| StorageError::decode("unnumbered placeholder"))
+        };
+        let name = name.trim_start_matches(['$', '?']);
+        match name.strip_prefix("zip_") {
+            Some(list) => Ok(Placeholder::Zip(list.split('_').map(number).collect::<Result<_, _>>()?)),
+            None => Ok(Placeholder::Param(number(name)?)),
+        }
+    }
+}
+
+fn param(params: &[Value], n: usize) -> Result<&Value, StorageError> {
+    params
+        .get(n - 1)
+        .ok_or_else(|| StorageError::decode("missing parameter"))
+}
+
+/// The JSON text a `$zip_…` placeholder binds; its arrays must all have the same length.
+fn zip(params: &[Value], columns: &[usize]) -> Result<String, StorageError> {
+    let columns = columns
+        .iter()
+        .map(|&n| {
+            json_elements(param(params, n)?).ok_or_else(|| StorageError::decode("zipped parameter is not an array"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let len = columns.first().map_or(0, Vec::len);
+    if columns.iter().any(|c| c.len() != len) {
+        return Err(StorageError::decode("zipped arrays differ in length"));
+    }
+    let mut columns: Vec<_> = columns.into_iter().map(Vec::into_iter).collect();
+    let rows = (0..len)
+        .map(|_| serde_json::Value::Array(columns.iter_mut().filter_map(Iterator::next).collect()))
+        .collect();
+    Ok(serde_json::Value::Array(rows).to_string())
+}
+
+/// Binds every placeholder of `stmt`. `zips` keeps each zip built for this script, which several of its
+/// statements may read.
+fn bind(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[Value],
+    zips: &mut HashMap<String, String>,
+) -> Result<(), StorageError> {
+    for i in 1..=stmt.parameter_count() {
+        let name = stmt.parameter_name(i).unwrap_or_default().to_owned();
+        match Placeholder::parse(&name)? {
+            Placeholder::Param(n) => stmt.raw_bind_parameter(i, to_sql(param(params, n)?)),
+            Placeholder::Zip(columns) => {
+                let text = match zips.entry(name) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(zip(params, &columns)?),
+                };
+                stmt.raw_bind_parameter(i, text.as_str())
+            }
+        }
+        .map_err(storage_error)?;
+    }
+    Ok(())
 }
 
 fn from_sql(v: ValueRef<'_>) -> Result<Value, StorageError> {
@@ -123,25 +216,16 @@ fn from_sql(v: ValueRef<'_>) -> Result<Value, StorageError> {
     })
 }
 
-/// Runs every statement of `sql` in one transaction, binding each `$n` placeholder to `params[n - 1]`, and
-/// returns the rows of all statements that produce rows, in order.
+/// Runs every statement of `sql` in one transaction, binding each placeholder (`$n` to `params[n - 1]`, see
+/// [`Placeholder`]), and returns the rows of all statements that produce rows, in order.
 fn run_script(conn: &mut Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>, StorageError> {
     let tx = conn.transaction().map_err(storage_error)?;
     let mut out = Vec::new();
+    let mut zips = HashMap::new();
     {
         let mut batch = Batch::new(&tx, sql);
         while let Some(mut stmt) = batch.next().map_err(storage_error)? {
-            for i in 1..=stmt.parameter_count() {
-                let name = stmt.parameter_name(i).unwrap_or_default();
-                let n: usize = name
-                    .trim_start_matches(['$', '?'])
-                    .parse()
-                    .map_err(|_| StorageError::decode("unnumbered placeholder"))?;
-                let value = params
-                    .get(n - 1)
-                    .ok_or_else(|| StorageError::decode("missing parameter"))?;
-                stmt.raw_bind_parameter(i, to_sql(value)).map_err(storage_error)?;
-            }
+            bind(&mut stmt, params, &mut zips)?;
             let columns = stmt.column_count();
             let mut rows = stmt.raw_query();
             while let Some(row) = rows.next().map_err(storage_error)? {
@@ -177,5 +261,177 @@ impl Executor for SqliteExecutor {
             tx.execute_batch(sql).map_err(storage_error)?;
             tx.commit().map_err(storage_error)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A measurement, not a check: how the bulk statements scale with their batch, on a database file with the
+    //! adapter's settings. Rerun after changing any of them (release build, timings printed per batch size):
+    //! `cargo test -p webhooks-dispatch --lib --release -- --ignored --nocapture bulk_statement_timings`
+
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use chrono::DateTime;
+    use rusqlite::Connection;
+
+    use super::run_script;
+    use crate::store::{sqlite, Row, Value};
+
+    const SIZES: [usize; 4] = [1, 100, 500, 1000];
+    const ENDPOINTS: usize = 100;
+    const ROUNDS: usize = 5;
+
+    /// A fixed instant `seconds` after an arbitrary epoch, so runs are comparable.
+    fn at(seconds: usize) -> Value {
+        let seconds = 1_700_000_000 + i64::try_from(seconds).expect("small");
+        Value::from(DateTime::from_timestamp(seconds, 0).expect("in range"))
+    }
+
+    fn fresh_db(path: &Path) -> Connection {
+        let mut conn = Connection::open(path).expect("open");
+        conn.execute_batch(sqlite::CONNECTION_SETUP).expect("setup");
+        conn.execute_batch(sqlite::CREATE_MIGRATIONS_TABLE)
+            .expect("migrations table");
+        for migration in sqlite::MIGRATIONS {
+            conn.execute_batch(migration.sql).expect("migrate");
+        }
+        for e in 0..ENDPOINTS {
+            // Half subscribe to everything, half to a list, so both subscription checks run.
+            let event_types = if e % 2 == 0 { "[]" } else { r#"["a","b"]"# };
+            let params = [
+                Value::from(format!("ep_{e}")),
+                Value::from("owner"),
+                Value::from("https://example.com/hook"),
+                Value::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                Value::from(event_types),
+                at(0),
+            ];
+            run_script(&mut conn, sqlite::INSERT_ENDPOINT, &params).expect("endpoint");
+        }
+        conn
+    }
+
+    fn timed(conn: &mut Connection, sql: &str, params: &[Value]) -> (Duration, Vec<Row>) {
+        let started = Instant::now();
+        let rows = run_script(conn, sql, params).expect("statement");
+        (started.elapsed(), rows)
+    }
+
+    /// `n` messages spread over the endpoints, every other one with an idempotency key.
+    fn messages(round: usize, n: usize) -> [Value; 6] {
+        let text = |f: &dyn Fn(usize) -> Option<String>| Value::from((0..n).map(f).collect::<Vec<_>>());
+        [
+            text(&|i| Some(format!("msg_{round:02}_{i:05}"))),
+            text(&|i| Some(format!("ep_{}", i % ENDPOINTS))),
+            text(&|_| Some("a".to_owned())),
+            text(&|i| Some(format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(64)))),
+            text(&|i| (i % 2 == 0).then(|| format!("key_{round}_{i}"))),
+            at(round * 10),
+        ]
+    }
+
+    /// `n` entries: the first endpoints really held (so the join matches), the rest idle names.
+    fn claim(token: &str, round: usize, n: usize) -> [Value; 7] {
+        let held = |i: usize| {
+            if i < ENDPOINTS {
+                format!("ep_{i}")
+            } else {
+                format!("ep_idle_{i}")
+            }
+        };
+        [
+            Value::from(token),
+            at(round * 10 + 600),
+            at(round * 10),
+            Value::from(i64::try_from(n).expect("small")),
+            Value::from((0..n).map(held).collect::<Vec<_>>()),
+            Value::from(i64::try_from(n).expect("small")),
+            Value::from((0..n).map(|i| i64::from(i >= ENDPOINTS)).collect::<Vec<_>>()),
+        ]
+    }
+
+    /// Outcomes for claimed rows in turn: delivered, retrying with a response, unreachable (which backs its
+    /// endpoint off), dead.
+    fn completions(claimed: &[Row], token: &str, round: usize) -> [Value; 8] {
+        let n = claimed.len();
+        let ids: Vec<String> = claimed.iter().map(|r| r.text(0).expect("id")).collect();
+        let outcome = |i: usize| ["delivered", "retrying", "retrying", "dead"][i % 4].to_owned();
+        let status = |i: usize| [Some(200), Some(503), None, Some(410)][i % 4];
+        let retry = |i: usize| (i % 4 == 1 || i % 4 == 2).then(|| at(round * 10 + 3600));
+        let retry = (0..n).map(retry).map(|v| match v {
+            Some(Value::Timestamp(t)) => Some(t),
+            _ => None,
+        });
+        let error = |i: usize| (i % 4 == 2).then(|| "connect: connection refused".to_owned());
+        let attempted = match at(round * 10 + 1) {
+            Value::Timestamp(t) => t,
+            _ => unreachable!(),
+        };
+        [
+            Value::from(ids),
+            Value::from(vec![token.to_owned(); n]),
+            Value::from((0..n).map(outcome).collect::<Vec<_>>()),
+            Value::from(vec![Some(attempted); n]),
+            Value::from((0..n).map(status).collect::<Vec<_>>()),
+            Value::from(vec![25_i64; n]),
+            Value::from(retry.collect::<Vec<_>>()),
+            Value::from((0..n).map(error).collect::<Vec<_>>()),
+        ]
+    }
+
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    /// Median time of each bulk statement for one batch size, over fresh rounds on one growing database.
+    fn measure(n: usize) -> [Duration; 4] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = fresh_db(&dir.path().join("timings.db"));
+        let mut times: [Vec<Duration>; 4] = Default::default();
+        for round in 0..ROUNDS {
+            let (t, rows) = timed(&mut conn, sqlite::INSERT_MESSAGES, &messages(round, n));
+            assert_eq!(rows.len(), n);
+            times[0].push(t);
+            let first = format!("lease_a_{round}");
+            let (t, claimed) = timed(&mut conn, sqlite::CLAIM_DUE, &claim(&first, round, n));
+            assert_eq!(claimed.len(), n, "claimed");
+            times[1].push(t);
+            let ids: Vec<String> = claimed.iter().map(|r| r.text(0).expect("id")).collect();
+            let release = [Value::from(ids), Value::from(vec![first; n])];
+            let (t, released) = timed(&mut conn, sqlite::RELEASE_CLAIMS, &release);
+            assert_eq!(released.len(), n, "released");
+            times[3].push(t);
+            let second = format!("lease_b_{round}");
+            let claimed = run_script(&mut conn, sqlite::CLAIM_DUE, &claim(&second, round, n)).expect("claim");
+            assert_eq!(claimed.len(), n, "claimed again");
+            let complete = completions(&claimed, &second, round);
+            let (t, recorded) = timed(&mut conn, sqlite::COMPLETE_ATTEMPTS, &complete);
+            assert_eq!(recorded.len(), n, "recorded");
+            times[2].push(t);
+        }
+        times.map(median)
+    }
+
+    #[test]
+    #[ignore = "a measurement: prints timings, asserts only that the statements did their work"]
+    fn bulk_statement_timings() {
+        println!("median of {ROUNDS} rounds, temp-file database, synchronous = FULL");
+        println!(
+            "{:>6} {:>22} {:>22} {:>22} {:>22}",
+            "rows", "INSERT_MESSAGES", "CLAIM_DUE", "COMPLETE_ATTEMPTS", "RELEASE_CLAIMS"
+        );
+        for n in SIZES {
+            let cells = measure(n).map(|t| {
+                let per_row = t.as_secs_f64() * 1e6 / n as f64;
+                format!("{:>9.2} ms {:>6.1} µs/row", t.as_secs_f64() * 1e3, per_row)
+            });
+            println!(
+                "{n:>6} {:>22} {:>22} {:>22} {:>22}",
+                cells[0], cells[1], cells[2], cells[3]
+            );
+        }
     }
 }

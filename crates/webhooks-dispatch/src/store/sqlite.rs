@@ -7,50 +7,21 @@
 //! that yields rows. Writers are serialized by SQLite itself, which is what makes claims exclusive here —
 //! and why this engine serves one process.
 
-/// The schema, idempotent.
-pub const MIGRATE: &str = r#"
-CREATE TABLE IF NOT EXISTS webhooks_dispatch_endpoints (
-    id          TEXT    PRIMARY KEY,
-    owner_id    TEXT    NOT NULL,
-    url         TEXT    NOT NULL,
-    secret      TEXT    NOT NULL,
-    -- JSON array, deduplicated and sorted; [] means every event type.
-    event_types TEXT    NOT NULL DEFAULT '[]',
-    created_at  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS webhooks_dispatch_endpoints_owner_idx
-    ON webhooks_dispatch_endpoints (owner_id);
-
-CREATE TABLE IF NOT EXISTS webhooks_dispatch_outbox (
-    id               TEXT    PRIMARY KEY,
-    endpoint_id      TEXT    NOT NULL REFERENCES webhooks_dispatch_endpoints (id),
-    event_type       TEXT    NOT NULL,
-    payload          TEXT    NOT NULL,
-    idempotency_key  TEXT,
-    status           TEXT    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'dead')),
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  INTEGER NOT NULL,
-    lease_token      TEXT,
-    lease_expires_at INTEGER,
-    created_at       INTEGER NOT NULL,
-    updated_at       INTEGER NOT NULL,
-    UNIQUE (endpoint_id, idempotency_key)
-);
-CREATE INDEX IF NOT EXISTS webhooks_dispatch_outbox_due_idx
-    ON webhooks_dispatch_outbox (next_attempt_at, id) WHERE status = 'pending';
-
-CREATE TABLE IF NOT EXISTS webhooks_dispatch_attempts (
-    message_id      TEXT    NOT NULL REFERENCES webhooks_dispatch_outbox (id),
-    attempt_no      INTEGER NOT NULL,
-    attempted_at    INTEGER NOT NULL,
-    status_code     INTEGER,
-    outcome         TEXT    NOT NULL CHECK (outcome IN ('delivered', 'retrying', 'dead')),
-    latency_ms      INTEGER NOT NULL,
-    next_attempt_at INTEGER,
-    error           TEXT,
-    PRIMARY KEY (message_id, attempt_no)
+/// Creates the table that records applied migrations; `applied_at` in Unix microseconds like every other
+/// timestamp here (from `julianday`, which every SQLite has, to the millisecond).
+pub const CREATE_MIGRATIONS_TABLE: &str = r#"
+CREATE TABLE IF NOT EXISTS webhooks_dispatch_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))
 );
 "#;
+
+/// See [`super::postgres::SELECT_MIGRATIONS`].
+pub const SELECT_MIGRATIONS: &str = "SELECT version FROM webhooks_dispatch_migrations ORDER BY version";
+
+/// The numbered migrations (files under `store/migrations/sqlite/`), oldest first.
+pub const MIGRATIONS: &[super::Migration] = super::migrations::SQLITE;
 
 /// See [`super::postgres::INSERT_ENDPOINT`].
 pub const INSERT_ENDPOINT: &str = "\
@@ -254,7 +225,9 @@ pub const CONNECTION_SETUP: &str =
 
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
-    migrate: MIGRATE,
+    create_migrations_table: CREATE_MIGRATIONS_TABLE,
+    select_migrations: SELECT_MIGRATIONS,
+    migrations: MIGRATIONS,
     insert_endpoint: INSERT_ENDPOINT,
     select_endpoint: SELECT_ENDPOINT,
     insert_message: INSERT_MESSAGE,

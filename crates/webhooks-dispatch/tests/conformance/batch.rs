@@ -8,6 +8,7 @@ conformance!(
     dispatch_many_inserts_in_order_in_one_statement,
     dispatch_many_keeps_idempotency_within_and_across_batches,
     dispatch_many_is_all_or_nothing,
+    coalesced_dispatches_share_inserts_and_each_get_their_own_result,
 );
 
 const COUNT_OUTBOX: &str = "SELECT count(*) FROM webhooks_dispatch_outbox";
@@ -156,5 +157,120 @@ async fn dispatch_many_is_all_or_nothing(engine: Engine) {
         ctx.scalar(COUNT_OUTBOX, &[]).await,
         0,
         "a refused batch inserted rows"
+    );
+}
+
+/// Group commit: concurrent `dispatch` calls on a coalescing dispatcher are written by fewer statements than
+/// calls, yet each gets exactly the result it would have had alone — created, an idempotent replay, a
+/// conflict, an unknown endpoint, an unsubscribed type — and racing keys still make one row.
+async fn coalesced_dispatches_share_inserts_and_each_get_their_own_result(engine: Engine) {
+    use std::sync::Arc;
+    let ctx = Ctx::new(engine).await;
+    let exec = crate::support::CountingExecutor::new(ctx.exec.clone());
+    let plain = ctx.dispatcher();
+    let ep = plain
+        .register_endpoint(NewEndpoint::new("o", ctx.url()).event_types(["a"]))
+        .await
+        .unwrap()
+        .id;
+    let earlier = plain
+        .dispatch(NewMessage::new(&ep, "a", 0).idempotency_key("earlier"))
+        .await
+        .unwrap();
+    let d =
+        webhooks_dispatch::Dispatcher::builder(exec.clone() as Arc<dyn webhooks_dispatch::store::Executor>)
+            .coalesce_dispatches()
+            .build();
+    // What each call sends, and what it must get back.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Expect {
+        Created,
+        Replay,
+        Code(&'static str),
+    }
+    let mut calls = Vec::new();
+    for i in 0..120 {
+        calls.push((NewMessage::new(ep.clone(), "a".to_owned(), i), Expect::Created));
+    }
+    for _ in 0..8 {
+        let replay = NewMessage::new(ep.clone(), "a".to_owned(), 0).idempotency_key("earlier");
+        calls.push((replay, Expect::Replay));
+    }
+    let conflict = NewMessage::new(ep.clone(), "a".to_owned(), 99).idempotency_key("earlier");
+    calls.push((conflict, Expect::Code("idempotency_conflict")));
+    calls.push((
+        NewMessage::new("ep_nope".to_owned(), "a".to_owned(), 1),
+        Expect::Code("unknown_endpoint"),
+    ));
+    calls.push((
+        NewMessage::new(ep.clone(), "b".to_owned(), 1),
+        Expect::Code("event_type_not_subscribed"),
+    ));
+    let before = exec.count();
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|(msg, expect)| {
+            let d = d.clone();
+            tokio::spawn(async move { (d.dispatch(msg).await, expect) })
+        })
+        .collect();
+    let mut created = std::collections::HashSet::new();
+    for task in tasks {
+        let (result, expect) = task.await.unwrap();
+        match (result, expect) {
+            (Ok(sent), Expect::Created) => {
+                assert!(sent.created);
+                assert!(created.insert(sent.message_id), "two callers got the same new id");
+            }
+            (Ok(sent), Expect::Replay) => {
+                assert_eq!(
+                    (sent.message_id, sent.created),
+                    (earlier.message_id.clone(), false)
+                );
+            }
+            (Err(e), Expect::Code(code)) => assert_eq!(e.code(), code, "{e:?}"),
+            (got, expect) => panic!("expected {expect:?}, got {got:?}"),
+        }
+    }
+    assert_eq!(
+        ctx.scalar(COUNT_OUTBOX, &[]).await,
+        121,
+        "120 new rows plus the earlier one"
+    );
+    let inserts = exec.seen.lock().unwrap()[before..]
+        .iter()
+        .filter(|s| **s == exec.statements().insert_messages || **s == exec.statements().insert_message)
+        .count();
+    assert!(
+        inserts <= 40,
+        "{inserts} insert statements for 131 dispatches: nothing was coalesced"
+    );
+
+    // Racing dispatches of one key through the coalescer still make exactly one row.
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let d = d.clone();
+            let ep = ep.clone();
+            tokio::spawn(async move {
+                d.dispatch(NewMessage::new(&ep, "a", 7).idempotency_key("race"))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut new_rows = 0;
+    for racer in racers {
+        let sent = racer.await.unwrap().unwrap();
+        new_rows += usize::from(sent.created);
+        ids.insert(sent.message_id);
+    }
+    assert_eq!((ids.len(), new_rows), (1, 1));
+    // Through `using` (a caller's transaction) nothing is coalesced: one statement per dispatch.
+    let direct = d.using(exec.clone());
+    let before = exec.count();
+    direct.dispatch(NewMessage::new(&ep, "a", 8)).await.unwrap();
+    assert_eq!(
+        exec.seen.lock().unwrap()[before],
+        exec.statements().insert_message
     );
 }

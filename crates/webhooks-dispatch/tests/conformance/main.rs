@@ -7,10 +7,14 @@ mod support;
 
 /// Batch enqueue: `dispatch_many`.
 mod batch;
+/// Endpoint-driven claims: oldest endpoints first, claim-ahead only for endpoints that keep up.
+mod claims;
 /// Invariant 6 and hostile endpoints: SSRF policy, pinning, rebinding, deadlines.
 mod destinations;
 /// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
 mod faults;
+/// Numbered schema migrations: upgrades in place with rows intact, concurrency, refusing newer schemas.
+mod migrations;
 /// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.
 mod outbox;
 /// Connection reuse, HTTP/2, the vetted DNS cache, and invariant 6 with pooled connections.

@@ -1,0 +1,132 @@
+//! Claimed messages waiting for a delivery slot, queued per endpoint.
+//!
+//! A worker may claim ahead for an endpoint that keeps up (see [`super::pace`]), so an endpoint can have more
+//! messages claimed than it may have attempts in flight. Those wait here, not in a delivery task: a task
+//! waiting for its endpoint's slot would hold one of the worker's `concurrency` slots, and a hot endpoint's
+//! surplus would then starve every other endpoint. So a message leaves its queue only when its endpoint has a
+//! free in-flight slot, and endpoints take turns (round robin) so none waits behind another's backlog.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::drain::Claimed;
+
+/// Per-endpoint queues of claimed, not yet started messages, and the attempts each endpoint has in flight.
+pub(super) struct ReadyQueues {
+    /// Most attempts in flight per endpoint (the dispatcher's per-endpoint concurrency).
+    cap: usize,
+    queues: HashMap<String, VecDeque<Claimed>>,
+    /// Endpoints with queued messages, in turn order; each appears at most once.
+    turn: VecDeque<String>,
+    in_flight: HashMap<String, usize>,
+    queued: usize,
+}
+
+impl ReadyQueues {
+    pub(super) fn new(cap: usize) -> Self {
+        ReadyQueues {
+            cap: cap.max(1),
+            queues: HashMap::new(),
+            turn: VecDeque::new(),
+            in_flight: HashMap::new(),
+            queued: 0,
+        }
+    }
+
+    /// Messages queued (claimed, not started).
+    pub(super) fn len(&self) -> usize {
+        self.queued
+    }
+
+    pub(super) fn extend(&mut self, claimed: impl IntoIterator<Item = Claimed>) {
+        for msg in claimed {
+            let queue = self.queues.entry(msg.endpoint_id.clone()).or_default();
+            if queue.is_empty() {
+                self.turn.push_back(msg.endpoint_id.clone());
+            }
+            queue.push_back(msg);
+            self.queued += 1;
+        }
+    }
+
+    /// The next message whose endpoint has a free slot, taking endpoints in turn; counts it as in flight
+    /// until [`finished`](Self::finished). `None` when every queued message's endpoint is at its cap.
+    pub(super) fn start_next(&mut self) -> Option<Claimed> {
+        for _ in 0..self.turn.len() {
+            let endpoint = self.turn.pop_front()?;
+            let running = self.in_flight.get(&endpoint).copied().unwrap_or(0);
+            if running >= self.cap {
+                self.turn.push_back(endpoint);
+                continue;
+            }
+            let queue = self
+                .queues
+                .get_mut(&endpoint)
+                .expect("a queued endpoint has a queue");
+            let msg = queue.pop_front().expect("a queued endpoint has a message");
+            if queue.is_empty() {
+                self.queues.remove(&endpoint);
+            } else {
+                self.turn.push_back(endpoint.clone());
+            }
+            *self.in_flight.entry(endpoint).or_insert(0) += 1;
+            self.queued -= 1;
+            return Some(msg);
+        }
+        None
+    }
+
+    /// An attempt started by [`start_next`](Self::start_next) for `endpoint_id` is over.
+    pub(super) fn finished(&mut self, endpoint_id: &str) {
+        if let Some(n) = self.in_flight.get_mut(endpoint_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(endpoint_id);
+            }
+        }
+    }
+
+    /// Removes and returns every queued message (shutdown: they are handed back unattempted).
+    pub(super) fn drain(&mut self) -> Vec<Claimed> {
+        self.turn.clear();
+        self.queued = 0;
+        self.queues.drain().flat_map(|(_, q)| q).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::Claimed;
+
+    fn queues(cap: usize, endpoints: &[(&str, usize)]) -> ReadyQueues {
+        let mut q = ReadyQueues::new(cap);
+        for (endpoint, n) in endpoints {
+            q.extend((0..*n).map(|i| Claimed::for_test(&format!("{endpoint}-{i}"), endpoint)));
+        }
+        q
+    }
+
+    #[test]
+    fn endpoints_take_turns_and_none_exceeds_its_cap() {
+        let mut q = queues(2, &[("hot", 10), ("a", 1), ("b", 1)]);
+        let started: Vec<String> = std::iter::from_fn(|| q.start_next()).map(|m| m.id).collect();
+        // Round robin: the hot endpoint's backlog does not go first in full; it stops at its cap of 2.
+        assert_eq!(started, ["hot-0", "a-0", "b-0", "hot-1"]);
+        assert_eq!(q.len(), 8);
+        q.finished("hot");
+        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("hot-2"));
+        assert!(q.start_next().is_none(), "hot is at its cap again");
+    }
+
+    #[test]
+    fn draining_hands_back_everything_queued() {
+        let mut q = queues(1, &[("x", 3), ("y", 2)]);
+        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("x-0"));
+        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("y-0"));
+        assert!(q.start_next().is_none(), "both at their cap of 1");
+        assert_eq!(q.drain().len(), 3);
+        assert_eq!(q.len(), 0);
+        q.finished("x");
+        assert!(q.start_next().is_none());
+    }
+}
