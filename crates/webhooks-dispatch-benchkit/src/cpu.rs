@@ -94,6 +94,66 @@ impl Meter {
     }
 }
 
+/// The CPU time of some of this process's threads, picked by name: the HTTP scenario's load generator runs
+/// on a runtime of its own with named threads, so its share can be told apart from the service's.
+#[derive(Clone, Debug)]
+pub struct ThreadGroup {
+    name: String,
+}
+
+/// A thread group's CPU counter at one instant.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadSnapshot {
+    at: Instant,
+    ticks: u64,
+}
+
+impl ThreadGroup {
+    /// Threads whose name (`/proc/self/task/*/comm`, at most 15 bytes) is exactly `name`.
+    pub fn new(name: &str) -> ThreadGroup {
+        ThreadGroup {
+            name: name.to_owned(),
+        }
+    }
+
+    /// Reads the group's counter now. Only threads alive now count, so take both snapshots while the group's
+    /// threads run.
+    pub fn snapshot(&self) -> ThreadSnapshot {
+        let mut ticks = 0;
+        for tid in tasks() {
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+            if comm.trim_end() == self.name {
+                ticks += stat(&format!("/proc/self/task/{tid}/stat")).map_or(0, |s| s.own);
+            }
+        }
+        ThreadSnapshot {
+            at: Instant::now(),
+            ticks,
+        }
+    }
+
+    /// Average cores the group used from `start` until now.
+    pub fn cores_since(&self, start: &ThreadSnapshot) -> f64 {
+        let end = self.snapshot();
+        let secs = end.at.duration_since(start.at).as_secs_f64();
+        let hz = clock_ticks() as f64;
+        if secs <= 0.0 || hz <= 0.0 {
+            return 0.0;
+        }
+        end.ticks.saturating_sub(start.ticks) as f64 / hz / secs
+    }
+}
+
+fn tasks() -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// USER_HZ, the unit of /proc's CPU times.
 fn clock_ticks() -> i64 {
     // SAFETY: sysconf has no preconditions and only reads a constant.
@@ -171,4 +231,37 @@ fn postgres_total(postmaster: u32) -> u64 {
         }
     }
     total
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::ThreadGroup;
+
+    #[test]
+    fn a_thread_group_counts_its_named_threads_only() {
+        let (group, other) = (ThreadGroup::new("wdb-cpu-test"), ThreadGroup::new("wdb-nobody"));
+        let (start, other_start) = (group.snapshot(), other.snapshot());
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinning = stop.clone();
+        let spinner = std::thread::Builder::new()
+            .name("wdb-cpu-test".to_owned())
+            .spawn(move || {
+                let mut x = 0u64;
+                while !spinning.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        // Read while the spinner still runs: a thread's ticks vanish from /proc/self/task when it ends.
+        let (cores, nobody) = (group.cores_since(&start), other.cores_since(&other_start));
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+        assert!(cores > 0.05, "a spinning thread used {cores} cores");
+        assert_eq!(nobody, 0.0);
+    }
 }

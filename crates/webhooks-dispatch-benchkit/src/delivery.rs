@@ -178,11 +178,23 @@ impl Measured {
 }
 
 /// Runs scenario 2: one worker, two workers, the two baselines, and optionally the non-durable variant.
-pub async fn scenario(env: &Env, report: &mut Report, tuning: &Tuning, messages: usize, rounds: usize) {
+/// With `hot`, every round also measures the hot-endpoint run (scenario 6), so that it is interleaved with
+/// the figures it is compared with; its samples are reported by `hot::report`.
+pub async fn scenario(
+    env: &Env,
+    report: &mut Report,
+    tuning: &Tuning,
+    messages: usize,
+    rounds: usize,
+    mut hot: Option<&mut Samples>,
+) {
     let (mut one, mut two) = (Samples::default(), Samples::default());
     let (mut http, mut db) = (Samples::default(), Samples::default());
     for _ in 0..rounds {
         one.push(run(env, tuning, &Plan::healthy("deliver1", 1, messages)).await);
+        if let Some(hot) = hot.as_deref_mut() {
+            hot.push(crate::hot::round(env, tuning, messages).await);
+        }
         two.push(run(env, tuning, &Plan::healthy("deliver2", 2, messages)).await);
         http.push(baseline::raw_http(env, messages, tuning.concurrency).await);
         db.push(baseline::raw_db(env, messages).await);
@@ -300,7 +312,7 @@ pub async fn measure(env: &Env, tuning: &Tuning, plan: &Plan, stage: &Stage) -> 
         )
         .into());
     }
-    verify(stage, &targets.healthy, db_start, expected, plan.label).await?;
+    verify(&stage.pool, &targets.healthy, db_start, expected, plan.label).await?;
     if summed.deliveries.delivered != expected as u64 {
         return Err(format!("{}: workers report {summed:?}, expected {expected}", plan.label).into());
     }
@@ -329,8 +341,8 @@ WHERE a.attempted_at >= $1 AND a.outcome <> 'delivered' AND e.url LIKE $2";
 
 /// The database agrees with the receiver: the `expected` messages enqueued since `since` are delivered with
 /// one attempt each and no failed one, nothing is leased, and the receiver saw each message id once.
-async fn verify(
-    stage: &Stage,
+pub async fn verify(
+    pool: &PgPool,
     receiver: &Receiver,
     since: DateTime<Utc>,
     expected: usize,
@@ -339,7 +351,7 @@ async fn verify(
     let failed = sqlx::query(FAILED_HEALTHY)
         .bind(since)
         .bind(format!("%:{}/%", receiver.port()))
-        .fetch_one(&stage.pool)
+        .fetch_one(pool)
         .await?;
     let (failures, error): (i64, Option<String>) = (failed.try_get(0)?, failed.try_get(1)?);
     if failures > 0 {
@@ -357,7 +369,7 @@ async fn verify(
             (SELECT count(*) FROM webhooks_dispatch_attempts WHERE outcome = 'delivered' AND attempted_at >= $1)",
     )
     .bind(since)
-    .fetch_one(&stage.pool)
+    .fetch_one(pool)
     .await?;
     let (delivered, leased, attempts): (i64, i64, i64) =
         (counts.try_get(0)?, counts.try_get(1)?, counts.try_get(2)?);
@@ -369,10 +381,16 @@ async fn verify(
         )
         .into());
     }
+    received_once(receiver, expected, label).map(drop)
+}
+
+/// The receiver saw exactly `expected` requests, each with its own `webhook-id`; returns those ids.
+pub fn received_once(receiver: &Receiver, expected: usize, label: &str) -> Result<HashSet<String>> {
     let received = receiver.received();
-    let distinct: HashSet<&str> = received
+    let distinct: HashSet<String> = received
         .iter()
         .filter_map(|r| r.headers.get("webhook-id").and_then(|v| v.to_str().ok()))
+        .map(str::to_owned)
         .collect();
     if received.len() != expected || distinct.len() != expected {
         return Err(format!(
@@ -382,5 +400,5 @@ async fn verify(
         )
         .into());
     }
-    Ok(())
+    Ok(distinct)
 }

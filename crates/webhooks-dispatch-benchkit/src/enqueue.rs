@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 use sqlx::Row as _;
 use tokio::task::JoinSet;
+use webhooks_dispatch::store::Executor;
 use webhooks_dispatch::{Dispatcher, NewMessage};
 
 use crate::cpu::Usage;
@@ -65,7 +66,7 @@ pub async fn run(env: &Env, report: &mut Report, messages: usize, tasks: usize) 
             Method::Dispatch | Method::RawInsert => "1 row/call".to_owned(),
             Method::DispatchMany | Method::RawMultiInsert => format!("{BATCH} rows/call"),
         };
-        let (rate, cpu) = measure(env, method, messages, tasks).await?;
+        let (rate, cpu) = measure(env, method, messages, tasks, ENDPOINTS).await?;
         let label = format!("{name}, {per_call}, {tasks} tasks");
         report
             .add(SCENARIO, key, &label, rate, "msg/s")
@@ -80,14 +81,32 @@ pub async fn run(env: &Env, report: &mut Report, messages: usize, tasks: usize) 
     Ok(())
 }
 
+/// `dispatch`, one message per call from `tasks` tasks (one pool connection each), round robin over
+/// `endpoints` endpoints, on a fresh database: the library figure the HTTP API's acceptance is compared with.
+/// Returns messages per second and the CPU used meanwhile.
+pub async fn dispatch_rate(
+    env: &Env,
+    messages: usize,
+    tasks: usize,
+    endpoints: usize,
+) -> Result<(f64, Usage)> {
+    measure(env, Method::Dispatch, messages, tasks, endpoints).await
+}
+
 /// One measurement on a fresh database; returns rows per second and the CPU used meanwhile.
-async fn measure(env: &Env, method: Method, messages: usize, tasks: usize) -> Result<(f64, Usage)> {
+async fn measure(
+    env: &Env,
+    method: Method,
+    messages: usize,
+    tasks: usize,
+    endpoint_count: usize,
+) -> Result<(f64, Usage)> {
     let db = env.fresh_database("enqueue").await?;
     // Same driver and pool size for the library and the plain statements: one connection per task.
     let pool = env.pool(&db, u32::try_from(tasks)?, false).await?;
     let d = env.builder(pool.clone()).build();
     // The endpoints exist (the outbox has a foreign key to them) but are never delivered to here.
-    let urls: Vec<String> = (0..ENDPOINTS).map(|i| endpoint_url(443, i)).collect();
+    let urls: Vec<String> = (0..endpoint_count).map(|i| endpoint_url(443, i)).collect();
     let endpoints = Arc::new(setup_endpoints(&d, &urls).await?);
 
     let cpu_start = env.meter.snapshot();
@@ -164,11 +183,17 @@ where
     Ok(started.elapsed())
 }
 
-fn message_id() -> String {
+/// A message id shaped like the library's (plain-insert baselines make their own, as a caller would).
+pub fn message_id() -> String {
     format!("msg_{}", ulid::Ulid::new())
 }
 
-async fn dispatch_one(d: Dispatcher<PgPool>, endpoints: Arc<Vec<String>>, i: usize) -> Result<()> {
+/// Dispatches message `i` to endpoint `i mod len`.
+pub async fn dispatch_one<E: Executor>(
+    d: Dispatcher<E>,
+    endpoints: Arc<Vec<String>>,
+    i: usize,
+) -> Result<()> {
     let msg = NewMessage::new(&endpoints[i % endpoints.len()], EVENT_TYPE, payload(i as u64));
     d.dispatch(msg).await?;
     Ok(())
@@ -189,12 +214,13 @@ async fn insert_one(pool: PgPool, endpoints: Arc<Vec<String>>, i: usize) -> Resu
 }
 
 /// Message numbers of batch `b` out of `total`.
-fn batch_range(b: usize, total: usize) -> std::ops::Range<usize> {
+pub fn batch_range(b: usize, total: usize) -> std::ops::Range<usize> {
     b * BATCH..((b + 1) * BATCH).min(total)
 }
 
-async fn dispatch_batch(
-    d: Dispatcher<PgPool>,
+/// Dispatches batch `b` of `total` messages in one `dispatch_many` call.
+pub async fn dispatch_batch<E: Executor>(
+    d: Dispatcher<E>,
     endpoints: Arc<Vec<String>>,
     b: usize,
     total: usize,

@@ -17,6 +17,7 @@ use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor as _};
 use webhooks_dispatch::ssrf::StaticResolver;
+use webhooks_dispatch::store::Executor;
 use webhooks_dispatch::{Dispatcher, DispatcherBuilder, NewEndpoint, NewMessage};
 use webhooks_dispatch_testkit::pg::{require_loopback, ClusterOptions, PgCluster};
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, Reply, TestCa};
@@ -28,6 +29,22 @@ use crate::pgstats::StatementStats;
 pub type BoxError = Box<dyn Error + Send + Sync>;
 /// Result of one benchmark step.
 pub type Result<T> = std::result::Result<T, BoxError>;
+
+/// An error with its sources, `: `-separated. The library's errors keep the driver's message as their source
+/// (a storage error says only "storage error"), and a benchmark that failed must say why.
+pub fn chain(e: &(dyn Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
 
 /// The host name every endpoint URL uses; resolved by a static map, never by DNS.
 pub const RECEIVER_HOST: &str = "receiver.test";
@@ -56,9 +73,10 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    /// Builds a dispatcher with these settings on `pool`, wired to the loopback receivers.
-    pub fn dispatcher(&self, env: &Env, pool: PgPool) -> Dispatcher<PgPool> {
-        env.builder(pool)
+    /// Builds a dispatcher with these settings on `executor` (a pool, or a SQLite file), wired to the loopback
+    /// receivers.
+    pub fn dispatcher<E: Executor>(&self, env: &Env, executor: E) -> Dispatcher<E> {
+        env.builder(executor)
             .concurrency(self.concurrency)
             .per_endpoint_concurrency(self.per_endpoint)
             .attempt_timeout(Duration::from_millis(self.attempt_timeout_ms))
@@ -71,6 +89,8 @@ pub struct Env {
     /// The throwaway cluster, if we started one: stopped and removed when dropped.
     cluster: Option<PgCluster>,
     admin: PgConnectOptions,
+    /// The admin URL as given, from which [`Env::database_url`] derives per-database URLs for the service.
+    admin_url: String,
     /// Signs every receiver's certificate; the dispatchers trust only this CA.
     pub ca: TestCa,
     resolver: StaticResolver,
@@ -130,6 +150,7 @@ impl Env {
             keep_databases: false,
             cluster,
             admin,
+            admin_url: url,
             ca: TestCa::new(),
             resolver,
             next_db: AtomicU32::new(0),
@@ -202,6 +223,11 @@ impl Env {
         }
     }
 
+    /// A `postgres://` URL for `db` (the admin URL with its database replaced), for the in-process service.
+    pub fn database_url(&self, db: &Database) -> Result<String> {
+        url_with_database(&self.admin_url, &db.name)
+    }
+
     /// A sqlx pool on `db`. `synchronous_commit_off` sets that per connection (the optional, non-durable
     /// variant); everything else runs with the server's durable defaults.
     pub async fn pool(&self, db: &Database, size: u32, synchronous_commit_off: bool) -> Result<PgPool> {
@@ -238,12 +264,29 @@ impl Env {
 
     /// The dispatcher configuration for loopback delivery: static resolver, only 127.0.0.1/32 allowed,
     /// only the benchmark CA trusted.
-    pub fn builder(&self, pool: PgPool) -> DispatcherBuilder<PgPool> {
-        Dispatcher::builder(pool)
+    pub fn builder<E>(&self, executor: E) -> DispatcherBuilder<E> {
+        Dispatcher::builder(executor)
             .resolver(Arc::new(self.resolver.clone()))
             .allow_net("127.0.0.1/32".parse().expect("valid network literal"))
             .root_certificates(self.ca.root_store())
     }
+}
+
+/// `admin_url` pointing at database `name` instead. A `dbname` query parameter would override the path, so it
+/// goes; every other parameter (`host=`, `sslmode=`, …) stays.
+fn url_with_database(admin_url: &str, name: &str) -> Result<String> {
+    let mut url = url::Url::parse(admin_url)?;
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "dbname")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.set_path(&format!("/{name}"));
+    url.set_query(None);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept);
+    }
+    Ok(url.to_string())
 }
 
 /// Endpoint URL number `i` on a receiver: one distinct path per endpoint, all on `receiver.test`.
@@ -252,13 +295,13 @@ pub fn endpoint_url(port: u16, i: usize) -> String {
 }
 
 /// Creates the tables and registers one endpoint per URL; returns their ids in order.
-pub async fn setup_endpoints(d: &Dispatcher<PgPool>, urls: &[String]) -> Result<Vec<String>> {
+pub async fn setup_endpoints<E: Executor>(d: &Dispatcher<E>, urls: &[String]) -> Result<Vec<String>> {
     d.migrate().await?;
     register_endpoints(d, urls).await
 }
 
 /// Registers one endpoint per URL; returns their ids in order.
-pub async fn register_endpoints(d: &Dispatcher<PgPool>, urls: &[String]) -> Result<Vec<String>> {
+pub async fn register_endpoints<E: Executor>(d: &Dispatcher<E>, urls: &[String]) -> Result<Vec<String>> {
     let mut ids = Vec::with_capacity(urls.len());
     for (i, url) in urls.iter().enumerate() {
         let ep = d
@@ -271,7 +314,11 @@ pub async fn register_endpoints(d: &Dispatcher<PgPool>, urls: &[String]) -> Resu
 
 /// Enqueues one message per entry of `targets` (indexes into `endpoints`), 500 per `dispatch_many` call.
 /// Setup for the delivery scenarios, not itself measured.
-pub async fn enqueue_all(d: &Dispatcher<PgPool>, endpoints: &[String], targets: &[usize]) -> Result<()> {
+pub async fn enqueue_all<E: Executor>(
+    d: &Dispatcher<E>,
+    endpoints: &[String],
+    targets: &[usize],
+) -> Result<()> {
     for (chunk_no, chunk) in targets.chunks(500).enumerate() {
         let batch = chunk
             .iter()
@@ -303,6 +350,15 @@ pub fn payload(i: u64) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn service_urls_name_the_measurement_database_and_keep_the_rest() {
+        let url =
+            super::url_with_database("postgres://postgres@127.0.0.1:5433/postgres", "wdbench_1").unwrap();
+        assert_eq!(url, "postgres://postgres@127.0.0.1:5433/wdbench_1");
+        let url = super::url_with_database("postgres://u:pw@localhost?dbname=app&host=/run/pg", "b").unwrap();
+        assert_eq!(url, "postgres://u:pw@localhost/b?host=%2Frun%2Fpg");
+    }
+
     #[test]
     fn payload_is_about_300_bytes() {
         let len = serde_json::to_string(&super::payload(123_456)).unwrap().len();

@@ -17,7 +17,7 @@ use webhooks_dispatch::store::sqlx::SqlxListener;
 use webhooks_dispatch::{NewMessage, Worker};
 use webhooks_dispatch_testkit::receiver::Reply;
 
-use crate::env::{endpoint_url, payload, setup_endpoints, Env, Result, Tuning, ENDPOINTS, EVENT_TYPE};
+use crate::env::{chain, endpoint_url, payload, setup_endpoints, Env, Result, Tuning, ENDPOINTS, EVENT_TYPE};
 use crate::report::Report;
 
 const SCENARIO: &str = "3. latency at 100 msg/s";
@@ -62,12 +62,12 @@ pub async fn scenario(
             let max = latencies.last().copied().map_or(0.0, ms);
             report.add(SCENARIO, "latency.max", "max", max, "ms");
         }
-        Err(e) => report.error("latency", &e),
+        Err(e) => report.error("latency", &chain(&*e)),
     }
 }
 
 /// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -10,16 +10,21 @@
 
 #![warn(missing_docs)]
 
+mod api;
 mod baseline;
+mod claimcost;
 mod cpu;
 mod delivery;
 mod enqueue;
 mod env;
+mod hot;
 mod isolation;
 mod latency;
 mod machine;
 mod pgstats;
 mod report;
+mod service;
+mod sqlite;
 mod suite;
 mod tablesize;
 
@@ -76,6 +81,7 @@ impl Options {
             synchronous_commit_off_variant: !self.skip_sync_off,
             only: self.only.clone(),
             rounds: self.rounds.unwrap_or(if quick { 1 } else { 2 }).max(1),
+            claim_backlog_divisor: if quick { 10 } else { 1 },
         }
     }
 
@@ -173,6 +179,7 @@ mod tests {
         let quick = options(true).sizes();
         assert_eq!((quick.messages, quick.rounds, quick.latency_secs), (1_000, 1, 3));
         assert_eq!(quick.finished_rows, Some(20_000));
+        assert_eq!((full.claim_backlog_divisor, quick.claim_backlog_divisor), (1, 10));
         let explicit = Options {
             messages: Some(0),
             rounds: Some(5),

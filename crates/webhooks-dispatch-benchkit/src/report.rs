@@ -246,7 +246,7 @@ impl Samples {
     pub fn push(&mut self, sample: Result<Sample>) {
         match sample {
             Ok(s) => self.ok.push(s),
-            Err(e) => self.errors.push(e.to_string()),
+            Err(e) => self.errors.push(crate::env::chain(&*e)),
         }
     }
 

@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::env::{Env, Result, Tuning};
+use crate::env::{chain, Env, Result, Tuning};
 use crate::machine::{self, Machine};
-use crate::report::Report;
-use crate::{delivery, enqueue, isolation, latency, tablesize};
+use crate::report::{Report, Samples};
+use crate::{api, claimcost, delivery, enqueue, hot, isolation, latency, sqlite, tablesize};
+
+/// Steady rate of the HTTP API's send → receipt latency measurement, as the brief fixes it.
+pub const API_LATENCY_RATE: u32 = 50;
 
 /// The scenarios that can be picked with `--only`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -23,6 +26,14 @@ pub enum Scenario {
     TableSize,
     /// 5: delivery with hanging endpoints.
     Isolation,
+    /// 6: all messages to one endpoint, against the raw claim + complete loop and 100 endpoints.
+    HotEndpoint,
+    /// 7: rows locked per claimed row and server time of the library's claim statement, per backlog.
+    ClaimCost,
+    /// 8: the service's HTTP API in-process: accepted/s, delivered/s, API latency, steady-rate latency.
+    Api,
+    /// 9: SQLite: enqueue against plain inserts, delivery, the service's batch endpoint.
+    Sqlite,
 }
 
 /// How big each scenario is.
@@ -44,6 +55,8 @@ pub struct Sizes {
     pub only: Vec<Scenario>,
     /// Rounds of each delivery measurement.
     pub rounds: usize,
+    /// The claim-cost backlogs' due counts are divided by this (1, or 10 for a smoke run).
+    pub claim_backlog_divisor: usize,
 }
 
 impl Sizes {
@@ -54,9 +67,14 @@ impl Sizes {
             None => "scenario 4 skipped".to_owned(),
         };
         format!(
-            "N = {} messages per measurement, {} enqueue tasks, latency at {} msg/s for {} s, {history}, best of {} \
-             round(s) per delivery figure",
-            self.messages, self.enqueue_tasks, self.latency_rate_per_sec, self.latency_secs, self.rounds
+            "N = {} messages per measurement, {} enqueue tasks, latency at {} msg/s (API: {API_LATENCY_RATE} msg/s) \
+             for {} s, {history}, claim-cost backlogs ÷ {}, best of {} round(s) per delivery figure",
+            self.messages,
+            self.enqueue_tasks,
+            self.latency_rate_per_sec,
+            self.latency_secs,
+            self.claim_backlog_divisor,
+            self.rounds
         )
     }
 
@@ -77,43 +95,73 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let n = sizes.messages;
 
     if sizes.wants(Scenario::Enqueue) {
-        progress("1/6 enqueue throughput");
+        progress("1/10 enqueue throughput");
         if let Err(e) = enqueue::run(env, &mut report, n, sizes.enqueue_tasks).await {
-            report.error("enqueue", &e);
+            report.error("enqueue", &chain(&*e));
         }
     }
+    // Scenario 6's rounds run inside scenario 2's loop when both are wanted, interleaved with its references.
+    let mut hot_rounds = Samples::default();
+    let hot_inside_delivery = sizes.wants(Scenario::Delivery) && sizes.wants(Scenario::HotEndpoint);
     if sizes.wants(Scenario::Delivery) {
-        progress("2/6 end-to-end delivery throughput and baselines");
-        delivery::scenario(env, &mut report, tuning, n, sizes.rounds).await;
+        progress("2/10 end-to-end delivery throughput and baselines");
+        let hot = hot_inside_delivery.then_some(&mut hot_rounds);
+        delivery::scenario(env, &mut report, tuning, n, sizes.rounds, hot).await;
         if sizes.synchronous_commit_off_variant {
             delivery::synchronous_commit_off(env, &mut report, tuning, n).await;
         }
     }
     if sizes.wants(Scenario::Latency) {
-        progress("3/6 latency");
+        progress("3/10 latency");
         let duration = Duration::from_secs(sizes.latency_secs);
         latency::scenario(env, &mut report, tuning, sizes.latency_rate_per_sec, duration).await;
     }
     if sizes.wants(Scenario::TableSize) {
         match sizes.finished_rows {
             Some(rows) => {
-                progress("4/6 table-size independence");
+                progress("4/10 table-size independence");
                 tablesize::scenario(env, &mut report, tuning, n, rows, sizes.rounds).await;
             }
-            None => progress("4/6 table-size independence: skipped (--skip-million)"),
+            None => progress("4/10 table-size independence: skipped (--skip-million)"),
         }
     }
     if sizes.wants(Scenario::Isolation) {
-        progress("5/6 slow-endpoint isolation");
+        progress("5/10 slow-endpoint isolation");
         isolation::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
+    if hot_inside_delivery {
+        progress("6/10 hot endpoint (measured in scenario 2's rounds)");
+        hot::report(&mut report, &hot_rounds, n);
+    } else if sizes.wants(Scenario::HotEndpoint) {
+        progress("6/10 hot endpoint, with its references");
+        hot::scenario(env, &mut report, tuning, n, sizes.rounds).await;
+    }
+    if sizes.wants(Scenario::ClaimCost) {
+        progress("7/10 claim cost");
+        claimcost::scenario(env, &mut report, sizes.claim_backlog_divisor).await;
+    }
+    if sizes.wants(Scenario::Api) {
+        progress("8/10 HTTP API");
+        api::scenario(env, &mut report, n, sizes.rounds, sizes.latency_secs).await;
+    }
+    if sizes.wants(Scenario::Sqlite) {
+        progress("9/10 SQLite");
+        sqlite::scenario(env, &mut report, tuning, n, sizes.rounds, sizes.enqueue_tasks).await;
+    }
 
-    progress("6/6 peak memory");
+    progress("10/10 peak memory");
+    memory(&mut report);
+    env.drop_leftovers().await;
+    Ok(report)
+}
+
+/// Scenario 10: this process's peak memory, always reported.
+fn memory(report: &mut Report) {
     match machine::peak_rss_mib() {
         Some(mib) => {
             report
                 .add(
-                    "6. memory",
+                    "10. memory",
                     "memory.peak_rss",
                     "peak resident memory of this process (VmHWM)",
                     mib,
@@ -123,8 +171,6 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
         }
         None => report.error("memory", &"no VmHWM in /proc/self/status"),
     }
-    env.drop_leftovers().await;
-    Ok(report)
 }
 
 /// Progress goes to stderr so stdout holds only the table.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPool;
 
 use crate::delivery::{self, Plan, Stage};
-use crate::env::{Env, Result, Tuning};
+use crate::env::{chain, Env, Result, Tuning};
 use crate::report::{Report, Samples};
 
 const SCENARIO: &str = "4. table-size independence";
@@ -75,7 +75,7 @@ pub async fn scenario(
     // The history is written once; later rounds find the previous rounds' messages (and endpoints) in it too.
     let full_stage = match Stage::new(env, &full_plan).await {
         Ok(stage) => stage,
-        Err(e) => return report.error("table size: writing the history", &e),
+        Err(e) => return report.error("table size: writing the history", &chain(&*e)),
     };
     let (mut empty, mut full) = (Samples::default(), Samples::default());
     for _ in 0..rounds {
@@ -85,7 +85,7 @@ pub async fn scenario(
     }
     let prefill = full_stage.prefill.unwrap_or_default();
     if let Err(e) = full_stage.close(env).await {
-        report.error("table size: dropping the database", &e);
+        report.error("table size: dropping the database", &chain(&*e));
     }
 
     let label = "1 worker, empty tables (reference, interleaved)";
