@@ -129,21 +129,22 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> io::Result<Response<
         http_version: parts.version,
         at,
     });
-    let (status, headers, body) = match conn.shared.next_reply() {
+    // `streamed`: the body is produced while it is sent, so the request stays in flight until it ends.
+    let (status, headers, body, streamed) = match conn.shared.next_reply() {
         Reply::Status {
             status,
             headers,
             body,
-        } => (status, headers, Full::from(body).boxed()),
+        } => (status, headers, Full::from(body).boxed(), false),
         Reply::Delayed(delay) => {
             tokio::time::sleep(delay).await;
-            (200, Vec::new(), Full::from("ok").boxed())
+            (200, Vec::new(), Full::from("ok").boxed(), false)
         }
         Reply::DelayedStatus(delay, status) => {
             tokio::time::sleep(delay).await;
-            (status, Vec::new(), Full::from(Bytes::new()).boxed())
+            (status, Vec::new(), Full::from(Bytes::new()).boxed(), false)
         }
-        Reply::EndlessBody => (200, Vec::new(), Endless::new().boxed()),
+        Reply::EndlessBody => (200, Vec::new(), Endless::new().boxed(), true),
         // hyper's HTTP/1 dispatcher writes nothing while this future is
         // pending, so the raw stream is ours until we fail; the error then
         // makes hyper drop the connection.
@@ -157,6 +158,10 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> io::Result<Response<
     for (name, value) in headers {
         response = response.header(name, value);
     }
+    // A complete response is over for the receiver once it is handed to hyper: counting it until hyper drops
+    // the body would overlap the client's next request on the same connection, which the client may send as
+    // soon as it has read this response, and report a concurrency the client never had.
+    let guard = streamed.then_some(guard);
     response
         .body(ReplyBody {
             inner: body,
@@ -183,11 +188,11 @@ async fn trickle(mut io: SharedIo, every: Duration) -> io::Error {
     io::Error::other("trickle ran out of bytes")
 }
 
-/// A response body that keeps the request counted as in flight until hyper
-/// has finished with it.
+/// A response body that, for a streamed reply, keeps the request counted as
+/// in flight until hyper has finished with it.
 struct ReplyBody {
     inner: BoxBody<Bytes, Infallible>,
-    _guard: InFlightGuard,
+    _guard: Option<InFlightGuard>,
 }
 
 impl Body for ReplyBody {

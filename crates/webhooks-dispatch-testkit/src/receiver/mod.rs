@@ -271,8 +271,10 @@ impl Receiver {
     }
 
     /// Highest number of requests open at the same time so far. A request is
-    /// open from the arrival of its head until its response body has been
-    /// sent or abandoned.
+    /// open from the arrival of its head until its complete response is handed
+    /// over for sending (a streamed body: until it has been sent or
+    /// abandoned), so it never overlaps a request the client could only send
+    /// after reading this response.
     pub fn max_in_flight(&self) -> usize {
         lock(&self.shared.in_flight).total.max
     }

@@ -287,7 +287,7 @@ impl State {
         }
     }
 
-    fn joined<E: Executor>(
+    fn joined<E: Executor + Clone + 'static>(
         &mut self,
         d: &Dispatcher<E>,
         joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
@@ -297,6 +297,9 @@ impl State {
                 self.in_flight.remove(&id);
                 self.ready.finished(&done.endpoint_id);
                 self.pace.observe(&done.endpoint_id, done.went, done.latency);
+                if self.pace.ahead(&done.endpoint_id) == 0 {
+                    self.hand_back(d, &done.endpoint_id);
+                }
                 self.finished += 1;
                 self.since_empty += 1;
                 if self.since_empty >= self.claim_threshold || self.tasks.is_empty() {
@@ -316,6 +319,27 @@ impl State {
                 tracing::error!(error = %e, "delivery task failed; its message is retried after the lease");
             }
         }
+    }
+
+    /// Releases what is queued for an endpoint that stopped keeping up (see `ReadyQueues::take_endpoint`).
+    /// In the background: the loop must not wait on the database for it, and a failure only means the
+    /// messages come back when their lease expires.
+    fn hand_back<E: Executor + Clone + 'static>(&mut self, d: &Dispatcher<E>, endpoint_id: &str) {
+        let queued = self.ready.take_endpoint(endpoint_id);
+        if queued.is_empty() {
+            return;
+        }
+        let claims: Vec<(String, Arc<str>)> =
+            queued.iter().map(|m| (m.id.clone(), m.token.clone())).collect();
+        let d = d.clone();
+        tokio::spawn(async move {
+            if let Err(e) = d.release(&claims).await {
+                tracing::warn!(error = %e, count = claims.len(), "could not hand back queued messages; they return after their lease");
+            }
+            // The claims' holds on the endpoint end only now, so no claim of this process takes the rows again
+            // while they are still leased to it.
+            drop(queued);
+        });
     }
 
     fn woke(&mut self, woke: Result<(), crate::StorageError>) {

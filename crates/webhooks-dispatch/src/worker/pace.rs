@@ -13,8 +13,11 @@ use std::time::Duration;
 
 /// How much work, at an endpoint's observed rate, is claimed ahead of its free slots.
 pub(super) const QUEUE_FOR: Duration = Duration::from_millis(250);
-/// Claim-ahead is capped at this many times the endpoint's in-flight cap.
-pub(super) const MAX_AHEAD_FACTOR: usize = 4;
+/// Claim-ahead is capped at this many times the endpoint's in-flight cap: for the default cap of 16, about one
+/// claim batch, so a hot endpoint is fed by claims as large as a spread-out load's. Safe with leases because an
+/// endpoint that stops keeping up has its queue handed back at its first slow or failed attempt, so a queued
+/// message waits at most about one attempt deadline.
+pub(super) const MAX_AHEAD_FACTOR: usize = 12;
 /// An attempt slower than this does not count as keeping up, however it ended.
 const SLOW: Duration = Duration::from_secs(1);
 /// Weight of the newest latency in the moving average.

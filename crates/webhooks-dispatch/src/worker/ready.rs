@@ -85,6 +85,18 @@ impl ReadyQueues {
         }
     }
 
+    /// Removes and returns the queued messages of `endpoint_id`: it stopped keeping up, so they go back to
+    /// the table (where endpoint backoff reaches them and another claim takes them at its pace) instead of
+    /// waiting here, possibly past their lease, behind attempts that time out.
+    pub(super) fn take_endpoint(&mut self, endpoint_id: &str) -> Vec<Claimed> {
+        let Some(queue) = self.queues.remove(endpoint_id) else {
+            return Vec::new();
+        };
+        self.turn.retain(|e| e != endpoint_id);
+        self.queued -= queue.len();
+        queue.into_iter().collect()
+    }
+
     /// Removes and returns every queued message (shutdown: they are handed back unattempted).
     pub(super) fn drain(&mut self) -> Vec<Claimed> {
         self.turn.clear();
@@ -116,6 +128,17 @@ mod tests {
         q.finished("hot");
         assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("hot-2"));
         assert!(q.start_next().is_none(), "hot is at its cap again");
+    }
+
+    #[test]
+    fn an_endpoint_can_be_taken_out_of_turn() {
+        let mut q = queues(1, &[("x", 3), ("y", 2)]);
+        let x: Vec<String> = q.take_endpoint("x").into_iter().map(|m| m.id).collect();
+        assert_eq!(x, ["x-0", "x-1", "x-2"]);
+        assert_eq!(q.len(), 2);
+        assert!(q.take_endpoint("x").is_empty());
+        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("y-0"));
+        assert!(q.start_next().is_none());
     }
 
     #[test]
