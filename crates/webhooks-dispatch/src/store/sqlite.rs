@@ -2,10 +2,12 @@
 //!
 //! Same contract per statement as [`super::postgres`] (parameters, result columns), in SQLite's dialect:
 //! timestamps are INTEGER Unix microseconds, arrays are bound as JSON text and unnested with `json_each`,
-//! booleans come back as 0/1. SQLite has neither data-modifying CTEs nor `FOR UPDATE`, so some statements are
-//! short scripts; the adapter runs each script in one transaction and returns the rows of every statement
-//! that yields rows. Writers are serialized by SQLite itself, which is what makes claims exclusive here —
-//! and why this engine serves one process.
+//! booleans come back as 0/1. A batch's parallel arrays are read through `$zip_a_b_…` (the adapter binds one
+//! JSON array of rows `[a[i], b[i], …]`) with one `json_each` and `value ->> k`: SQLite joins one `json_each`
+//! per array on the element index as nested scans, quadratic in the batch. SQLite has neither data-modifying
+//! CTEs nor `FOR UPDATE`, so some statements are short scripts; the adapter runs each script in one
+//! transaction and returns the rows of every statement that yields rows. Writers are serialized by SQLite
+//! itself, which is what makes claims exclusive here — and why this engine serves one process.
 
 /// Creates the table that records applied migrations; `applied_at` in Unix microseconds like every other
 /// timestamp here (from `julianday`, which every SQLite has, to the millisecond).
@@ -47,16 +49,12 @@ SELECT (SELECT count(*) FROM webhooks_dispatch_endpoints WHERE id = $2),
        (SELECT id FROM webhooks_dispatch_outbox WHERE id = $1)";
 
 /// See [`super::postgres::INSERT_MESSAGES`]. All or nothing: insert only if every message is subscribed and
-/// no key is held by a different message.
+/// no key is held by a different message. Each input row is read once, and checked with index lookups.
 pub const INSERT_MESSAGES: &str = "\
 WITH input AS (
-    SELECT i.key AS ord, i.value AS id, e.value AS endpoint_id, t.value AS event_type, p.value AS payload,
-           k.value AS idempotency_key
-    FROM json_each($1) AS i
-    JOIN json_each($2) AS e ON e.key = i.key
-    JOIN json_each($3) AS t ON t.key = i.key
-    JOIN json_each($4) AS p ON p.key = i.key
-    JOIN json_each($5) AS k ON k.key = i.key
+    SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS endpoint_id, value ->> 2 AS event_type,
+           value ->> 3 AS payload, value ->> 4 AS idempotency_key
+    FROM json_each($zip_1_2_3_4_5)
 ), checked AS (
     SELECT input.*, (ep.id IS NOT NULL
            AND (ep.event_types = '[]'
@@ -74,13 +72,9 @@ WHERE (SELECT min(subscribed AND NOT conflicting) FROM checked) = 1
 ORDER BY ord
 ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
 WITH input AS (
-    SELECT i.key AS ord, i.value AS id, e.value AS endpoint_id, t.value AS event_type, p.value AS payload,
-           k.value AS idempotency_key
-    FROM json_each($1) AS i
-    JOIN json_each($2) AS e ON e.key = i.key
-    JOIN json_each($3) AS t ON t.key = i.key
-    JOIN json_each($4) AS p ON p.key = i.key
-    JOIN json_each($5) AS k ON k.key = i.key
+    SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS endpoint_id, value ->> 2 AS event_type,
+           value ->> 3 AS payload, value ->> 4 AS idempotency_key
+    FROM json_each($zip_1_2_3_4_5)
 )
 SELECT input.ord,
        ep.id IS NOT NULL,
@@ -107,34 +101,64 @@ pub const SELECT_MESSAGE: &str = "\
 SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at
 FROM webhooks_dispatch_outbox WHERE id = $1";
 
-/// See [`super::postgres::CLAIM_DUE`]. Stamp the lease, then read back exactly the rows with this token.
+/// See [`super::postgres::CLAIM_DUE`]: the same endpoint-driven plan, with recursive CTEs where PostgreSQL
+/// uses lateral joins. A skip scan of `webhooks_dispatch_outbox_endpoint_due_idx` lists the endpoints with
+/// pending work (one probe each); each endpoint with free slots has its due queue walked one index seek per
+/// message, at most its quota (capped at the limit, which no grant exceeds); grants go oldest head first.
+/// The granted rows are leased and returned by one UPDATE, so no row is read back by its token (an unindexed
+/// column). Cost: the endpoints with pending messages plus the messages the claim could take, whatever the
+/// backlog behind them.
 pub const CLAIM_DUE: &str = "\
-WITH busy AS (
-    SELECT e.value AS endpoint_id, n.value AS held
-    FROM json_each($5) AS e JOIN json_each($7) AS n ON n.key = e.key
+WITH RECURSIVE busy AS (
+    SELECT value ->> 0 AS endpoint_id, value ->> 1 AS held FROM json_each($zip_5_7)
+), pending_endpoints AS (
+    SELECT min(endpoint_id) AS endpoint_id FROM webhooks_dispatch_outbox WHERE status = 'pending'
+    UNION ALL
+    SELECT (SELECT min(o.endpoint_id) FROM webhooks_dispatch_outbox AS o
+            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id)
+    FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
+), open_endpoints AS (
+    SELECT p.endpoint_id, min($6 - COALESCE(busy.held, 0), $4) AS quota
+    FROM pending_endpoints AS p LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
+    WHERE p.endpoint_id IS NOT NULL AND $6 - COALESCE(busy.held, 0) > 0
+), queue AS (
+    -- Each open endpoint's due messages in (next_attempt_at, id) order, one index seek per step: the next id
+    -- at the same time, else the first at a later time. (A row-value `>` would seek on the time alone, as
+    -- both sides are columns, and rescan every message sharing it.) n counts the unleased messages so far;
+    -- leased ones are stepped over.
+    SELECT e.endpoint_id, e.quota, o.lease_expires_at IS NULL OR o.lease_expires_at <= $3 AS n,
+           o.lease_expires_at IS NULL OR o.lease_expires_at <= $3 AS free, o.id, o.next_attempt_at
+    FROM open_endpoints AS e JOIN webhooks_dispatch_outbox AS o ON o.id = (
+        SELECT h.id FROM webhooks_dispatch_outbox AS h
+        WHERE h.endpoint_id = e.endpoint_id AND h.status = 'pending' AND h.next_attempt_at <= $3
+        ORDER BY h.next_attempt_at, h.id LIMIT 1)
+    UNION ALL
+    SELECT q.endpoint_id, q.quota, q.n + (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3),
+           o.lease_expires_at IS NULL OR o.lease_expires_at <= $3, o.id, o.next_attempt_at
+    FROM queue AS q JOIN webhooks_dispatch_outbox AS o ON o.id = COALESCE(
+        (SELECT h.id FROM webhooks_dispatch_outbox AS h
+         WHERE h.endpoint_id = q.endpoint_id AND h.status = 'pending' AND h.next_attempt_at = q.next_attempt_at
+           AND h.id > q.id
+         ORDER BY h.id LIMIT 1),
+        (SELECT h.id FROM webhooks_dispatch_outbox AS h
+         WHERE h.endpoint_id = q.endpoint_id AND h.status = 'pending' AND h.next_attempt_at > q.next_attempt_at
+           AND h.next_attempt_at <= $3
+         ORDER BY h.next_attempt_at, h.id LIMIT 1))
+    WHERE q.n < q.quota
+), heads AS (
+    SELECT endpoint_id, min(next_attempt_at) AS head, max(n) AS available FROM queue WHERE free
+    GROUP BY endpoint_id
+), granted AS (
+    SELECT endpoint_id, min(available, $4 - (sum(available) OVER w - available)) AS grant_n
+    FROM heads
+    WINDOW w AS (ORDER BY head, endpoint_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 )
 UPDATE webhooks_dispatch_outbox SET lease_token = $1, lease_expires_at = $2
-WHERE id IN (
-    SELECT id FROM (
-        SELECT c.id, c.next_attempt_at,
-               row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id)
-                   + COALESCE(busy.held, 0) AS slot
-        FROM (
-            SELECT id, endpoint_id, next_attempt_at FROM webhooks_dispatch_outbox
-            WHERE status = 'pending' AND next_attempt_at <= $3
-              AND (lease_expires_at IS NULL OR lease_expires_at <= $3)
-              AND endpoint_id NOT IN (SELECT endpoint_id FROM busy WHERE held >= $6)
-            ORDER BY next_attempt_at, id
-            LIMIT $4 * 4
-        ) AS c LEFT JOIN busy ON busy.endpoint_id = c.endpoint_id
-    ) AS ranked
-    WHERE slot <= $6
-    ORDER BY next_attempt_at, id
-    LIMIT $4
-);
-SELECT o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret
-FROM webhooks_dispatch_outbox AS o JOIN webhooks_dispatch_endpoints AS e ON e.id = o.endpoint_id
-WHERE o.lease_token = $1";
+WHERE id IN (SELECT q.id FROM queue AS q JOIN granted AS g ON g.endpoint_id = q.endpoint_id
+             WHERE q.free AND q.n <= g.grant_n)
+RETURNING id, endpoint_id, payload, attempts,
+    (SELECT ep.url FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
+    (SELECT ep.secret FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id)";
 
 /// See [`super::postgres::COMPLETE_ATTEMPTS`]. Insert the attempts of rows whose lease still matches (their
 /// ids are the result), move those rows on, then back off unreachable endpoints' other waiting messages; all
@@ -142,16 +166,10 @@ WHERE o.lease_token = $1";
 /// the recorded rows; a recorded retry's own time is the backoff time, so pushing it again changes nothing.)
 pub const COMPLETE_ATTEMPTS: &str = "\
 WITH input AS (
-    SELECT i.value AS id, t.value AS lease_token, o.value AS outcome, a.value AS attempted_at,
-           s.value AS status_code, l.value AS latency_ms, n.value AS next_attempt_at, e.value AS error
-    FROM json_each($1) AS i
-    JOIN json_each($2) AS t ON t.key = i.key
-    JOIN json_each($3) AS o ON o.key = i.key
-    JOIN json_each($4) AS a ON a.key = i.key
-    JOIN json_each($5) AS s ON s.key = i.key
-    JOIN json_each($6) AS l ON l.key = i.key
-    JOIN json_each($7) AS n ON n.key = i.key
-    JOIN json_each($8) AS e ON e.key = i.key
+    SELECT value ->> 0 AS id, value ->> 1 AS lease_token, value ->> 2 AS outcome, value ->> 3 AS attempted_at,
+           value ->> 4 AS status_code, value ->> 5 AS latency_ms, value ->> 6 AS next_attempt_at,
+           value ->> 7 AS error
+    FROM json_each($zip_1_2_3_4_5_6_7_8)
 )
 INSERT INTO webhooks_dispatch_attempts
     (message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error)
@@ -161,13 +179,9 @@ FROM input JOIN webhooks_dispatch_outbox AS m
     ON m.id = input.id AND m.lease_token = input.lease_token AND m.status = 'pending'
 RETURNING message_id;
 WITH input AS (
-    SELECT i.value AS id, t.value AS lease_token, o.value AS outcome, a.value AS attempted_at,
-           n.value AS next_attempt_at
-    FROM json_each($1) AS i
-    JOIN json_each($2) AS t ON t.key = i.key
-    JOIN json_each($3) AS o ON o.key = i.key
-    JOIN json_each($4) AS a ON a.key = i.key
-    JOIN json_each($7) AS n ON n.key = i.key
+    SELECT value ->> 0 AS id, value ->> 1 AS lease_token, value ->> 2 AS outcome, value ->> 3 AS attempted_at,
+           value ->> 6 AS next_attempt_at
+    FROM json_each($zip_1_2_3_4_5_6_7_8)
 )
 UPDATE webhooks_dispatch_outbox
 SET status = CASE input.outcome WHEN 'retrying' THEN 'pending' ELSE input.outcome END,
@@ -179,11 +193,8 @@ WHERE webhooks_dispatch_outbox.id = input.id
   AND webhooks_dispatch_outbox.lease_token = input.lease_token
   AND webhooks_dispatch_outbox.status = 'pending';
 WITH input AS (
-    SELECT i.value AS id, o.value AS outcome, s.value AS status_code, n.value AS next_attempt_at
-    FROM json_each($1) AS i
-    JOIN json_each($3) AS o ON o.key = i.key
-    JOIN json_each($5) AS s ON s.key = i.key
-    JOIN json_each($7) AS n ON n.key = i.key
+    SELECT value ->> 0 AS id, value ->> 2 AS outcome, value ->> 4 AS status_code, value ->> 6 AS next_attempt_at
+    FROM json_each($zip_1_2_3_4_5_6_7_8)
 ), unreachable AS (
     SELECT m.endpoint_id, max(input.next_attempt_at) AS until
     FROM input JOIN webhooks_dispatch_outbox AS m ON m.id = input.id
@@ -198,11 +209,14 @@ WHERE webhooks_dispatch_outbox.endpoint_id = unreachable.endpoint_id
 
 /// See [`super::postgres::RELEASE_CLAIMS`].
 pub const RELEASE_CLAIMS: &str = "\
+WITH released AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS lease_token FROM json_each($zip_1_2)
+)
 UPDATE webhooks_dispatch_outbox SET lease_token = NULL, lease_expires_at = NULL
-WHERE status = 'pending' AND EXISTS (
-    SELECT 1 FROM json_each($1) AS i JOIN json_each($2) AS t ON t.key = i.key
-    WHERE i.value = webhooks_dispatch_outbox.id AND t.value = webhooks_dispatch_outbox.lease_token)
-RETURNING id";
+FROM released
+WHERE webhooks_dispatch_outbox.id = released.id AND webhooks_dispatch_outbox.lease_token = released.lease_token
+  AND webhooks_dispatch_outbox.status = 'pending'
+RETURNING webhooks_dispatch_outbox.id";
 
 /// See [`super::postgres::NEXT_DUE`].
 pub const NEXT_DUE: &str = "\
