@@ -62,6 +62,22 @@ pub const SELECT_MESSAGE: &str = "\
 SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at
 FROM webhooks_dispatch_outbox WHERE id = $1::text";
 
+/// The endpoints with pending messages, one per row (and a final NULL), by a skip scan of the per-endpoint
+/// queue index: one index probe per endpoint, however many messages each has. Shared by the statements that
+/// work endpoint by endpoint; a macro so each stays one `'static` string.
+macro_rules! pending_endpoints {
+    () => {
+        "WITH RECURSIVE pending_endpoints AS (
+    (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
+     WHERE o.status = 'pending' ORDER BY o.endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
+            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id ORDER BY o.endpoint_id LIMIT 1)
+    FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
+)"
+    };
+}
+
 /// Claims up to $4 due messages for one drain by stamping them with a lease, visiting only the rows it takes.
 /// $1 lease token, $2 lease expiry, $3 now, $4 limit, $5 endpoints this process already holds messages for,
 /// $6 most messages per endpoint in this process, $7 how many it holds for each of $5 (a worker that claims
@@ -81,16 +97,10 @@ FROM webhooks_dispatch_outbox WHERE id = $1::text";
 /// its exact key (`endpoint_id` first, a constant there) so the planner takes it even when statistics say
 /// nothing is pending, instead of walking the global due index and filtering by endpoint (that plan made
 /// claims 100 times slower with a million finished rows).
-pub const CLAIM_DUE: &str = "\
-WITH RECURSIVE busy AS (
+pub const CLAIM_DUE: &str = concat!(
+    pending_endpoints!(),
+    ", busy AS (
     SELECT * FROM unnest($5::text[], $7::int8[]) AS b(endpoint_id, held)
-), pending_endpoints AS (
-    (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-     WHERE o.status = 'pending' ORDER BY o.endpoint_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id ORDER BY o.endpoint_id LIMIT 1)
-    FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
 ), open_endpoints AS (
     SELECT p.endpoint_id, $6::int8 - COALESCE(busy.held, 0) AS quota
     FROM pending_endpoints AS p LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
@@ -126,7 +136,8 @@ UPDATE webhooks_dispatch_outbox AS o
 SET lease_token = $1::text, lease_expires_at = $2::timestamptz
 FROM due, webhooks_dispatch_endpoints AS e
 WHERE o.id = due.id AND e.id = o.endpoint_id
-RETURNING o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret";
+RETURNING o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret"
+);
 
 /// Records many attempts and moves their messages on, in one round trip. Parallel arrays, one element per
 /// attempt: $1 message ids, $2 lease tokens, $3 outcomes ('delivered' | 'retrying' | 'dead'), $4 attempted_at,
@@ -186,21 +197,16 @@ RETURNING o.id";
 /// $1 now → the earliest future next_attempt_at among pending messages (NULL if none), so an idle worker
 /// sleeps exactly until the next retry. The same skip scan of the per-endpoint index as `CLAIM_DUE`, then one
 /// probe per endpoint: cost grows with the endpoints that have pending work, not with the messages.
-pub const NEXT_DUE: &str = "\
-WITH RECURSIVE pending_endpoints AS (
-    (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-     WHERE o.status = 'pending' ORDER BY o.endpoint_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id ORDER BY o.endpoint_id LIMIT 1)
-    FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
-)
+pub const NEXT_DUE: &str = concat!(
+    pending_endpoints!(),
+    "
 SELECT min(h.next_attempt_at) FROM pending_endpoints AS p CROSS JOIN LATERAL (
     SELECT o.next_attempt_at FROM webhooks_dispatch_outbox AS o
     WHERE o.endpoint_id = p.endpoint_id AND o.status = 'pending' AND o.next_attempt_at > $1::timestamptz
     ORDER BY o.endpoint_id, o.next_attempt_at LIMIT 1
 ) AS h
-WHERE p.endpoint_id IS NOT NULL";
+WHERE p.endpoint_id IS NOT NULL"
+);
 
 /// The channel workers LISTEN on.
 pub const NOTIFY_CHANNEL: &str = "webhooks_dispatch_due";
@@ -263,21 +269,16 @@ FROM webhooks_dispatch_attempts WHERE message_id = $1::text ORDER BY attempt_no"
 /// $1 now → count of due pending messages that no drain holds (exactly what `CLAIM_DUE` would consider), and
 /// the earliest next_attempt_at among them (for the age of the oldest waiting message). Per endpoint, over the
 /// due range of the per-endpoint index only.
-pub const QUEUE_STATS: &str = "\
-WITH RECURSIVE pending_endpoints AS (
-    (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-     WHERE o.status = 'pending' ORDER BY o.endpoint_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id ORDER BY o.endpoint_id LIMIT 1)
-    FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
-)
+pub const QUEUE_STATS: &str = concat!(
+    pending_endpoints!(),
+    "
 SELECT COALESCE(sum(d.due), 0)::int8, min(d.oldest) FROM pending_endpoints AS p CROSS JOIN LATERAL (
     SELECT count(*) AS due, min(o.next_attempt_at) AS oldest FROM webhooks_dispatch_outbox AS o
     WHERE o.endpoint_id = p.endpoint_id AND o.status = 'pending' AND o.next_attempt_at <= $1::timestamptz
       AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $1::timestamptz)
 ) AS d
-WHERE p.endpoint_id IS NOT NULL";
+WHERE p.endpoint_id IS NOT NULL"
+);
 
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
