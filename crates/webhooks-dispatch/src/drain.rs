@@ -229,13 +229,21 @@ impl<E: Executor> Dispatcher<E> {
         let limiter = &self.settings().limiter;
         let per_endpoint = i64::try_from(limiter.cap()).unwrap_or(i64::MAX);
         let (mut held_endpoints, mut held_counts) = limiter.held();
-        for (endpoint, extra) in ahead {
-            let extra = i64::try_from(*extra).unwrap_or(i64::MAX);
-            match held_endpoints.iter().position(|e| e == endpoint) {
-                Some(i) => held_counts[i] = held_counts[i].saturating_sub(extra),
-                None => {
-                    held_endpoints.push(endpoint.clone());
-                    held_counts.push(-extra);
+        if !ahead.is_empty() {
+            // Indexed, not searched: a worker may hold and pace thousands of endpoints, once per claim.
+            let index: HashMap<String, usize> = held_endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.clone(), i))
+                .collect();
+            for (endpoint, extra) in ahead {
+                let extra = i64::try_from(*extra).unwrap_or(i64::MAX);
+                match index.get(endpoint) {
+                    Some(&i) => held_counts[i] = held_counts[i].saturating_sub(extra),
+                    None => {
+                        held_endpoints.push(endpoint.clone());
+                        held_counts.push(-extra);
+                    }
                 }
             }
         }

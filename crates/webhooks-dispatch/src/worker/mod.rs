@@ -321,11 +321,11 @@ impl State {
         }
     }
 
-    /// Releases what is queued for an endpoint that stopped keeping up (see `ReadyQueues::take_endpoint`).
+    /// Releases the claim-ahead of an endpoint that stopped keeping up (see `ReadyQueues::take_surplus`).
     /// In the background: the loop must not wait on the database for it, and a failure only means the
     /// messages come back when their lease expires.
     fn hand_back<E: Executor + Clone + 'static>(&mut self, d: &Dispatcher<E>, endpoint_id: &str) {
-        let queued = self.ready.take_endpoint(endpoint_id);
+        let queued = self.ready.take_surplus(endpoint_id);
         if queued.is_empty() {
             return;
         }

@@ -85,16 +85,27 @@ impl ReadyQueues {
         }
     }
 
-    /// Removes and returns the queued messages of `endpoint_id`: it stopped keeping up, so they go back to
-    /// the table (where endpoint backoff reaches them and another claim takes them at its pace) instead of
-    /// waiting here, possibly past their lease, behind attempts that time out.
-    pub(super) fn take_endpoint(&mut self, endpoint_id: &str) -> Vec<Claimed> {
-        let Some(queue) = self.queues.remove(endpoint_id) else {
+    /// Removes and returns the queued messages of `endpoint_id` that its free slots cannot start now, newest
+    /// first: it stopped keeping up, so its claim-ahead goes back to the table (where endpoint backoff reaches
+    /// it and another claim takes it at the endpoint's pace) instead of waiting here, possibly past its lease,
+    /// behind attempts that time out. What fits its free slots stays: it was claimed within its quota, and
+    /// handing it back would only make the next claim take it again.
+    pub(super) fn take_surplus(&mut self, endpoint_id: &str) -> Vec<Claimed> {
+        let running = self.in_flight.get(endpoint_id).copied().unwrap_or(0);
+        let keep = self.cap.saturating_sub(running);
+        let Some(queue) = self.queues.get_mut(endpoint_id) else {
             return Vec::new();
         };
-        self.turn.retain(|e| e != endpoint_id);
-        self.queued -= queue.len();
-        queue.into_iter().collect()
+        if queue.len() <= keep {
+            return Vec::new();
+        }
+        let surplus: Vec<Claimed> = queue.drain(keep..).collect();
+        if queue.is_empty() {
+            self.queues.remove(endpoint_id);
+            self.turn.retain(|e| e != endpoint_id);
+        }
+        self.queued -= surplus.len();
+        surplus
     }
 
     /// Removes and returns every queued message (shutdown: they are handed back unattempted).
@@ -131,14 +142,20 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_can_be_taken_out_of_turn() {
-        let mut q = queues(1, &[("x", 3), ("y", 2)]);
-        let x: Vec<String> = q.take_endpoint("x").into_iter().map(|m| m.id).collect();
-        assert_eq!(x, ["x-0", "x-1", "x-2"]);
-        assert_eq!(q.len(), 2);
-        assert!(q.take_endpoint("x").is_empty());
-        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("y-0"));
-        assert!(q.start_next().is_none());
+    fn only_what_the_free_slots_cannot_start_is_taken_back() {
+        let mut q = queues(2, &[("x", 5), ("y", 2)]);
+        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("x-0"));
+        // x: 1 in flight, so 1 free slot: x-1 stays, x-2..x-4 go back.
+        let back: Vec<String> = q.take_surplus("x").into_iter().map(|m| m.id).collect();
+        assert_eq!(back, ["x-2", "x-3", "x-4"]);
+        assert_eq!(q.len(), 3);
+        assert!(q.take_surplus("x").is_empty());
+        assert!(q.take_surplus("y").is_empty(), "within its free slots");
+        let started: Vec<String> = std::iter::from_fn(|| q.start_next()).map(|m| m.id).collect();
+        assert_eq!(started, ["y-0", "x-1", "y-1"]);
+        q.finished("x");
+        q.finished("x");
+        assert!(q.take_surplus("x").is_empty());
     }
 
     #[test]
