@@ -17,6 +17,8 @@ mod faults;
 mod migrations;
 /// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.
 mod outbox;
+/// PostgreSQL plans that must hold whatever the planner's statistics say.
+mod plans;
 /// Connection reuse, HTTP/2, the vetted DNS cache, and invariant 6 with pooled connections.
 mod pooling;
 /// Invariant 4: retry, backoff, Retry-After, permanent failures, dead-letter.

@@ -380,6 +380,31 @@ pub async fn bounded(name: &str, engine: Engine, test: impl std::future::Future<
     }
 }
 
+/// Like [`conformance!`], for behaviour that exists only on PostgreSQL (its planner, for example).
+#[macro_export]
+macro_rules! postgres_only {
+    ($($name:ident),* $(,)?) => {
+        mod sqlx_pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let engine = $crate::support::Engine::Sqlx;
+                    $crate::support::bounded(stringify!($name), engine, super::$name(engine)).await
+                }
+            )*
+        }
+        mod tokio_pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let engine = $crate::support::Engine::TokioPostgres;
+                    $crate::support::bounded(stringify!($name), engine, super::$name(engine)).await
+                }
+            )*
+        }
+    };
+}
+
 /// Generates one `#[tokio::test]` per engine for each named async fn taking an [`Engine`].
 #[macro_export]
 macro_rules! conformance {
