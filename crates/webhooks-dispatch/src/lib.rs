@@ -82,7 +82,10 @@ pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, 
 pub use observe::{AttemptEvent, NoopObserver, Observer, QueueStats};
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};
-pub use worker::{Worker, WorkerReport, DEFAULT_CLAIM_BATCH, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE};
+pub use worker::{
+    Worker, WorkerReport, DEFAULT_CLAIM_BATCH, DEFAULT_COOLDOWN, DEFAULT_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE,
+};
 
 /// Re-exported so callers can build allowlists and root stores without adding the crates themselves.
 pub use ipnet;
