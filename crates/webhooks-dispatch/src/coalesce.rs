@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Settings;
 use crate::dispatcher::Dispatcher;
-use crate::enqueue::{ValidMessage, MAX_DISPATCH_MANY};
+use crate::enqueue::{Announce, ValidMessage, MAX_DISPATCH_MANY};
 use crate::error::{DispatchError, StorageError};
 use crate::message::Dispatched;
 use crate::store::Executor;
@@ -83,10 +83,14 @@ impl Coalescer {
                 queue.waiting.drain(..n).collect::<Vec<_>>()
             };
             let (messages, replies): (Vec<ValidMessage>, Vec<Reply>) = batch.into_iter().unzip();
+            let mut created = 0;
             for (reply, result) in replies.into_iter().zip(insert(&d, messages).await) {
+                created += usize::from(matches!(&result, Ok(sent) if sent.created));
                 // A caller that stopped waiting still had its row inserted; nobody is left to tell.
                 let _ = reply.send(result);
             }
+            // After the answers: waking workers elsewhere (NOTIFY) is a round trip nobody needs to wait for.
+            d.announce(created).await;
         }
     }
 }
@@ -102,11 +106,11 @@ async fn insert(
     let mut rest: Vec<usize> = (0..messages.len()).collect();
     while !rest.is_empty() {
         if rest.len() == 1 {
-            results[rest[0]] = Some(d.insert_one(messages[rest[0]].clone()).await);
+            results[rest[0]] = Some(d.insert_one(messages[rest[0]].clone(), Announce::Later).await);
             break;
         }
         let batch = rest.iter().map(|&i| messages[i].clone()).collect();
-        match d.insert_many(batch).await {
+        match d.insert_many(batch, Announce::Later).await {
             Ok(all) => {
                 for (&i, sent) in rest.iter().zip(all) {
                     results[i] = Some(Ok(sent));
@@ -124,7 +128,7 @@ async fn insert(
             // statement, and the others are tried together again.
             Err(DispatchError::InBatch { index, .. }) => {
                 let i = rest.remove(index.min(rest.len() - 1));
-                results[i] = Some(d.insert_one(messages[i].clone()).await);
+                results[i] = Some(d.insert_one(messages[i].clone(), Announce::Later).await);
             }
             Err(other) => {
                 for &i in &rest {

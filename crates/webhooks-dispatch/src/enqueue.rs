@@ -33,6 +33,15 @@ fn check_repeated_keys(messages: &[ValidMessage]) -> Result<(), DispatchError> {
     Ok(())
 }
 
+/// Who announces new rows (the observer's count, waking workers, the NOTIFY): the insert itself, or its
+/// caller once it has answered everyone waiting on it (the coalescer: the NOTIFY is a round trip that its
+/// callers need not wait for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Announce {
+    Now,
+    Later,
+}
+
 /// A message that passed validation: its id (taken now, so ids follow dispatch order) and serialized body.
 #[derive(Clone, Debug)]
 pub(crate) struct ValidMessage {
@@ -69,12 +78,16 @@ impl<E: Executor> Dispatcher<E> {
         let message = ValidMessage::new(input)?;
         match self.coalescer() {
             Some(coalescer) => coalescer.dispatch(self.settings_arc(), message).await,
-            None => self.insert_one(message).await,
+            None => self.insert_one(message, Announce::Now).await,
         }
     }
 
     /// Writes one validated message with the single-row statement.
-    pub(crate) async fn insert_one(&self, message: ValidMessage) -> Result<Dispatched, DispatchError> {
+    pub(crate) async fn insert_one(
+        &self,
+        message: ValidMessage,
+        announce: Announce,
+    ) -> Result<Dispatched, DispatchError> {
         let params = [
             Value::from(message.id),
             Value::from(message.endpoint_id.as_str()),
@@ -94,8 +107,9 @@ impl<E: Executor> Dispatcher<E> {
             return Err(DispatchError::EventTypeNotSubscribed);
         }
         if let Some(inserted) = row.opt_text(2)? {
-            self.settings().observer.dispatched(1);
-            self.wake_workers().await;
+            if announce == Announce::Now {
+                self.announce(1).await;
+            }
             return Ok(Dispatched {
                 message_id: inserted,
                 created: true,
@@ -133,13 +147,14 @@ impl<E: Executor> Dispatcher<E> {
             .enumerate()
             .map(|(index, input)| ValidMessage::new(input).map_err(|e| DispatchError::in_batch(index, e)))
             .collect::<Result<Vec<_>, _>>()?;
-        self.insert_many(messages).await
+        self.insert_many(messages, Announce::Now).await
     }
 
     /// Writes validated messages with the multi-row statement, all or nothing.
     pub(crate) async fn insert_many(
         &self,
         messages: Vec<ValidMessage>,
+        announce: Announce,
     ) -> Result<Vec<Dispatched>, DispatchError> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -157,16 +172,17 @@ impl<E: Executor> Dispatcher<E> {
             payloads.push(Some(message.body));
             keys.push(message.idempotency_key);
         }
+        let count = ids.len();
         let params = [
             Value::from(ids),
-            Value::from(endpoint_ids.clone()),
-            Value::from(event_types.clone()),
-            Value::from(payloads.clone()),
-            Value::from(keys.clone()),
+            Value::from(endpoint_ids),
+            Value::from(event_types),
+            Value::from(payloads),
+            Value::from(keys),
             Value::from(self.settings().clock.now()),
         ];
         let rows = self.query(self.sql().insert_messages, &params).await?;
-        if rows.len() != endpoint_ids.len() {
+        if rows.len() != count {
             return Err(StorageError::decode("batch insert returned the wrong number of rows").into());
         }
         // Refusals first: when any message is refused, the statement inserted nothing at all.
@@ -190,11 +206,14 @@ impl<E: Executor> Dispatcher<E> {
                 Some(id) => id,
                 // Conflict with a row committed concurrently, after this statement's snapshot.
                 None => {
-                    let endpoint = endpoint_ids[index].clone().unwrap_or_default();
-                    let key = keys[index].clone().unwrap_or_default();
-                    let event_type = event_types[index].as_deref().unwrap_or_default();
-                    let payload = payloads[index].as_deref().unwrap_or_default();
-                    self.existing_message(endpoint, key, event_type, payload)
+                    // The inputs are read back from the parameters rather than kept as copies: this path is
+                    // rare, and a batch's payloads are most of its memory.
+                    let input = |column: usize| match &params[column] {
+                        Value::NullableTextArray(v) => v[index].as_deref().unwrap_or_default(),
+                        _ => "",
+                    };
+                    let (endpoint, key) = (input(1).to_owned(), input(4).to_owned());
+                    self.existing_message(endpoint, key, input(2), input(3))
                         .await
                         .map_err(|e| DispatchError::in_batch(index, e))?
                 }
@@ -204,10 +223,8 @@ impl<E: Executor> Dispatcher<E> {
                 created: row.opt_bool(4)? == Some(true),
             });
         }
-        let created = out.iter().filter(|d| d.created).count();
-        if created > 0 {
-            self.settings().observer.dispatched(created);
-            self.wake_workers().await;
+        if announce == Announce::Now {
+            self.announce(out.iter().filter(|d| d.created).count()).await;
         }
         Ok(out)
     }
@@ -234,6 +251,14 @@ impl<E: Executor> Dispatcher<E> {
             return Err(DispatchError::IdempotencyConflict);
         }
         Ok(row.text(0)?)
+    }
+
+    /// Counts `created` new messages and wakes workers for them (nothing when there are none).
+    pub(crate) async fn announce(&self, created: usize) {
+        if created > 0 {
+            self.settings().observer.dispatched(created);
+            self.wake_workers().await;
+        }
     }
 
     /// Wakes this process's workers, and sends a debounced NOTIFY through this dispatcher's executor for
