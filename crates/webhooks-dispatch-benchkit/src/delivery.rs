@@ -45,6 +45,8 @@ pub struct Plan {
     pub hanging_endpoints: usize,
     /// Messages enqueued per measurement, round-robin over all endpoints (healthy ones first).
     pub messages: usize,
+    /// How long the answering receiver takes to answer (none: at once).
+    pub receiver_delay: Option<Duration>,
 }
 
 impl Plan {
@@ -58,6 +60,7 @@ impl Plan {
             healthy_endpoints: crate::env::ENDPOINTS,
             hanging_endpoints: 0,
             messages,
+            receiver_delay: None,
         }
     }
 
@@ -125,7 +128,11 @@ struct Targets {
 
 impl Targets {
     async fn new(env: &Env, plan: &Plan, stage: &Stage) -> Result<Targets> {
-        let healthy = env.receiver(Reply::default()).await?;
+        let reply = match plan.receiver_delay {
+            Some(delay) => Reply::DelayedStatus(delay, 204),
+            None => Reply::default(),
+        };
+        let healthy = env.receiver(reply).await?;
         let hanging = match plan.hanging_endpoints {
             0 => None,
             _ => Some(env.receiver(Reply::Hang).await?),

@@ -24,6 +24,7 @@ mod machine;
 mod pgstats;
 mod report;
 mod service;
+mod sizing;
 mod sqlite;
 mod suite;
 mod tablesize;

@@ -2,7 +2,7 @@
 //!
 //! [`Service`] is `webhooks_dispatch_server::run` on 127.0.0.1:0 with a `Config` resolved from settings the
 //! way the binary resolves them: only the database URL, an API key, `allow_net` 127.0.0.1/32 and the
-//! benchmark CA as `ca_file` are set, everything else (worker concurrency 64, per-endpoint cap 16, pool of
+//! benchmark CA as `ca_file` are set, everything else (worker concurrency 256, per-endpoint cap 16, pool of
 //! 16 connections, poll interval, timeouts) is the service's default. No tracing subscriber is installed,
 //! so the per-attempt log lines cost nothing here; a deployment that writes them pays for that on top.
 //!

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::env::{chain, Env, Result, Tuning};
 use crate::machine::{self, Machine};
 use crate::report::{Report, Samples};
-use crate::{api, claimcost, delivery, enqueue, hot, isolation, latency, sqlite, tablesize};
+use crate::{api, claimcost, delivery, enqueue, hot, isolation, latency, sizing, sqlite, tablesize};
 
 /// Steady rate of the HTTP API's send → receipt latency measurement, as the brief fixes it.
 pub const API_LATENCY_RATE: u32 = 50;
@@ -34,6 +34,8 @@ pub enum Scenario {
     Api,
     /// 9: SQLite: enqueue against plain inserts, delivery, the service's batch endpoint.
     Sqlite,
+    /// 10: the worker's concurrency defaults against receivers that answer after 20 ms.
+    Sizing,
 }
 
 /// How big each scenario is.
@@ -95,7 +97,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let n = sizes.messages;
 
     if sizes.wants(Scenario::Enqueue) {
-        progress("1/10 enqueue throughput");
+        progress("1/11 enqueue throughput");
         if let Err(e) = enqueue::run(env, &mut report, n, sizes.enqueue_tasks).await {
             report.error("enqueue", &chain(&*e));
         }
@@ -104,7 +106,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let mut hot_rounds = Samples::default();
     let hot_inside_delivery = sizes.wants(Scenario::Delivery) && sizes.wants(Scenario::HotEndpoint);
     if sizes.wants(Scenario::Delivery) {
-        progress("2/10 end-to-end delivery throughput and baselines");
+        progress("2/11 end-to-end delivery throughput and baselines");
         let hot = hot_inside_delivery.then_some(&mut hot_rounds);
         delivery::scenario(env, &mut report, tuning, n, sizes.rounds, hot).await;
         if sizes.synchronous_commit_off_variant {
@@ -112,56 +114,60 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
         }
     }
     if sizes.wants(Scenario::Latency) {
-        progress("3/10 latency");
+        progress("3/11 latency");
         let duration = Duration::from_secs(sizes.latency_secs);
         latency::scenario(env, &mut report, tuning, sizes.latency_rate_per_sec, duration).await;
     }
     if sizes.wants(Scenario::TableSize) {
         match sizes.finished_rows {
             Some(rows) => {
-                progress("4/10 table-size independence");
+                progress("4/11 table-size independence");
                 tablesize::scenario(env, &mut report, tuning, n, rows, sizes.rounds).await;
             }
-            None => progress("4/10 table-size independence: skipped (--skip-million)"),
+            None => progress("4/11 table-size independence: skipped (--skip-million)"),
         }
     }
     if sizes.wants(Scenario::Isolation) {
-        progress("5/10 slow-endpoint isolation");
+        progress("5/11 slow-endpoint isolation");
         isolation::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if hot_inside_delivery {
-        progress("6/10 hot endpoint (measured in scenario 2's rounds)");
+        progress("6/11 hot endpoint (measured in scenario 2's rounds)");
         hot::report(&mut report, &hot_rounds, n);
     } else if sizes.wants(Scenario::HotEndpoint) {
-        progress("6/10 hot endpoint, with its references");
+        progress("6/11 hot endpoint, with its references");
         hot::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::ClaimCost) {
-        progress("7/10 claim cost");
+        progress("7/11 claim cost");
         claimcost::scenario(env, &mut report, sizes.claim_backlog_divisor).await;
     }
     if sizes.wants(Scenario::Api) {
-        progress("8/10 HTTP API");
+        progress("8/11 HTTP API");
         api::scenario(env, &mut report, n, sizes.rounds, sizes.latency_secs).await;
     }
     if sizes.wants(Scenario::Sqlite) {
-        progress("9/10 SQLite");
+        progress("9/11 SQLite");
         sqlite::scenario(env, &mut report, tuning, n, sizes.rounds, sizes.enqueue_tasks).await;
     }
+    if sizes.wants(Scenario::Sizing) {
+        progress("10/11 sizing");
+        sizing::scenario(env, &mut report, tuning, n, sizes.rounds).await;
+    }
 
-    progress("10/10 peak memory");
+    progress("11/11 peak memory");
     memory(&mut report);
     env.drop_leftovers().await;
     Ok(report)
 }
 
-/// Scenario 10: this process's peak memory, always reported.
+/// Scenario 11: this process's peak memory, always reported.
 fn memory(report: &mut Report) {
     match machine::peak_rss_mib() {
         Some(mib) => {
             report
                 .add(
-                    "10. memory",
+                    "11. memory",
                     "memory.peak_rss",
                     "peak resident memory of this process (VmHWM)",
                     mib,

@@ -101,7 +101,7 @@ pub struct RawSettings {
     #[serde(skip)]
     pub insecure_no_auth: bool,
 
-    /// Deliveries in flight at once in this process [default: 64].
+    /// Deliveries in flight at once in this process [default: 256].
     #[arg(long, env = "WEBHOOKS_DISPATCH_CONCURRENCY", value_name = "N", global = true)]
     pub concurrency: Option<usize>,
 
