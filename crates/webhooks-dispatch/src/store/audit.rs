@@ -50,6 +50,7 @@ const PAREN_KEYWORDS: &[&str] = &[
     "OR",
     "NOT",
     "ANY",
+    "ARRAY",
     "ALL",
     "AS",
     "CAST",

@@ -69,10 +69,11 @@ macro_rules! pending_endpoints {
     () => {
         "WITH RECURSIVE pending_endpoints AS (
     (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-     WHERE o.status = 'pending' ORDER BY o.endpoint_id LIMIT 1)
+     WHERE o.status = 'pending' ORDER BY o.endpoint_id, o.next_attempt_at, o.id LIMIT 1)
     UNION ALL
     SELECT (SELECT o.endpoint_id FROM webhooks_dispatch_outbox AS o
-            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id ORDER BY o.endpoint_id LIMIT 1)
+            WHERE o.status = 'pending' AND o.endpoint_id > p.endpoint_id
+            ORDER BY o.endpoint_id, o.next_attempt_at, o.id LIMIT 1)
     FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
 )"
     };
@@ -134,8 +135,8 @@ pub const CLAIM_DUE: &str = concat!(
 )
 UPDATE webhooks_dispatch_outbox AS o
 SET lease_token = $1::text, lease_expires_at = $2::timestamptz
-FROM due, webhooks_dispatch_endpoints AS e
-WHERE o.id = due.id AND e.id = o.endpoint_id
+FROM webhooks_dispatch_endpoints AS e
+WHERE o.id = ANY (ARRAY(SELECT due.id FROM due)) AND e.id = o.endpoint_id
 RETURNING o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret"
 );
 

@@ -1,22 +1,28 @@
-//! PostgreSQL plans that must not depend on the planner's statistics. A table with a long finished history
-//! that was analyzed while nothing was pending (autovacuum's usual view of a busy outbox: the analyze
-//! threshold is a fraction of the table, so a backlog of thousands on a table of millions never triggers it)
-//! estimates every pending-only index at about one row; a statement that can reach its rows either by id or
-//! through that index then walks the whole backlog per call. SQLite's plans are checked by the adapter's
-//! own unit test (`no_statement_joins_unnested_inputs_or_scans_a_table`).
+//! PostgreSQL plans that must not depend on the planner's statistics. Statistics lag the table: a long
+//! finished history analyzed while nothing was pending (autovacuum's usual view of a busy outbox, since the
+//! analyze threshold is a fraction of the table, so a backlog of thousands on a table of millions never
+//! triggers it) estimates every pending-only index at about one row; a table analyzed during a backlog
+//! estimates a claim's picks at thousands. A statement that can reach its rows either by id or by a scan
+//! then walks the whole backlog, or the whole table, on every call. Each statement here is explained (and
+//! run) under both kinds of statistics, and the outbox rows its scans read are counted. SQLite's plans are
+//! checked by the adapter's own unit test (`no_statement_joins_unnested_inputs_or_scans_a_table`).
 
 use webhooks_dispatch::store::{Executor, Value};
 use webhooks_dispatch::NewMessage;
 
 use crate::support::{Ctx, Engine};
 
-crate::postgres_only!(completion_and_release_reach_their_rows_by_id_when_statistics_say_nothing_is_pending,);
+crate::postgres_only!(claim_completion_and_release_reach_their_rows_by_id_whatever_the_statistics_say);
 
 const HISTORY: usize = 3_000;
 const BACKLOG: usize = 500;
+/// Of the backlog, held by another drain (the newest); the rest is free to claim.
+const LEASED: usize = 470;
 /// Rows completed (or released) by the explained statement.
 const TAKEN: usize = 10;
 const TOKEN: &str = "plan-test-lease";
+/// The per-endpoint cap the claim passes.
+const CAP: usize = webhooks_dispatch::DEFAULT_PER_ENDPOINT_CONCURRENCY;
 
 /// Every scan of the outbox in an `EXPLAIN (ANALYZE)` text plan, as (line, rows read × loops).
 fn outbox_scans(plan: &[String]) -> Vec<(String, u64)> {
@@ -54,9 +60,7 @@ async fn explain(exec: &dyn Executor, statement: &'static str, params: &[Value])
     rows.iter().map(|r| r.text(0).expect("plan line")).collect()
 }
 
-async fn completion_and_release_reach_their_rows_by_id_when_statistics_say_nothing_is_pending(
-    engine: Engine,
-) {
+async fn claim_completion_and_release_reach_their_rows_by_id_whatever_the_statistics_say(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher();
     let (endpoint, _) = ctx.endpoint(&d).await;
@@ -76,25 +80,28 @@ async fn completion_and_release_reach_their_rows_by_id_when_statistics_say_nothi
     .await
     .expect("finish and analyze the history");
     d.dispatch_many(batch(BACKLOG)).await.expect("backlog");
+    // The newest of the backlog are held by another drain; the oldest stay free for the claim below.
     exec.batch_execute(
         "UPDATE webhooks_dispatch_outbox SET lease_token = 'plan-test-lease', \
-         lease_expires_at = now() + interval '1 hour' WHERE status = 'pending'",
+         lease_expires_at = now() + interval '1 hour' WHERE id IN (SELECT id FROM webhooks_dispatch_outbox \
+         WHERE status = 'pending' ORDER BY id DESC LIMIT 470)",
     )
     .await
-    .expect("lease the backlog");
-    let pending = exec
+    .expect("lease most of the backlog");
+    let leased = exec
         .query(
-            "SELECT id FROM webhooks_dispatch_outbox WHERE status = 'pending' ORDER BY id",
+            "SELECT id FROM webhooks_dispatch_outbox WHERE lease_token = 'plan-test-lease' ORDER BY id",
             &[],
         )
         .await
-        .expect("pending ids");
-    assert_eq!(pending.len(), BACKLOG);
-    let ids: Vec<String> = pending.iter().map(|r| r.text(0).unwrap()).collect();
+        .expect("leased ids");
+    assert_eq!(leased.len(), LEASED);
+    let ids: Vec<String> = leased.iter().map(|r| r.text(0).unwrap()).collect();
     let s = exec.statements();
 
-    let done = &ids[..TAKEN];
+    // Statistics say nothing is pending: completion and release must still go by id.
     let now = chrono::Utc::now();
+    let done = &ids[..TAKEN];
     let complete = [
         Value::from(done.to_vec()),
         Value::from(vec![TOKEN.to_owned(); TAKEN]),
@@ -128,15 +135,43 @@ async fn completion_and_release_reach_their_rows_by_id_when_statistics_say_nothi
             plan.join("\n")
         );
     }
-    // And the statements did their work.
     let message = d.message(&ids[0]).await.unwrap();
     assert_eq!(message.state, webhooks_dispatch::MessageState::Delivered);
-    let still_leased = exec
-        .query(
-            "SELECT count(*) FROM webhooks_dispatch_outbox WHERE lease_token IS NOT NULL",
+
+    // Statistics now see the backlog, so a claim's picks are estimated at hundreds: it must still update
+    // exactly the rows it picked, by id, instead of scanning the table to join them.
+    exec.batch_execute("ANALYZE webhooks_dispatch_outbox")
+        .await
+        .expect("analyze the backlog");
+    let claim = [
+        Value::from("plan-test-claim"),
+        Value::from(now + chrono::Duration::hours(1)),
+        Value::from(now),
+        Value::I64(200),
+        Value::TextArray(Vec::new()),
+        Value::I64(CAP as i64),
+        Value::I64Array(Vec::new()),
+    ];
+    let plan = explain(exec, s.claim_due, &claim).await;
+    let visited: u64 = outbox_scans(&plan).iter().map(|(_, rows)| rows).sum();
+    // Each claimed row is read three times (counted, locked, updated), plus the skip scan's probes.
+    assert!(
+        visited <= 3 * CAP as u64 + 4,
+        "claim_due visited {visited} outbox rows to claim {CAP} (backlog {BACKLOG}):\n{}",
+        plan.join("\n")
+    );
+    let claimed = ctx
+        .scalar(
+            "SELECT count(*) FROM webhooks_dispatch_outbox WHERE lease_token = 'plan-test-claim'",
             &[],
         )
-        .await
-        .unwrap();
-    assert_eq!(still_leased[0].int(0).unwrap(), (BACKLOG - 2 * TAKEN) as i64);
+        .await;
+    assert_eq!(claimed, CAP as i64, "the claim took the endpoint's cap");
+    let still_leased = ctx
+        .scalar(
+            "SELECT count(*) FROM webhooks_dispatch_outbox WHERE lease_token = 'plan-test-lease'",
+            &[],
+        )
+        .await;
+    assert_eq!(still_leased, (LEASED - 2 * TAKEN) as i64);
 }
