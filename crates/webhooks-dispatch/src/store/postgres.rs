@@ -87,12 +87,12 @@ macro_rules! pending_endpoints {
 ///
 /// Driven by endpoints, not by a global scan of the due index: a skip scan of the per-endpoint queue index
 /// lists the endpoints with pending work (one index probe each), endpoints at their quota in this process are
-/// dropped before anything else is read, each remaining endpoint's due messages are counted up to its quota
-/// (unlocked reads of at most the rows it could take) and its oldest gives its place in line (oldest first,
-/// so no endpoint starves behind another's backlog), and grants are made in that order up to $4. Only then
-/// are rows locked: per endpoint, exactly its grant, oldest first, `FOR UPDATE SKIP LOCKED` from that
-/// endpoint's own queue. A busy, backed-off or hanging endpoint costs an index probe or two and locks
-/// nothing. The lease (not the row lock, which ends with this statement) keeps other drains away during
+/// dropped before anything else is read, each remaining endpoint's oldest due message (one more probe) gives
+/// its place in line (oldest first, so no endpoint starves behind another's backlog), and in that order each
+/// endpoint's queue is locked, oldest first, up to its quota, `FOR UPDATE SKIP LOCKED`, until $4 rows are
+/// taken; the endpoints after that are not read at all. A busy, backed-off or hanging endpoint costs an index
+/// probe or two and locks nothing. The picked rows are then updated by id (the primary key, whatever the
+/// statistics estimate). The lease (not the row lock, which ends with this statement) keeps other drains away during
 /// delivery; a concurrent drain's locked rows are skipped, and the lease condition skips rows another drain
 /// holds. Needs `webhooks_dispatch_outbox_endpoint_due_idx` (migration 0002); the per-endpoint scans order by
 /// its exact key (`endpoint_id` first, a constant there) so the planner takes it even when statistics say
@@ -107,31 +107,27 @@ pub const CLAIM_DUE: &str = concat!(
     FROM pending_endpoints AS p LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
     WHERE p.endpoint_id IS NOT NULL AND $6::int8 - COALESCE(busy.held, 0) > 0
 ), heads AS (
-    SELECT e.endpoint_id, h.head, h.available
+    SELECT e.endpoint_id, e.quota, h.head
     FROM open_endpoints AS e CROSS JOIN LATERAL (
-        SELECT min(q.next_attempt_at) AS head, count(*) AS available FROM (
-            SELECT o.next_attempt_at FROM webhooks_dispatch_outbox AS o
-            WHERE o.endpoint_id = e.endpoint_id AND o.status = 'pending'
-              AND o.next_attempt_at <= $3::timestamptz
-              AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3::timestamptz)
-            ORDER BY o.endpoint_id, o.next_attempt_at, o.id LIMIT e.quota
-        ) AS q
+        SELECT o.next_attempt_at AS head FROM webhooks_dispatch_outbox AS o
+        WHERE o.endpoint_id = e.endpoint_id AND o.status = 'pending' AND o.next_attempt_at <= $3::timestamptz
+          AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3::timestamptz)
+        ORDER BY o.endpoint_id, o.next_attempt_at, o.id LIMIT 1
     ) AS h
-    WHERE h.available > 0
-), granted AS (
-    SELECT endpoint_id, LEAST(available, $4::int8 - (sum(available) OVER w - available)) AS grant_n
-    FROM heads
-    WINDOW w AS (ORDER BY head, endpoint_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ), due AS (
-    SELECT picked.id FROM granted AS g CROSS JOIN LATERAL (
+    -- Endpoints in line (oldest head first), each giving up to its quota, until the limit is reached: the
+    -- nested loop runs the per-endpoint lock scans in that order and stops pulling at the limit, so the
+    -- endpoints after it are never read and nothing beyond the limit is locked.
+    SELECT picked.id
+    FROM (SELECT endpoint_id, quota, head FROM heads ORDER BY head, endpoint_id) AS g CROSS JOIN LATERAL (
         SELECT o.id FROM webhooks_dispatch_outbox AS o
         WHERE o.endpoint_id = g.endpoint_id AND o.status = 'pending' AND o.next_attempt_at <= $3::timestamptz
           AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $3::timestamptz)
         ORDER BY o.endpoint_id, o.next_attempt_at, o.id
-        LIMIT g.grant_n
+        LIMIT g.quota
         FOR UPDATE OF o SKIP LOCKED
     ) AS picked
-    WHERE g.grant_n > 0
+    LIMIT $4::int8
 )
 UPDATE webhooks_dispatch_outbox AS o
 SET lease_token = $1::text, lease_expires_at = $2::timestamptz
