@@ -35,9 +35,9 @@ impl Clock for SystemClock {
 /// Default absolute deadline for one attempt (DNS, connect, TLS, request and response head).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default number of deliveries one `deliver_due` call or one worker runs at once. By Little's law a worker
-/// delivers at most this many ÷ the receivers' latency per second: 256 lets receivers answering in 20 ms
-/// still take about 12,800/s (64 held them at 3,200/s, below what one worker's database round trips allow;
-/// measured by the benchmark's sizing scenario). Each in-flight attempt costs a task and a connection.
+/// delivers at most this many ÷ the receivers' latency per second: with receivers answering in 20 ms, 64
+/// held one worker at 2,800/s (bound 3,200/s), far below what its database round trips allow; 256 measured
+/// 6,900/s (the benchmark's sizing scenario). Each in-flight attempt costs a task and a connection.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 /// Default most attempts in flight to one endpoint in this process.
 pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = 16;
