@@ -36,10 +36,11 @@ pub fn not_ready() -> serde_json::Value {
 async fn readiness_is_503_while_the_tables_are_missing_and_liveness_stays_200(engine: Engine) {
     let server = TestServer::start_with(engine, |c| c.worker = false).await;
     let db = db::open(&server.fixture.database_url).await;
-    // The migrations table goes too, so the database is again one that migrate() has never seen.
+    // Every table goes, the migrations table too, so the database is again one that migrate() has never seen.
     db.batch_execute(
-        "DROP TABLE webhooks_dispatch_attempts; DROP TABLE webhooks_dispatch_outbox; \
-         DROP TABLE webhooks_dispatch_migrations;",
+        "DROP TABLE webhooks_dispatch_attempts; DROP TABLE webhooks_dispatch_event_skips; \
+         DROP TABLE webhooks_dispatch_outbox; DROP TABLE webhooks_dispatch_events; \
+         DROP TABLE webhooks_dispatch_endpoints; DROP TABLE webhooks_dispatch_migrations;",
     )
     .await
     .expect("drop the tables");

@@ -183,13 +183,7 @@ impl<E: Executor> Dispatcher<E> {
             .query(self.sql().select_endpoint, &[endpoint_id.into()])
             .await?;
         let row = rows.first().ok_or(DispatchError::UnknownEndpoint)?;
-        Ok(Endpoint {
-            id: row.text(0)?,
-            owner_id: row.text(1)?,
-            url: row.text(2)?,
-            event_types: row.text_array(3)?,
-            created_at: row.timestamp(4)?,
-        })
+        Ok(Endpoint::from_row(row)?)
     }
 
     /// A message's current status.

@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::error::DispatchError;
+use crate::error::{DispatchError, StorageError};
 use crate::signing::EndpointSecret;
 use crate::ssrf::{vet, AddressPolicy, Destination, Resolver, VetError};
+use crate::store::Row;
 
 /// Longest accepted `owner_id`, in characters.
 pub const MAX_OWNER_ID_CHARS: usize = 512;
@@ -71,6 +72,84 @@ pub struct Endpoint {
     pub event_types: Vec<String>,
     /// Registration time.
     pub created_at: DateTime<Utc>,
+    /// Whether it receives messages.
+    pub status: EndpointStatus,
+    /// Why it was disabled, while it is.
+    pub disabled_reason: Option<DisabledReason>,
+    /// When it was disabled, while it is.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// Whether an endpoint receives messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointStatus {
+    /// Messages are accepted and delivered.
+    Active,
+    /// New messages are refused (`endpoint_disabled`) and events skip it; its pending messages wait,
+    /// unattempted and keeping their attempt count, until it is enabled.
+    Disabled,
+}
+
+/// Why an endpoint is disabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DisabledReason {
+    /// An operator disabled it.
+    Manual,
+    /// Its receiver answered `410 Gone`.
+    Gone,
+    /// It kept failing for longer than the configured limit.
+    Failing,
+}
+
+impl DisabledReason {
+    /// The stored (and wire) form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisabledReason::Manual => "manual",
+            DisabledReason::Gone => "gone",
+            DisabledReason::Failing => "failing",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "manual" => Some(DisabledReason::Manual),
+            "gone" => Some(DisabledReason::Gone),
+            "failing" => Some(DisabledReason::Failing),
+            _ => None,
+        }
+    }
+}
+
+impl Endpoint {
+    /// Decodes the columns every endpoint read selects: id, owner_id, url, event_types, created_at, status,
+    /// disabled_reason, disabled_at.
+    pub(crate) fn from_row(row: &Row) -> Result<Endpoint, StorageError> {
+        let status = match row.text(5)?.as_str() {
+            "active" => EndpointStatus::Active,
+            "disabled" => EndpointStatus::Disabled,
+            _ => return Err(StorageError::decode("endpoint status")),
+        };
+        let disabled_reason = match row.opt_text(6)? {
+            Some(r) => {
+                Some(DisabledReason::parse(&r).ok_or_else(|| StorageError::decode("disabled reason"))?)
+            }
+            None => None,
+        };
+        Ok(Endpoint {
+            id: row.text(0)?,
+            owner_id: row.text(1)?,
+            url: row.text(2)?,
+            event_types: row.text_array(3)?,
+            created_at: row.timestamp(4)?,
+            status,
+            disabled_reason,
+            disabled_at: row.opt_timestamp(7)?,
+        })
+    }
 }
 
 pub(crate) fn check_chars(

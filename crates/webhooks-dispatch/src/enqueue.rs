@@ -72,7 +72,7 @@ impl<E: Executor> Dispatcher<E> {
     /// [`coalesce_dispatches`](crate::DispatcherBuilder::coalesce_dispatches), concurrent calls share one
     /// multi-row insert; each still gets exactly its own result.
     ///
-    /// Errors: `invalid_input` / `invalid_payload` before any SQL; `unknown_endpoint`;
+    /// Errors: `invalid_input` / `invalid_payload` before any SQL; `unknown_endpoint`; `endpoint_disabled`;
     /// `event_type_not_subscribed`; `idempotency_conflict`; `storage`.
     pub async fn dispatch<P: Serialize>(&self, input: NewMessage<P>) -> Result<Dispatched, DispatchError> {
         let message = ValidMessage::new(input)?;
@@ -102,6 +102,9 @@ impl<E: Executor> Dispatcher<E> {
             .ok_or_else(|| StorageError::decode("no row from insert"))?;
         if row.int(0)? == 0 {
             return Err(DispatchError::UnknownEndpoint);
+        }
+        if row.opt_bool(3)? != Some(true) {
+            return Err(DispatchError::EndpointDisabled);
         }
         if row.opt_bool(1)? != Some(true) {
             return Err(DispatchError::EventTypeNotSubscribed);
@@ -190,6 +193,9 @@ impl<E: Executor> Dispatcher<E> {
             if row.opt_bool(1)? != Some(true) {
                 return Err(DispatchError::in_batch(index, DispatchError::UnknownEndpoint));
             }
+            if row.opt_bool(6)? != Some(true) {
+                return Err(DispatchError::in_batch(index, DispatchError::EndpointDisabled));
+            }
             if row.opt_bool(2)? != Some(true) {
                 return Err(DispatchError::in_batch(
                     index,
@@ -264,7 +270,7 @@ impl<E: Executor> Dispatcher<E> {
     /// Wakes this process's workers, and sends a debounced NOTIFY through this dispatcher's executor for
     /// workers elsewhere (inside a caller's transaction it is delivered at commit). A failure only costs
     /// latency (workers also poll), so it is logged, not returned.
-    async fn wake_workers(&self) {
+    pub(crate) async fn wake_workers(&self) {
         self.settings().local_wake.notify_one();
         let Some(debounce) = &self.settings().notify else {
             return;

@@ -40,6 +40,13 @@ pub enum DispatchError {
     /// No message has this id.
     #[error("unknown message")]
     UnknownMessage,
+    /// No event has this id.
+    #[error("unknown event")]
+    UnknownEvent,
+    /// The endpoint is disabled (by an operator, or because its receiver is gone or kept failing): nothing
+    /// new is accepted for it until it is enabled again.
+    #[error("endpoint is disabled")]
+    EndpointDisabled,
     /// The idempotency key was used before for this endpoint with another event type or payload; the first
     /// message stands, and this one is refused rather than silently answered with the first one's id.
     #[error("idempotency key already used with a different message")]
@@ -82,6 +89,8 @@ impl DispatchError {
             DispatchError::InvalidPayload { .. } => "invalid_payload",
             DispatchError::UnknownEndpoint => "unknown_endpoint",
             DispatchError::UnknownMessage => "unknown_message",
+            DispatchError::UnknownEvent => "unknown_event",
+            DispatchError::EndpointDisabled => "endpoint_disabled",
             DispatchError::EventTypeNotSubscribed => "event_type_not_subscribed",
             DispatchError::IdempotencyConflict => "idempotency_conflict",
             DispatchError::InBatch { error, .. } => error.code(),
@@ -97,8 +106,10 @@ impl DispatchError {
             | DispatchError::InvalidUrl { .. }
             | DispatchError::InvalidPayload { .. }
             | DispatchError::EventTypeNotSubscribed => 400,
-            DispatchError::UnknownEndpoint | DispatchError::UnknownMessage => 404,
-            DispatchError::IdempotencyConflict => 409,
+            DispatchError::UnknownEndpoint | DispatchError::UnknownMessage | DispatchError::UnknownEvent => {
+                404
+            }
+            DispatchError::IdempotencyConflict | DispatchError::EndpointDisabled => 409,
             DispatchError::InBatch { error, .. } => error.http_status(),
             DispatchError::Storage(_) | DispatchError::SchemaTooNew { .. } => 500,
         }

@@ -13,14 +13,27 @@ pub(crate) fn endpoint_id() -> String {
     format!("ep_{}", Ulid::new())
 }
 
-pub(crate) fn message_id() -> String {
-    static MONOTONIC: Mutex<Generator> = Mutex::new(Generator::new());
+static MONOTONIC: Mutex<Generator> = Mutex::new(Generator::new());
+
+fn monotonic() -> Ulid {
     let next = MONOTONIC
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .generate();
     // Overflow needs 2^80 ids in one millisecond; should it happen, a plain ULID is still unique.
-    format!("msg_{}", next.unwrap_or_else(|_| Ulid::new()))
+    next.unwrap_or_else(|_| Ulid::new())
+}
+
+pub(crate) fn message_id() -> String {
+    format!("msg_{}", monotonic())
+}
+
+/// Event ids share the messages' monotonic generator, so events and direct messages enqueued in the same
+/// millisecond keep their order. An event's messages are `msg_<event ULID>_<endpoint ULID>` (made by the
+/// fan-out statement, which alone knows the endpoints): unique per event and endpoint, stable, and ordered
+/// with the event.
+pub(crate) fn event_id() -> String {
+    format!("evt_{}", monotonic())
 }
 
 /// Identifies one drain's claim, so a drain whose lease expired cannot record over a newer claim.

@@ -54,7 +54,9 @@ mod drain;
 mod endpoint;
 mod enqueue;
 pub mod error;
+mod event;
 mod id;
+mod lifecycle;
 mod message;
 mod notify;
 mod observe;
@@ -73,11 +75,12 @@ pub use config::{
 pub use dispatcher::Dispatcher;
 pub use drain::{DeliverDue, DeliveryReport, DEFAULT_BATCH, MAX_BATCH};
 pub use endpoint::{
-    Endpoint, NewEndpoint, RegisteredEndpoint, MAX_EVENT_TYPES, MAX_EVENT_TYPE_CHARS, MAX_OWNER_ID_CHARS,
-    MAX_URL_CHARS,
+    DisabledReason, Endpoint, EndpointStatus, NewEndpoint, RegisteredEndpoint, MAX_EVENT_TYPES,
+    MAX_EVENT_TYPE_CHARS, MAX_OWNER_ID_CHARS, MAX_URL_CHARS,
 };
 pub use enqueue::MAX_DISPATCH_MANY;
 pub use error::{DispatchError, StorageError, StorageErrorKind};
+pub use event::{DispatchedEvent, Event, EventMessage, NewEvent, SkipReason, SkippedEndpoint};
 pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES};
 pub use observe::{AttemptEvent, NoopObserver, Observer, QueueStats};
 pub use retry::RetryPolicy;

@@ -54,16 +54,21 @@ impl<P: Serialize> NewMessage<P> {
         if let Some(key) = &self.idempotency_key {
             check_chars("idempotency_key", key, MAX_KEY_CHARS, false)?;
         }
-        let body = serde_json::to_string(&self.payload).map_err(|_| DispatchError::InvalidPayload {
-            reason: "payload is not serializable to JSON",
-        })?;
-        if body.len() > MAX_PAYLOAD_BYTES {
-            return Err(DispatchError::InvalidPayload {
-                reason: "payload larger than 256 KiB",
-            });
-        }
-        Ok(body)
+        serialize_payload(&self.payload)
     }
+}
+
+/// The payload's JSON text, as stored, signed and sent; at most [`MAX_PAYLOAD_BYTES`].
+pub(crate) fn serialize_payload<P: Serialize>(payload: &P) -> Result<String, DispatchError> {
+    let body = serde_json::to_string(payload).map_err(|_| DispatchError::InvalidPayload {
+        reason: "payload is not serializable to JSON",
+    })?;
+    if body.len() > MAX_PAYLOAD_BYTES {
+        return Err(DispatchError::InvalidPayload {
+            reason: "payload larger than 256 KiB",
+        });
+    }
+    Ok(body)
 }
 
 /// The result of a dispatch.

@@ -9,11 +9,16 @@ fn all() -> Vec<&'static str> {
     all
 }
 
-/// The statement kinds the library issues (DROP only of an index). Anything else — TRUNCATE, COPY, ALTER, GRANT, VACUUM,
-/// ATTACH, DO, CALL, SET … — fails the audit until someone decides what it may touch.
+/// The statement kinds the library issues (DROP only of an index, ALTER only to add to a table). Anything
+/// else — TRUNCATE, COPY, GRANT, VACUUM, ATTACH, DO, CALL, SET … — fails the audit until someone decides what
+/// it may touch.
 const KINDS: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "CREATE", "LISTEN", "PRAGMA", "DROP",
+    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "CREATE", "LISTEN", "PRAGMA", "DROP", "ALTER",
 ];
+
+/// Words that would make an `ALTER TABLE` take something away or hand the table over, rather than add a
+/// column or a constraint: migrations only ever add.
+const ALTER_REFUSED: &[&str] = &["DROP", "RENAME", "OWNER", "DISABLE", "ENABLE", "ATTACH", "DETACH"];
 
 /// What may follow CREATE: tables and indexes, never functions, triggers, extensions or roles.
 const CREATABLE: &[&str] = &["TABLE", "INDEX", "UNIQUE"];
@@ -30,6 +35,7 @@ const FUNCTIONS: &[&str] = &[
     "min",
     "max",
     "least",
+    "substr",
     "coalesce",
     "unnest",
     "cardinality",
@@ -51,6 +57,9 @@ const PAREN_KEYWORDS: &[&str] = &[
     "NOT",
     "ANY",
     "ARRAY",
+    "ELSE",
+    "THEN",
+    "WHEN",
     "ALL",
     "AS",
     "CAST",
@@ -129,6 +138,11 @@ fn refused_kind(statement: &[String]) -> Option<String> {
         "CREATE" if !CREATABLE.iter().any(|c| is_word(next, c)) => Some(format!("CREATE {next}")),
         // Migrations may replace an index of their own; a table is never dropped.
         "DROP" if !is_word(next, "INDEX") => Some(format!("DROP {next}")),
+        "ALTER" if !is_word(next, "TABLE") => Some(format!("ALTER {next}")),
+        "ALTER" => statement
+            .iter()
+            .find(|w| ALTER_REFUSED.iter().any(|r| is_word(w, r)))
+            .map(|w| format!("ALTER TABLE … {w}")),
         "PRAGMA" if !PRAGMAS.contains(&next) => Some(format!("PRAGMA {next}")),
         "LISTEN" if !next.starts_with("webhooks_dispatch_") => Some(format!("LISTEN {next}")),
         _ => None,
@@ -305,6 +319,16 @@ fn invariant8_scanner_catches_foreign_tables_kinds_and_functions() {
             "statement kind COPY",
         ),
         ("DROP TABLE webhooks_dispatch_outbox", "DROP TABLE"),
+        (
+            "ALTER TABLE webhooks_dispatch_outbox DROP COLUMN payload",
+            "ALTER TABLE … DROP",
+        ),
+        (
+            "ALTER TABLE webhooks_dispatch_outbox RENAME TO users",
+            "ALTER TABLE … RENAME",
+        ),
+        ("ALTER TABLE users ADD COLUMN x text", "relation users"),
+        ("ALTER ROLE postgres SUPERUSER", "ALTER ROLE"),
         ("DROP INDEX IF EXISTS users_idx", "relation users_idx"),
         ("SELECT 1; VACUUM", "statement kind VACUUM"),
         (

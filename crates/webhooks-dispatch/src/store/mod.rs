@@ -153,6 +153,18 @@ pub struct Statements {
     pub select_attempts: &'static str,
     /// $1 now → number of due pending messages, earliest next_attempt_at among them.
     pub queue_stats: &'static str,
+    /// $1 endpoint id, $2 reason, $3 now → the endpoint (no row: unknown).
+    pub disable_endpoint: &'static str,
+    /// $1 endpoint id, $2 now → the endpoint (no row: unknown).
+    pub enable_endpoint: &'static str,
+    /// Parallel arrays $1 event ids, $2 owners, $3 types, $4 payloads, $5 keys; $6 now → the fan-out's rows.
+    pub insert_events: &'static str,
+    /// $1 owner id, $2 key → id, event_type, payload.
+    pub select_event_by_key: &'static str,
+    /// $1 event id → id, owner_id, event_type, payload, created_at.
+    pub select_event: &'static str,
+    /// $1 event id → kind, endpoint id, message id, reason, disabled reason.
+    pub select_event_targets: &'static str,
 }
 
 impl Statements {
@@ -179,6 +191,12 @@ impl Statements {
             connection_setup,
             select_attempts,
             queue_stats,
+            disable_endpoint,
+            enable_endpoint,
+            insert_events,
+            select_event_by_key,
+            select_event,
+            select_event_targets,
         } = self;
         let mut all = vec![
             *create_migrations_table,
@@ -195,6 +213,12 @@ impl Statements {
             *next_due,
             *select_attempts,
             *queue_stats,
+            *disable_endpoint,
+            *enable_endpoint,
+            *insert_events,
+            *select_event_by_key,
+            *select_event,
+            *select_event_targets,
         ];
         all.extend(
             [*notify_due, *listen_due, *connection_setup]

@@ -27,29 +27,34 @@ pub const INSERT_ENDPOINT: &str = "\
 INSERT INTO webhooks_dispatch_endpoints (id, owner_id, url, secret, event_types, created_at)
 VALUES ($1::text, $2::text, $3::text, $4::text, $5::text[], $6::timestamptz)";
 
-/// $1 id → id, owner_id, url, event_types, created_at. Never selects the secret.
+/// $1 id → id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at. Never selects
+/// the secret.
 pub const SELECT_ENDPOINT: &str = "\
-SELECT id, owner_id, url, event_types, created_at
+SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
 FROM webhooks_dispatch_endpoints WHERE id = $1::text";
 
 /// Checks the endpoint and subscription and inserts, in one round trip.
 /// $1 message id, $2 endpoint_id, $3 event_type, $4 payload, $5 idempotency_key, $6 now
-/// → found (int8), subscribed (bool, NULL when not found), inserted id (NULL on idempotency conflict).
+/// → found (int8), subscribed (bool, NULL when not found), inserted id (NULL on idempotency conflict, or when
+/// refused), active (bool, NULL when not found).
+/// A disabled endpoint takes nothing new.
 /// `ON CONFLICT DO NOTHING` waits for a concurrent uncommitted insert of the same key, so two racing
 /// dispatches still produce exactly one row.
 pub const INSERT_MESSAGE: &str = "\
 WITH ep AS (
-    SELECT id, (cardinality(event_types) = 0 OR $3::text = ANY (event_types)) AS subscribed
+    SELECT id, (cardinality(event_types) = 0 OR $3::text = ANY (event_types)) AS subscribed,
+           status = 'active' AS active
     FROM webhooks_dispatch_endpoints WHERE id = $2::text
 ), ins AS (
     INSERT INTO webhooks_dispatch_outbox
         (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
     SELECT $1::text, ep.id, $3::text, $4::text, $5::text, $6::timestamptz, $6::timestamptz, $6::timestamptz
-    FROM ep WHERE ep.subscribed
+    FROM ep WHERE ep.subscribed AND ep.active
     ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING
     RETURNING id
 )
-SELECT (SELECT count(*) FROM ep)::int8, (SELECT bool_or(subscribed) FROM ep), (SELECT id FROM ins)";
+SELECT (SELECT count(*) FROM ep)::int8, (SELECT bool_or(subscribed) FROM ep), (SELECT id FROM ins),
+       (SELECT bool_or(active) FROM ep)";
 
 /// $1 endpoint_id, $2 idempotency_key → id, event_type, payload (to tell a replay from a conflicting reuse of
 /// the key). Runs after a conflict, in a new snapshot, so it sees the row a concurrent transaction committed.
@@ -103,8 +108,11 @@ pub const CLAIM_DUE: &str = concat!(
     ", busy AS (
     SELECT * FROM unnest($5::text[], $7::int8[]) AS b(endpoint_id, held)
 ), open_endpoints AS (
+    -- A disabled endpoint's backlog waits: it costs the skip scan's probe and one endpoint lookup.
     SELECT p.endpoint_id, $6::int8 - COALESCE(busy.held, 0) AS quota
-    FROM pending_endpoints AS p LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
+    FROM pending_endpoints AS p
+    JOIN webhooks_dispatch_endpoints AS ep ON ep.id = p.endpoint_id AND ep.status = 'active'
+    LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
     WHERE p.endpoint_id IS NOT NULL AND $6::int8 - COALESCE(busy.held, 0) > 0
 ), heads AS (
     SELECT e.endpoint_id, e.quota, h.head
@@ -133,7 +141,10 @@ UPDATE webhooks_dispatch_outbox AS o
 SET lease_token = $1::text, lease_expires_at = $2::timestamptz
 FROM webhooks_dispatch_endpoints AS e
 WHERE o.id = ANY (ARRAY(SELECT due.id FROM due)) AND e.id = o.endpoint_id
-RETURNING o.id, o.endpoint_id, o.payload, o.attempts, e.url, e.secret"
+RETURNING o.id, o.endpoint_id,
+    CASE WHEN o.event_id IS NULL THEN o.payload
+         ELSE (SELECT ev.payload FROM webhooks_dispatch_events AS ev WHERE ev.id = o.event_id) END,
+    o.attempts, e.url, e.secret"
 );
 
 /// Records many attempts and moves their messages on, in one round trip. Parallel arrays, one element per
@@ -211,7 +222,9 @@ RETURNING o.id";
 pub const NEXT_DUE: &str = concat!(
     pending_endpoints!(),
     "
-SELECT min(h.next_attempt_at) FROM pending_endpoints AS p CROSS JOIN LATERAL (
+SELECT min(h.next_attempt_at) FROM pending_endpoints AS p
+JOIN webhooks_dispatch_endpoints AS ep ON ep.id = p.endpoint_id AND ep.status = 'active'
+CROSS JOIN LATERAL (
     SELECT o.next_attempt_at FROM webhooks_dispatch_outbox AS o
     WHERE o.endpoint_id = p.endpoint_id AND o.status = 'pending' AND o.next_attempt_at > $1::timestamptz
     ORDER BY o.endpoint_id, o.next_attempt_at LIMIT 1
@@ -243,6 +256,7 @@ WITH input AS (
     SELECT i.id, i.endpoint_id, i.event_type, i.payload, i.idempotency_key, i.ord,
            e.id IS NOT NULL AS found,
            COALESCE(cardinality(e.event_types) = 0 OR i.event_type = ANY (e.event_types), false) AS subscribed,
+           COALESCE(e.status = 'active', false) AS active,
            EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS x
                    WHERE x.endpoint_id = i.endpoint_id AND x.idempotency_key = i.idempotency_key
                      AND (x.event_type <> i.event_type OR x.payload <> i.payload)) AS conflicting
@@ -253,7 +267,7 @@ WITH input AS (
     SELECT id, endpoint_id, event_type, payload, idempotency_key,
            $6::timestamptz, $6::timestamptz, $6::timestamptz
     FROM checked
-    WHERE (SELECT bool_and(subscribed AND NOT conflicting) FROM checked)
+    WHERE (SELECT bool_and(subscribed AND active AND NOT conflicting) FROM checked)
     ORDER BY ord
     ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING
     RETURNING id, endpoint_id, idempotency_key, event_type, payload
@@ -264,7 +278,8 @@ SELECT c.ord, c.found, c.subscribed,
        CASE WHEN n.id IS NOT NULL THEN true
             WHEN k.id IS NOT NULL THEN k.event_type = c.event_type AND k.payload = c.payload
             WHEN o.id IS NOT NULL THEN o.event_type = c.event_type AND o.payload = c.payload
-            ELSE true END
+            ELSE true END,
+       c.active
 FROM checked AS c
 LEFT JOIN ins AS n ON n.id = c.id
 LEFT JOIN ins AS k ON n.id IS NULL AND k.endpoint_id = c.endpoint_id AND k.idempotency_key = c.idempotency_key
@@ -283,13 +298,121 @@ FROM webhooks_dispatch_attempts WHERE message_id = $1::text ORDER BY attempt_no"
 pub const QUEUE_STATS: &str = concat!(
     pending_endpoints!(),
     "
-SELECT COALESCE(sum(d.due), 0)::int8, min(d.oldest) FROM pending_endpoints AS p CROSS JOIN LATERAL (
+SELECT COALESCE(sum(d.due), 0)::int8, min(d.oldest) FROM pending_endpoints AS p
+JOIN webhooks_dispatch_endpoints AS ep ON ep.id = p.endpoint_id AND ep.status = 'active'
+CROSS JOIN LATERAL (
     SELECT count(*) AS due, min(o.next_attempt_at) AS oldest FROM webhooks_dispatch_outbox AS o
     WHERE o.endpoint_id = p.endpoint_id AND o.status = 'pending' AND o.next_attempt_at <= $1::timestamptz
       AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $1::timestamptz)
 ) AS d
 WHERE p.endpoint_id IS NOT NULL"
 );
+
+/// $1 endpoint id, $2 reason, $3 now → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown). An
+/// endpoint already disabled keeps its first reason and time.
+pub const DISABLE_ENDPOINT: &str = "\
+UPDATE webhooks_dispatch_endpoints
+SET status = 'disabled',
+    disabled_reason = CASE WHEN status = 'disabled' THEN disabled_reason ELSE $2::text END,
+    disabled_at = CASE WHEN status = 'disabled' THEN disabled_at ELSE $3::timestamptz END
+WHERE id = $1::text
+RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+
+/// $1 endpoint id, $2 now → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown). When it was
+/// disabled, its unleased pending messages scheduled after now become due now (their attempt counts kept).
+pub const ENABLE_ENDPOINT: &str = "\
+WITH before AS (
+    SELECT status FROM webhooks_dispatch_endpoints WHERE id = $1::text
+), resumed AS (
+    UPDATE webhooks_dispatch_outbox AS o SET next_attempt_at = $2::timestamptz
+    WHERE o.endpoint_id = $1::text AND o.status = 'pending' AND o.next_attempt_at > $2::timestamptz
+      AND o.lease_token IS NULL AND (SELECT status FROM before) = 'disabled'
+    RETURNING o.id
+)
+UPDATE webhooks_dispatch_endpoints
+SET status = 'active', disabled_reason = NULL, disabled_at = NULL
+WHERE id = $1::text
+RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+
+/// Fans events out, all or nothing. Parallel arrays: $1 event ids, $2 owner ids, $3 event types, $4
+/// payloads, $5 idempotency keys (NULL: none); $6 now → rows ordered by (ordinal, kind): per event one
+/// `event` row (ordinal, 'event', event id, outcome, NULL) whose outcome is `created`, `existing` (the key
+/// already names this same event), `conflict` (it names another), `refused` (another event of the batch
+/// conflicts, so nothing was written) or `raced` (a concurrent commit holds the key, invisible to this
+/// snapshot: read it back); then per message (ordinal, 'message', message id, endpoint id, NULL) and per
+/// skipped endpoint (ordinal, 'skip', endpoint id, reason, disabled reason).
+/// The owner's endpoints are found by the owner index; an event's payload is stored once, on the event, and
+/// its messages store an empty payload (the claim reads the event's). Message ids are
+/// `msg_<event ULID>_<endpoint ULID>`.
+pub const INSERT_EVENTS: &str = "\
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS t(id, owner_id, event_type, payload, idempotency_key, ord)
+), prior AS (
+    SELECT i.ord, e.id, (e.event_type = i.event_type AND e.payload = i.payload) AS same
+    FROM input AS i JOIN webhooks_dispatch_events AS e
+        ON e.owner_id = i.owner_id AND e.idempotency_key = i.idempotency_key
+), new_events AS (
+    INSERT INTO webhooks_dispatch_events (id, owner_id, event_type, payload, idempotency_key, created_at)
+    SELECT i.id, i.owner_id, i.event_type, i.payload, i.idempotency_key, $6::timestamptz
+    FROM input AS i
+    WHERE NOT EXISTS (SELECT 1 FROM prior AS p WHERE p.ord = i.ord)
+      AND NOT EXISTS (SELECT 1 FROM prior AS p WHERE NOT p.same)
+    ORDER BY i.ord
+    ON CONFLICT (owner_id, idempotency_key) DO NOTHING
+    RETURNING id
+), targets AS (
+    SELECT i.id AS event_id, i.event_type, ep.id AS endpoint_id, ep.status, ep.disabled_reason
+    FROM input AS i
+    JOIN new_events AS n ON n.id = i.id
+    JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id
+    WHERE cardinality(ep.event_types) = 0 OR i.event_type = ANY (ep.event_types)
+), messages AS (
+    INSERT INTO webhooks_dispatch_outbox
+        (id, endpoint_id, event_type, payload, event_id, next_attempt_at, created_at, updated_at)
+    SELECT 'msg_' || substr(t.event_id, 5) || '_' || substr(t.endpoint_id, 4), t.endpoint_id, t.event_type, '',
+           t.event_id, $6::timestamptz, $6::timestamptz, $6::timestamptz
+    FROM targets AS t WHERE t.status = 'active'
+    ORDER BY t.event_id, t.endpoint_id
+    RETURNING id, endpoint_id, event_id
+), skips AS (
+    INSERT INTO webhooks_dispatch_event_skips (event_id, endpoint_id, reason, disabled_reason)
+    SELECT t.event_id, t.endpoint_id, 'endpoint_disabled', t.disabled_reason
+    FROM targets AS t WHERE t.status <> 'active'
+    RETURNING event_id, endpoint_id, reason, disabled_reason
+)
+SELECT i.ord, 'event', COALESCE(n.id, p.id, i.id),
+       CASE WHEN n.id IS NOT NULL THEN 'created'
+            WHEN p.id IS NOT NULL AND p.same THEN 'existing'
+            WHEN p.id IS NOT NULL THEN 'conflict'
+            WHEN EXISTS (SELECT 1 FROM prior AS c WHERE NOT c.same) THEN 'refused'
+            ELSE 'raced' END,
+       NULL::text
+FROM input AS i LEFT JOIN new_events AS n ON n.id = i.id LEFT JOIN prior AS p ON p.ord = i.ord
+UNION ALL
+SELECT i.ord, 'message', m.id, m.endpoint_id, NULL::text FROM messages AS m JOIN input AS i ON i.id = m.event_id
+UNION ALL
+SELECT i.ord, 'skip', s.endpoint_id, s.reason, s.disabled_reason FROM skips AS s JOIN input AS i ON i.id = s.event_id
+ORDER BY 1, 2, 3";
+
+/// $1 owner id, $2 idempotency key → id, event_type, payload of the event holding that key.
+pub const SELECT_EVENT_BY_KEY: &str = "\
+SELECT id, event_type, payload FROM webhooks_dispatch_events
+WHERE owner_id = $1::text AND idempotency_key = $2::text";
+
+/// $1 event id → id, owner_id, event_type, payload, created_at.
+pub const SELECT_EVENT: &str = "\
+SELECT id, owner_id, event_type, payload, created_at FROM webhooks_dispatch_events WHERE id = $1::text";
+
+/// $1 event id → where it went, by kind then endpoint: ('message', endpoint id, message id, NULL, NULL) and
+/// ('skip', endpoint id, NULL, reason, disabled reason).
+pub const SELECT_EVENT_TARGETS: &str = "\
+SELECT 'message' AS kind, o.endpoint_id, o.id, NULL::text, NULL::text
+FROM webhooks_dispatch_outbox AS o WHERE o.event_id = $1::text
+UNION ALL
+SELECT 'skip', s.endpoint_id, NULL::text, s.reason, s.disabled_reason
+FROM webhooks_dispatch_event_skips AS s WHERE s.event_id = $1::text
+ORDER BY 1, 2";
 
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
@@ -311,4 +434,10 @@ pub const STATEMENTS: super::Statements = super::Statements {
     connection_setup: None,
     select_attempts: SELECT_ATTEMPTS,
     queue_stats: QUEUE_STATS,
+    disable_endpoint: DISABLE_ENDPOINT,
+    enable_endpoint: ENABLE_ENDPOINT,
+    insert_events: INSERT_EVENTS,
+    select_event_by_key: SELECT_EVENT_BY_KEY,
+    select_event: SELECT_EVENT,
+    select_event_targets: SELECT_EVENT_TARGETS,
 };

@@ -32,7 +32,8 @@ VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// See [`super::postgres::SELECT_ENDPOINT`].
 pub const SELECT_ENDPOINT: &str = "\
-SELECT id, owner_id, url, event_types, created_at FROM webhooks_dispatch_endpoints WHERE id = $1";
+SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
+FROM webhooks_dispatch_endpoints WHERE id = $1";
 
 /// See [`super::postgres::INSERT_MESSAGE`]. Insert (subscribed only; a repeated key does nothing), then report.
 pub const INSERT_MESSAGE: &str = "\
@@ -40,13 +41,14 @@ INSERT INTO webhooks_dispatch_outbox
     (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
 SELECT $1, e.id, $3, $4, $5, $6, $6, $6
 FROM webhooks_dispatch_endpoints AS e
-WHERE e.id = $2
+WHERE e.id = $2 AND e.status = 'active'
   AND (e.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE value = $3))
 ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
 SELECT (SELECT count(*) FROM webhooks_dispatch_endpoints WHERE id = $2),
        (SELECT e.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE value = $3)
         FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2),
-       (SELECT id FROM webhooks_dispatch_outbox WHERE id = $1)";
+       (SELECT id FROM webhooks_dispatch_outbox WHERE id = $1),
+       (SELECT e.status = 'active' FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2)";
 
 /// See [`super::postgres::INSERT_MESSAGES`]. All or nothing: insert only if every message is subscribed and
 /// no key is held by a different message. Each input row is read once, and checked with index lookups.
@@ -59,6 +61,7 @@ WITH input AS (
     SELECT input.*, (ep.id IS NOT NULL
            AND (ep.event_types = '[]'
                 OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = input.event_type))) AS subscribed,
+           COALESCE(ep.status = 'active', 0) AS active,
            EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS x
                    WHERE x.endpoint_id = input.endpoint_id AND x.idempotency_key = input.idempotency_key
                      AND (x.event_type <> input.event_type OR x.payload <> input.payload)) AS conflicting
@@ -68,7 +71,7 @@ INSERT INTO webhooks_dispatch_outbox
     (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
 SELECT id, endpoint_id, event_type, payload, idempotency_key, $6, $6, $6
 FROM checked
-WHERE (SELECT min(subscribed AND NOT conflicting) FROM checked) = 1
+WHERE (SELECT min(subscribed AND active AND NOT conflicting) FROM checked) = 1
 ORDER BY ord
 ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
 WITH input AS (
@@ -84,7 +87,8 @@ SELECT input.ord,
        mine.id IS NOT NULL,
        CASE WHEN mine.id IS NOT NULL THEN 1
             WHEN keyed.id IS NOT NULL THEN keyed.event_type = input.event_type AND keyed.payload = input.payload
-            ELSE 1 END
+            ELSE 1 END,
+       COALESCE(ep.status = 'active', 0)
 FROM input
 LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
 LEFT JOIN webhooks_dispatch_outbox AS mine ON mine.id = input.id
@@ -119,7 +123,9 @@ WITH RECURSIVE busy AS (
     FROM pending_endpoints AS p WHERE p.endpoint_id IS NOT NULL
 ), open_endpoints AS (
     SELECT p.endpoint_id, min($6 - COALESCE(busy.held, 0), $4) AS quota
-    FROM pending_endpoints AS p LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
+    FROM pending_endpoints AS p
+    JOIN webhooks_dispatch_endpoints AS ep ON ep.id = p.endpoint_id AND ep.status = 'active'
+    LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
     WHERE p.endpoint_id IS NOT NULL AND $6 - COALESCE(busy.held, 0) > 0
 ), queue AS (
     -- Each open endpoint's due messages in (next_attempt_at, id) order, one index seek per step: the next id
@@ -156,7 +162,11 @@ WITH RECURSIVE busy AS (
 UPDATE webhooks_dispatch_outbox SET lease_token = $1, lease_expires_at = $2
 WHERE id IN (SELECT q.id FROM queue AS q JOIN granted AS g ON g.endpoint_id = q.endpoint_id
              WHERE q.free AND q.n <= g.grant_n)
-RETURNING id, endpoint_id, payload, attempts,
+RETURNING id, endpoint_id,
+    CASE WHEN event_id IS NULL THEN payload
+         ELSE (SELECT ev.payload FROM webhooks_dispatch_events AS ev WHERE ev.id = webhooks_dispatch_outbox.event_id)
+    END,
+    attempts,
     (SELECT ep.url FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
     (SELECT ep.secret FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id)";
 
@@ -220,7 +230,9 @@ RETURNING webhooks_dispatch_outbox.id";
 
 /// See [`super::postgres::NEXT_DUE`].
 pub const NEXT_DUE: &str = "\
-SELECT min(next_attempt_at) FROM webhooks_dispatch_outbox WHERE status = 'pending' AND next_attempt_at > $1";
+SELECT min(o.next_attempt_at) FROM webhooks_dispatch_outbox AS o
+JOIN webhooks_dispatch_endpoints AS ep ON ep.id = o.endpoint_id AND ep.status = 'active'
+WHERE o.status = 'pending' AND o.next_attempt_at > $1";
 
 /// See [`super::postgres::SELECT_ATTEMPTS`].
 pub const SELECT_ATTEMPTS: &str = "\
@@ -229,13 +241,119 @@ FROM webhooks_dispatch_attempts WHERE message_id = $1 ORDER BY attempt_no";
 
 /// See [`super::postgres::QUEUE_STATS`].
 pub const QUEUE_STATS: &str = "\
-SELECT count(*), min(next_attempt_at) FROM webhooks_dispatch_outbox
-WHERE status = 'pending' AND next_attempt_at <= $1 AND (lease_expires_at IS NULL OR lease_expires_at <= $1)";
+SELECT count(*), min(o.next_attempt_at) FROM webhooks_dispatch_outbox AS o
+JOIN webhooks_dispatch_endpoints AS ep ON ep.id = o.endpoint_id AND ep.status = 'active'
+WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $1)";
 
 /// Settings of every connection the adapter opens: write-ahead logging (readers never block the writer),
 /// full fsync at commit (durable like PostgreSQL's defaults), and enforced foreign keys.
 pub const CONNECTION_SETUP: &str =
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
+
+/// See [`super::postgres::DISABLE_ENDPOINT`].
+pub const DISABLE_ENDPOINT: &str = "\
+UPDATE webhooks_dispatch_endpoints
+SET status = 'disabled',
+    disabled_reason = CASE WHEN status = 'disabled' THEN disabled_reason ELSE $2 END,
+    disabled_at = CASE WHEN status = 'disabled' THEN disabled_at ELSE $3 END
+WHERE id = $1
+RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+
+/// See [`super::postgres::ENABLE_ENDPOINT`]: the messages first, while the endpoint still reads disabled.
+pub const ENABLE_ENDPOINT: &str = "\
+UPDATE webhooks_dispatch_outbox SET next_attempt_at = $2
+WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > $2 AND lease_token IS NULL
+  AND (SELECT status FROM webhooks_dispatch_endpoints WHERE id = $1) = 'disabled';
+UPDATE webhooks_dispatch_endpoints
+SET status = 'active', disabled_reason = NULL, disabled_at = NULL
+WHERE id = $1
+RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+
+/// See [`super::postgres::INSERT_EVENTS`]: the same rows, as a script in the adapter's one transaction. The
+/// events are inserted only when no key names another event; messages and skips only for events this script
+/// inserted (their id is new, so `created_at = $6` and the id identify them).
+pub const INSERT_EVENTS: &str = "\
+WITH input AS (
+    SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS owner_id, value ->> 2 AS event_type,
+           value ->> 3 AS payload, value ->> 4 AS idempotency_key
+    FROM json_each($zip_1_2_3_4_5)
+)
+INSERT INTO webhooks_dispatch_events (id, owner_id, event_type, payload, idempotency_key, created_at)
+SELECT i.id, i.owner_id, i.event_type, i.payload, i.idempotency_key, $6
+FROM input AS i
+WHERE NOT EXISTS (
+    SELECT 1 FROM input AS c JOIN webhooks_dispatch_events AS e
+        ON e.owner_id = c.owner_id AND e.idempotency_key = c.idempotency_key
+    WHERE e.event_type <> c.event_type OR e.payload <> c.payload)
+ORDER BY i.ord
+ON CONFLICT (owner_id, idempotency_key) DO NOTHING;
+WITH input AS (
+    SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS owner_id, value ->> 2 AS event_type
+    FROM json_each($zip_1_2_3_4_5)
+)
+INSERT INTO webhooks_dispatch_outbox
+    (id, endpoint_id, event_type, payload, event_id, next_attempt_at, created_at, updated_at)
+SELECT 'msg_' || substr(i.id, 5) || '_' || substr(ep.id, 4), ep.id, i.event_type, '', i.id, $6, $6, $6
+FROM input AS i
+JOIN webhooks_dispatch_events AS ev ON ev.id = i.id
+JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id
+WHERE ep.status = 'active'
+  AND (ep.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = i.event_type))
+ORDER BY i.ord, ep.id;
+WITH input AS (
+    SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS owner_id, value ->> 2 AS event_type
+    FROM json_each($zip_1_2_3_4_5)
+)
+INSERT INTO webhooks_dispatch_event_skips (event_id, endpoint_id, reason, disabled_reason)
+SELECT i.id, ep.id, 'endpoint_disabled', ep.disabled_reason
+FROM input AS i
+JOIN webhooks_dispatch_events AS ev ON ev.id = i.id
+JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id
+WHERE ep.status <> 'active'
+  AND (ep.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = i.event_type));
+WITH input AS (
+    SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS owner_id, value ->> 2 AS event_type,
+           value ->> 3 AS payload, value ->> 4 AS idempotency_key
+    FROM json_each($zip_1_2_3_4_5)
+), prior AS (
+    SELECT i.ord, e.id, (e.event_type = i.event_type AND e.payload = i.payload) AS same
+    FROM input AS i JOIN webhooks_dispatch_events AS e
+        ON e.owner_id = i.owner_id AND e.idempotency_key = i.idempotency_key AND e.id <> i.id
+), mine AS (
+    SELECT i.ord, i.id FROM input AS i JOIN webhooks_dispatch_events AS e ON e.id = i.id
+)
+SELECT i.ord + 1, 'event', COALESCE(n.id, p.id, i.id),
+       CASE WHEN n.id IS NOT NULL THEN 'created'
+            WHEN p.id IS NOT NULL AND p.same THEN 'existing'
+            WHEN p.id IS NOT NULL THEN 'conflict'
+            WHEN EXISTS (SELECT 1 FROM prior AS c WHERE NOT c.same) THEN 'refused'
+            ELSE 'raced' END,
+       NULL
+FROM input AS i LEFT JOIN mine AS n ON n.ord = i.ord LEFT JOIN prior AS p ON p.ord = i.ord
+UNION ALL
+SELECT n.ord + 1, 'message', o.id, o.endpoint_id, NULL
+FROM mine AS n JOIN webhooks_dispatch_outbox AS o ON o.event_id = n.id
+UNION ALL
+SELECT n.ord + 1, 'skip', s.endpoint_id, s.reason, s.disabled_reason
+FROM mine AS n JOIN webhooks_dispatch_event_skips AS s ON s.event_id = n.id
+ORDER BY 1, 2, 3";
+
+/// See [`super::postgres::SELECT_EVENT_BY_KEY`].
+pub const SELECT_EVENT_BY_KEY: &str = "\
+SELECT id, event_type, payload FROM webhooks_dispatch_events WHERE owner_id = $1 AND idempotency_key = $2";
+
+/// See [`super::postgres::SELECT_EVENT`].
+pub const SELECT_EVENT: &str = "\
+SELECT id, owner_id, event_type, payload, created_at FROM webhooks_dispatch_events WHERE id = $1";
+
+/// See [`super::postgres::SELECT_EVENT_TARGETS`].
+pub const SELECT_EVENT_TARGETS: &str = "\
+SELECT 'message' AS kind, o.endpoint_id, o.id, NULL, NULL
+FROM webhooks_dispatch_outbox AS o WHERE o.event_id = $1
+UNION ALL
+SELECT 'skip', s.endpoint_id, NULL, s.reason, s.disabled_reason
+FROM webhooks_dispatch_event_skips AS s WHERE s.event_id = $1
+ORDER BY 1, 2";
 
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
@@ -257,4 +375,10 @@ pub const STATEMENTS: super::Statements = super::Statements {
     connection_setup: Some(CONNECTION_SETUP),
     select_attempts: SELECT_ATTEMPTS,
     queue_stats: QUEUE_STATS,
+    disable_endpoint: DISABLE_ENDPOINT,
+    enable_endpoint: ENABLE_ENDPOINT,
+    insert_events: INSERT_EVENTS,
+    select_event_by_key: SELECT_EVENT_BY_KEY,
+    select_event: SELECT_EVENT,
+    select_event_targets: SELECT_EVENT_TARGETS,
 };

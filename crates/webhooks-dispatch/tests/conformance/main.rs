@@ -11,6 +11,8 @@ mod batch;
 mod claims;
 /// Invariant 6 and hostile endpoints: SSRF policy, pinning, rebinding, deadlines.
 mod destinations;
+/// Fan-out of an owner's events, and disabled endpoints.
+mod events;
 /// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
 mod faults;
 /// Numbered schema migrations: upgrades in place with rows intact, concurrency, refusing newer schemas.

@@ -1,9 +1,10 @@
 use webhooks_dispatch::store::sqlx::SqlxConnection;
-use webhooks_dispatch::{Dispatcher, NewMessage};
+use webhooks_dispatch::{Dispatcher, NewEndpoint, NewEvent, NewMessage};
 
 use crate::support::{bounded, deadpool_pool, Ctx, Engine};
 
 const COUNT_OUTBOX: &str = "SELECT count(*) FROM webhooks_dispatch_outbox";
+const COUNT_EVENTS: &str = "SELECT count(*) FROM webhooks_dispatch_events";
 
 #[tokio::test]
 async fn enqueue_inside_caller_transaction_sqlx_rolls_back_and_commits_with_it() {
@@ -118,4 +119,70 @@ async fn in_caller_transaction_tokio_postgres_rolls_back_and_commits_with_it() {
     d.using(&tx).dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(ctx.scalar(COUNT_OUTBOX, &[]).await, 3);
+}
+
+#[tokio::test]
+async fn fan_out_inside_caller_transaction_rolls_back_and_commits_with_it() {
+    for engine in [Engine::Sqlx, Engine::TokioPostgres] {
+        bounded(
+            "fan_out_inside_caller_transaction_rolls_back_and_commits_with_it",
+            engine,
+            fan_out_in_caller_transaction(engine),
+        )
+        .await
+    }
+}
+
+/// One event to two endpoints inside the caller's transaction: rolled back, neither the event nor a
+/// message remains; committed, all of them.
+async fn fan_out_in_caller_transaction(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher();
+    for _ in 0..2 {
+        d.register_endpoint(NewEndpoint::new("acme", ctx.url()))
+            .await
+            .unwrap();
+    }
+    let event = || NewEvent::new("acme", "invoice.paid", serde_json::json!({"n": 1}));
+    let counts = || async {
+        (
+            ctx.scalar(COUNT_EVENTS, &[]).await,
+            ctx.scalar(COUNT_OUTBOX, &[]).await,
+        )
+    };
+    match engine {
+        Engine::Sqlx => {
+            let pool = sqlx::PgPool::connect(&ctx.db_url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            let sent = d
+                .using(&SqlxConnection::new(&mut tx))
+                .dispatch_event(event())
+                .await
+                .unwrap();
+            assert_eq!(sent.messages.len(), 2);
+            tx.rollback().await.unwrap();
+            assert_eq!(counts().await, (0, 0), "rolled back: no event, no messages");
+            let mut tx = pool.begin().await.unwrap();
+            d.using(&SqlxConnection::new(&mut tx))
+                .dispatch_event(event())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        _ => {
+            let (mut client, connection) = tokio_postgres::connect(&ctx.db_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let tx = client.transaction().await.unwrap();
+            let sent = d.using(&tx).dispatch_event(event()).await.unwrap();
+            assert_eq!(sent.messages.len(), 2);
+            tx.rollback().await.unwrap();
+            assert_eq!(counts().await, (0, 0), "rolled back: no event, no messages");
+            let tx = client.transaction().await.unwrap();
+            d.using(&tx).dispatch_event(event()).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+    assert_eq!(counts().await, (1, 2), "committed: the event and both messages");
 }

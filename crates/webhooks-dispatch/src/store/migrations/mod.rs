@@ -57,12 +57,14 @@ macro_rules! sqlite {
 pub(super) const POSTGRES: &[Migration] = &[
     postgres!(1, "0001_initial"),
     postgres!(2, "0002_endpoint_queue_index"),
+    postgres!(3, "0003_events_and_endpoint_status"),
 ];
 
 /// SQLite's migrations: the same versions and names as [`POSTGRES`].
 pub(super) const SQLITE: &[Migration] = &[
     sqlite!(1, "0001_initial"),
     sqlite!(2, "0002_endpoint_queue_index"),
+    sqlite!(3, "0003_events_and_endpoint_status"),
 ];
 
 #[cfg(test)]
