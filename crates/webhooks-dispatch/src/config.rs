@@ -53,6 +53,18 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default number of idle HTTP/1.1 connections kept per destination (host name and address).
 pub const DEFAULT_MAX_IDLE_PER_DESTINATION: usize = 32;
 
+/// What an attempt answered `410 Gone` does besides ending its message as dead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnGone {
+    /// Disable the endpoint (reason `gone`) in the statement that records the attempt, as the Standard
+    /// Webhooks spec asks: the receiver said it is no more, so nothing else is sent until it is enabled.
+    #[default]
+    Disable,
+    /// Only end the message as dead, like any other permanent failure.
+    Dead,
+}
+
 /// Everything the dispatcher needs besides its executor; shared by all `Dispatcher` handles.
 pub(crate) struct Settings {
     pub retry: RetryPolicy,
@@ -70,6 +82,7 @@ pub(crate) struct Settings {
     /// so a dispatch between a worker's empty claim and its sleep is not missed.
     pub local_wake: tokio::sync::Notify,
     pub observer: Arc<dyn Observer>,
+    pub on_gone: OnGone,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -92,6 +105,7 @@ pub struct DispatcherBuilder<E> {
     http2: bool,
     observer: Arc<dyn Observer>,
     coalesce: Option<Arc<dyn crate::store::Executor>>,
+    on_gone: OnGone,
 }
 
 impl<E: crate::store::Executor + Clone + 'static> DispatcherBuilder<E> {
@@ -126,7 +140,14 @@ impl<E> DispatcherBuilder<E> {
             max_idle_per_destination: DEFAULT_MAX_IDLE_PER_DESTINATION,
             http2: true,
             coalesce: None,
+            on_gone: OnGone::default(),
         }
+    }
+
+    /// What a `410 Gone` answer does besides ending its message as dead (default: disable the endpoint).
+    pub fn on_gone(mut self, on_gone: OnGone) -> Self {
+        self.on_gone = on_gone;
+        self
     }
 
     /// How many attempts and what backoff (default: 6 attempts, 60 s doubling, capped at 1 h).
@@ -267,6 +288,7 @@ impl<E> DispatcherBuilder<E> {
             notify: self.notify.map(Debounce::new),
             local_wake: tokio::sync::Notify::new(),
             observer: self.observer,
+            on_gone: self.on_gone,
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
             .with_coalescer(self.coalesce.map(crate::coalesce::Coalescer::new))

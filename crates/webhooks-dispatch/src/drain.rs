@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::attempt::Outcome;
 use crate::concurrency::{EndpointLimiter, Held};
+use crate::config::OnGone;
 use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
 use crate::error::{DispatchError, StorageError};
@@ -334,10 +335,19 @@ impl<E: Executor> Dispatcher<E> {
                         .map(|r| r.error.clone())
                         .collect::<Vec<Option<String>>>(),
                 ),
+                Value::Bool(self.settings().on_gone == OnGone::Disable),
             ];
             let rows = self.query(self.sql().complete_attempts, &params).await?;
             for row in &rows {
-                recorded.insert(row.text(0)?);
+                match (row.opt_text(0)?, row.opt_text(1)?) {
+                    (Some(message_id), _) => {
+                        recorded.insert(message_id);
+                    }
+                    (None, Some(endpoint_id)) => {
+                        tracing::warn!(%endpoint_id, reason = "gone", "endpoint disabled: its receiver answered 410 Gone");
+                    }
+                    (None, None) => return Err(StorageError::decode("empty completion row")),
+                }
             }
         }
         for r in records {

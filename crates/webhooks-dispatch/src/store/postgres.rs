@@ -149,8 +149,9 @@ RETURNING o.id, o.endpoint_id,
 
 /// Records many attempts and moves their messages on, in one round trip. Parallel arrays, one element per
 /// attempt: $1 message ids, $2 lease tokens, $3 outcomes ('delivered' | 'retrying' | 'dead'), $4 attempted_at,
-/// $5 status codes (NULL: no response), $6 latency_ms, $7 next_attempt_at (NULL unless retrying), $8 errors
-/// → message_id of each attempt recorded.
+/// $5 status codes (NULL: no response), $6 latency_ms, $7 next_attempt_at (NULL unless retrying), $8 errors;
+/// $9 whether a `410 Gone` disables its endpoint → (message_id, NULL) for each attempt recorded, and
+/// (NULL, endpoint id) for each endpoint this statement disabled because its receiver answered 410.
 /// Matching on the lease token refuses a stale drain whose lease expired and was re-claimed; matching on
 /// a status that is not final means a delivered or dead message never changes again. That test is written
 /// `NOT IN ('delivered', 'dead')` (the same rows, by the status CHECK) rather than `= 'pending'` on purpose:
@@ -200,11 +201,24 @@ WITH input AS (
     ) AS w
     WHERE p.id = w.id
     RETURNING p.id
+), gone AS (
+    -- A 410 Gone is the receiver saying the endpoint is no more (Standard Webhooks): its message is dead
+    -- (the retry policy decided that) and, in this same statement, the endpoint is disabled.
+    UPDATE webhooks_dispatch_endpoints AS ep
+    SET status = 'disabled', disabled_reason = 'gone', disabled_at = g.at
+    FROM (SELECT endpoint_id, min(attempted_at) AS at FROM done
+          WHERE outcome = 'dead' AND status_code = 410 AND $9::bool GROUP BY endpoint_id) AS g
+    WHERE ep.id = g.endpoint_id AND ep.status = 'active'
+    RETURNING ep.id
+), recorded AS (
+    INSERT INTO webhooks_dispatch_attempts
+        (message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error)
+    SELECT id, attempts, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error FROM done
+    RETURNING message_id
 )
-INSERT INTO webhooks_dispatch_attempts
-    (message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error)
-SELECT id, attempts, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error FROM done
-RETURNING message_id";
+SELECT message_id, NULL::text FROM recorded
+UNION ALL
+SELECT NULL::text, id FROM gone";
 
 /// Gives back claimed messages that were never attempted (a worker shutting down), so they are due at once
 /// instead of after the lease. $1 message ids, $2 their lease tokens → id of each released message. Rows are

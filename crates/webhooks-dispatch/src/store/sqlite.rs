@@ -187,7 +187,7 @@ SELECT input.id, m.attempts + 1, input.attempted_at, input.status_code, input.ou
        input.next_attempt_at, input.error
 FROM input JOIN webhooks_dispatch_outbox AS m
     ON m.id = input.id AND m.lease_token = input.lease_token AND m.status = 'pending'
-RETURNING message_id;
+RETURNING message_id, NULL;
 WITH input AS (
     SELECT value ->> 0 AS id, value ->> 1 AS lease_token, value ->> 2 AS outcome, value ->> 3 AS attempted_at,
            value ->> 6 AS next_attempt_at
@@ -215,7 +215,24 @@ UPDATE webhooks_dispatch_outbox SET next_attempt_at = unreachable.until
 FROM unreachable
 WHERE webhooks_dispatch_outbox.endpoint_id = unreachable.endpoint_id
   AND webhooks_dispatch_outbox.status = 'pending' AND webhooks_dispatch_outbox.lease_token IS NULL
-  AND webhooks_dispatch_outbox.next_attempt_at < unreachable.until";
+  AND webhooks_dispatch_outbox.next_attempt_at < unreachable.until;
+WITH input AS (
+    SELECT value ->> 0 AS id, value ->> 3 AS attempted_at
+    FROM json_each($zip_1_2_3_4_5_6_7_8)
+), gone AS (
+    -- Recorded 410 attempts (the first statement wrote them), when $9 says a 410 disables the endpoint.
+    SELECT m.endpoint_id, min(a.attempted_at) AS at
+    FROM input
+    JOIN webhooks_dispatch_attempts AS a ON a.message_id = input.id AND a.attempted_at = input.attempted_at
+    JOIN webhooks_dispatch_outbox AS m ON m.id = input.id
+    WHERE $9 AND a.outcome = 'dead' AND a.status_code = 410
+    GROUP BY m.endpoint_id
+)
+UPDATE webhooks_dispatch_endpoints
+SET status = 'disabled', disabled_reason = 'gone', disabled_at = gone.at
+FROM gone
+WHERE webhooks_dispatch_endpoints.id = gone.endpoint_id AND webhooks_dispatch_endpoints.status = 'active'
+RETURNING NULL, webhooks_dispatch_endpoints.id";
 
 /// See [`super::postgres::RELEASE_CLAIMS`].
 pub const RELEASE_CLAIMS: &str = "\

@@ -3,10 +3,12 @@ use std::collections::HashMap;
 use webhooks_dispatch::store::Value;
 use webhooks_dispatch::{
     verify, DeliverDue, DisabledReason, DispatchError, EndpointSecret, EndpointStatus, MessageState,
-    NewEndpoint, NewEvent, NewMessage, SkipReason,
+    NewEndpoint, NewEvent, NewMessage, OnGone, Outcome, SkipReason,
 };
 
 use crate::conformance;
+use webhooks_dispatch_testkit::receiver::Reply;
+
 use crate::support::{Ctx, Engine, Exec};
 
 conformance!(
@@ -17,6 +19,8 @@ conformance!(
     dispatch_events_is_all_or_nothing_and_a_key_repeated_in_a_batch_is_one_event,
     a_disabled_endpoint_refuses_new_messages_and_keeps_its_backlog_until_enabled,
     an_unknown_event_is_a_typed_404,
+    a_410_gone_kills_the_message_and_disables_the_endpoint_with_reason_gone,
+    with_on_gone_dead_a_410_only_kills_the_message,
 );
 
 type D = webhooks_dispatch::Dispatcher<Exec>;
@@ -383,5 +387,87 @@ async fn an_unknown_event_is_a_typed_404(engine: Engine) {
     assert_eq!(
         ctx.dispatcher().event(" ").await.unwrap_err().code(),
         "invalid_input"
+    );
+}
+
+/// Two endpoints on one receiver that answers the first request 410 and everything after 200; three messages
+/// to the first endpoint and one to the second, delivered one at a time so the 410 comes first.
+async fn gone_run(ctx: &Ctx, d: &D) -> (String, String, Vec<String>) {
+    let (gone, _) = endpoint(ctx, d, "acme", &[]).await;
+    let (fine, _) = endpoint(ctx, d, "acme", &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            d.dispatch(NewMessage::new(&gone, "a", i))
+                .await
+                .unwrap()
+                .message_id,
+        );
+    }
+    ctx.receiver.push_replies([Reply::status(410)]);
+    let one = DeliverDue {
+        batch: Some(1),
+        ..DeliverDue::default()
+    };
+    let report = d.deliver_due(one).await.unwrap();
+    assert_eq!((report.attempted, report.dead), (1, 1), "{report:?}");
+    d.dispatch(NewMessage::new(&fine, "a", 9)).await.unwrap();
+    (gone, fine, ids)
+}
+
+async fn a_410_gone_kills_the_message_and_disables_the_endpoint_with_reason_gone(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher();
+    let (gone, fine, ids) = gone_run(&ctx, &d).await;
+
+    let first = d.message(&ids[0]).await.unwrap();
+    assert_eq!((first.state, first.attempts), (MessageState::Dead, 1));
+    let attempt = d.list_attempts(&ids[0]).await.unwrap().pop().unwrap();
+    assert_eq!((attempt.status_code, attempt.outcome), (Some(410), Outcome::Dead));
+    let endpoint = d.endpoint(&gone).await.unwrap();
+    assert_eq!(endpoint.status, EndpointStatus::Disabled);
+    assert_eq!(endpoint.disabled_reason, Some(DisabledReason::Gone));
+    assert_eq!(
+        endpoint.disabled_at,
+        Some(attempt.attempted_at),
+        "disabled when the 410 was recorded"
+    );
+
+    // Its other messages wait unattempted; the other endpoint is unaffected; nothing new is accepted.
+    assert_eq!(deliver_all(&d).await, 1, "only the other endpoint's message");
+    for id in &ids[1..] {
+        let m = d.message(id).await.unwrap();
+        assert_eq!((m.state, m.attempts), (MessageState::Pending, 0), "{id}");
+    }
+    assert_eq!(d.endpoint(&fine).await.unwrap().status, EndpointStatus::Active);
+    let err = d.dispatch(NewMessage::new(&gone, "a", 5)).await.unwrap_err();
+    assert_eq!(err.code(), "endpoint_disabled");
+    let sent = d.dispatch_event(NewEvent::new("acme", "a", 6)).await.unwrap();
+    assert_eq!(sent.skipped.len(), 1);
+    assert_eq!(sent.skipped[0].disabled_reason, Some(DisabledReason::Gone));
+
+    // Enabled again by an operator, the waiting messages go out.
+    d.enable_endpoint(&gone).await.unwrap();
+    assert_eq!(
+        deliver_all(&d).await,
+        3,
+        "the two waiting messages and the event's message"
+    );
+}
+
+async fn with_on_gone_dead_a_410_only_kills_the_message(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.builder().on_gone(OnGone::Dead).build();
+    let (gone, _, ids) = gone_run(&ctx, &d).await;
+    assert_eq!(d.message(&ids[0]).await.unwrap().state, MessageState::Dead);
+    let endpoint = d.endpoint(&gone).await.unwrap();
+    assert_eq!(
+        (endpoint.status, endpoint.disabled_reason),
+        (EndpointStatus::Active, None)
+    );
+    assert_eq!(
+        deliver_all(&d).await,
+        3,
+        "the endpoint's other messages and the other endpoint's"
     );
 }

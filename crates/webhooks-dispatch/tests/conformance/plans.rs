@@ -111,6 +111,7 @@ async fn claim_completion_and_release_reach_their_rows_by_id_whatever_the_statis
         Value::from(vec![3_i64; TAKEN]),
         Value::from(vec![None::<chrono::DateTime<chrono::Utc>>; TAKEN]),
         Value::from(vec![None::<String>; TAKEN]),
+        Value::Bool(true),
     ];
     let released = &ids[TAKEN..2 * TAKEN];
     let release = [
