@@ -13,6 +13,8 @@ mod api;
 /// The `webhooks-dispatch` binary as a child process: serve, endpoint add, send, attempts, verify, and
 /// start-up refusals.
 mod binary;
+/// Fan-out through `/v1/events`, and disabling and enabling endpoints.
+mod events;
 /// Probes, metrics and the OpenAPI document on a live server.
 mod ops;
 /// The database going away under a running server (through a proxy that cuts it) and coming back.

@@ -1,4 +1,5 @@
-//! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret) and read one.
+//! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret), read one, and
+//! disable or enable it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -48,4 +49,18 @@ pub async fn create(
 /// Reads an endpoint, never its secret.
 pub async fn get(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result<Json<Endpoint>, ApiError> {
     Ok(Json(state.dispatcher.endpoint(&id).await?))
+}
+
+/// Disables an endpoint by hand → 200 with the endpoint. Its pending messages wait; events skip it.
+pub async fn disable(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result<Json<Endpoint>, ApiError> {
+    let endpoint = state.dispatcher.disable_endpoint(&id).await?;
+    tracing::info!(endpoint_id = %endpoint.id, "endpoint disabled by request");
+    Ok(Json(endpoint))
+}
+
+/// Enables an endpoint again → 200 with the endpoint. Its waiting messages are due at once.
+pub async fn enable(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result<Json<Endpoint>, ApiError> {
+    let endpoint = state.dispatcher.enable_endpoint(&id).await?;
+    tracing::info!(endpoint_id = %endpoint.id, "endpoint enabled by request");
+    Ok(Json(endpoint))
 }

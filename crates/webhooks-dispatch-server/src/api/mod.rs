@@ -12,6 +12,7 @@
 //! event type or payload) it is the library's `idempotency_conflict`, 409.
 
 mod endpoints;
+mod events;
 mod messages;
 mod ops;
 
@@ -79,6 +80,15 @@ pub fn routes() -> Vec<Route> {
     vec![
         route(Method::POST, "/v1/endpoints", true, endpoints::create),
         route(Method::GET, "/v1/endpoints/{id}", true, endpoints::get),
+        route(
+            Method::POST,
+            "/v1/endpoints/{id}/disable",
+            true,
+            endpoints::disable,
+        ),
+        route(Method::POST, "/v1/endpoints/{id}/enable", true, endpoints::enable),
+        route(Method::POST, "/v1/events", true, events::create),
+        route(Method::GET, "/v1/events/{id}", true, events::get),
         route(Method::POST, "/v1/messages", true, messages::create),
         route(Method::POST, "/v1/messages/batch", true, messages::create_batch),
         route(Method::GET, "/v1/messages/{id}", true, messages::get),

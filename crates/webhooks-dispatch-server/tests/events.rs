@@ -1,0 +1,157 @@
+//! Fan-out and endpoint status through the HTTP API, against a live server with its worker.
+
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::json;
+use webhooks_dispatch::{verify, EndpointSecret};
+
+use crate::engines;
+use crate::support::{authorize, build, send, set_header, Engine, TestServer, API_KEY};
+
+engines!(
+    an_event_fans_out_to_the_owners_endpoints_and_skips_a_disabled_one,
+    disabling_an_endpoint_refuses_its_messages_until_it_is_enabled,
+);
+
+/// `POST /v1/events` with an `Idempotency-Key`.
+async fn post_event(server: &TestServer, body: &str, key: &str) -> crate::support::Reply {
+    let mut req = build(Method::POST, "/v1/events", Some(body.to_owned()));
+    authorize(&mut req, API_KEY);
+    set_header(&mut req, "idempotency-key", key);
+    send(server.addr, req).await
+}
+
+async fn an_event_fans_out_to_the_owners_endpoints_and_skips_a_disabled_one(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (a, secret_a) = server.endpoint().await;
+    let (b, secret_b) = server.endpoint().await;
+    let (off, _) = server.endpoint().await;
+    let disabled = server
+        .call(Method::POST, &format!("/v1/endpoints/{off}/disable"), None)
+        .await;
+    assert_eq!(disabled.status, 200, "{}", disabled.text());
+    assert_eq!(disabled.json()["status"], "disabled");
+    assert_eq!(disabled.json()["disabled_reason"], "manual");
+
+    // Sent byte for byte: spacing and key order survive.
+    let payload = r#"{"z": 1, "a": [true, null]}"#;
+    let body = format!(r#"{{"owner_id": "acme", "event_type": "invoice.paid", "payload": {payload}}}"#);
+    let sent = post_event(&server, &body, "inv-1-paid").await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    let sent = sent.json();
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    assert!(event_id.starts_with("evt_") && sent["created"] == true, "{sent}");
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    let targets: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["endpoint_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, expected);
+    assert_eq!(
+        sent["skipped"],
+        json!([{"endpoint_id": off, "reason": "endpoint_disabled", "disabled_reason": "manual"}])
+    );
+
+    // A replay is 200 with the same event and messages; the key with another payload is a conflict.
+    let again = post_event(&server, &body, "inv-1-paid").await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(
+        (again.json()["event_id"].clone(), again.json()["messages"].clone()),
+        (sent["event_id"].clone(), sent["messages"].clone())
+    );
+    let changed = body.replace(r#""z": 1"#, r#""z": 2"#);
+    let conflict = post_event(&server, &changed, "inv-1-paid").await;
+    assert_eq!(
+        (conflict.status, conflict.code()),
+        (409, "idempotency_conflict".to_owned())
+    );
+
+    // Delivered once per endpoint, each signed with its own secret, the payload as sent.
+    let receiver = &server.fixture.receiver;
+    assert!(receiver.wait_for(2, Duration::from_secs(30)).await, "delivered");
+    let secrets = [(a, secret_a), (b, secret_b)];
+    for m in sent["messages"].as_array().unwrap() {
+        let id = m["message_id"].as_str().unwrap();
+        let got = receiver
+            .received()
+            .into_iter()
+            .find(|r| r.headers["webhook-id"] == id)
+            .unwrap_or_else(|| panic!("{id} not delivered"));
+        assert_eq!(got.body, payload.as_bytes());
+        let secret = &secrets
+            .iter()
+            .find(|(e, _)| e == m["endpoint_id"].as_str().unwrap())
+            .unwrap()
+            .1;
+        let secret = EndpointSecret::parse(secret).unwrap();
+        verify(&secret, |name| got.headers.get(name)?.to_str().ok(), &got.body).expect("valid signature");
+        server.wait_for_state(id, "delivered").await;
+    }
+    assert_eq!(receiver.count(), 2, "nothing to the disabled endpoint");
+
+    let shown = server
+        .call(Method::GET, &format!("/v1/events/{event_id}"), None)
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    assert!(
+        shown.text().contains(payload),
+        "the stored payload is the exact text: {}",
+        shown.text()
+    );
+    assert_eq!(
+        (shown.json()["owner_id"].clone(), shown.json()["messages"].clone()),
+        (json!("acme"), sent["messages"].clone())
+    );
+    let unknown = server.call(Method::GET, "/v1/events/evt_nope", None).await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (404, "unknown_event".to_owned())
+    );
+    server.stop().await;
+}
+
+async fn disabling_an_endpoint_refuses_its_messages_until_it_is_enabled(engine: Engine) {
+    let server = TestServer::start_with(engine, |c| c.worker = false).await;
+    let (ep, _) = server.endpoint().await;
+    let message = json!({"endpoint_id": ep, "event_type": "a", "payload": {"n": 1}});
+    let off = server
+        .call(Method::POST, &format!("/v1/endpoints/{ep}/disable"), None)
+        .await;
+    assert_eq!(off.status, 200, "{}", off.text());
+    let shown = server
+        .call(Method::GET, &format!("/v1/endpoints/{ep}"), None)
+        .await;
+    assert_eq!(shown.json()["status"], "disabled");
+    assert!(shown.json()["disabled_at"].is_string());
+    let refused = server
+        .call(Method::POST, "/v1/messages", Some(message.clone()))
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (409, "endpoint_disabled".to_owned())
+    );
+
+    let on = server
+        .call(Method::POST, &format!("/v1/endpoints/{ep}/enable"), None)
+        .await;
+    assert_eq!(on.status, 200, "{}", on.text());
+    assert_eq!(
+        (on.json()["status"].clone(), on.json()["disabled_reason"].clone()),
+        (json!("active"), json!(null))
+    );
+    let accepted = server.call(Method::POST, "/v1/messages", Some(message)).await;
+    assert_eq!(accepted.status, 201, "{}", accepted.text());
+    for path in ["/v1/endpoints/ep_nope/disable", "/v1/endpoints/ep_nope/enable"] {
+        let reply = server.call(Method::POST, path, None).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (404, "unknown_endpoint".to_owned()),
+            "{path}"
+        );
+    }
+    server.stop().await;
+}
