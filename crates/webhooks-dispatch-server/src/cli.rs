@@ -1,5 +1,5 @@
-//! The command line: `serve`, `worker`, `migrate`, and client conveniences (`endpoint add|show`, `send`,
-//! `attempts`, `verify`).
+//! The command line: `serve`, `worker`, `migrate`, and client conveniences (`endpoint add|show|disable|enable`,
+//! `send`, `event send`, `attempts`, `verify`).
 //!
 //! The client commands talk to the database directly through the library, with the same `--database-url`
 //! as the service, not over HTTP: nothing to authenticate, and they work while the service is down.
@@ -10,7 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::value::RawValue;
-use webhooks_dispatch::{verify, Attempt, EndpointSecret, MessageState, NewEndpoint, NewMessage};
+use webhooks_dispatch::{
+    verify, Attempt, Endpoint, EndpointSecret, EndpointStatus, MessageState, NewEndpoint, NewEvent,
+    NewMessage,
+};
 
 use crate::config::{Config, RawSettings};
 use crate::{database, logging, server, Error};
@@ -56,6 +59,9 @@ pub enum Command {
     Endpoint(EndpointCommand),
     /// Enqueue one message (direct database access); prints its id.
     Send(SendArgs),
+    /// Fan owners' events out to their endpoints (direct database access).
+    #[command(subcommand)]
+    Event(EventCommand),
     /// Show a message's status and attempt log as a table (direct database access).
     Attempts {
         /// The msg_… id.
@@ -85,6 +91,41 @@ pub enum EndpointCommand {
         /// The ep_… id.
         endpoint_id: String,
     },
+    /// Disable an endpoint: new messages to it are refused, events skip it, its pending messages wait.
+    Disable {
+        /// The ep_… id.
+        endpoint_id: String,
+    },
+    /// Enable an endpoint again: its waiting messages are due at once.
+    Enable {
+        /// The ep_… id.
+        endpoint_id: String,
+    },
+}
+
+/// `event …`.
+#[derive(Debug, Subcommand)]
+pub enum EventCommand {
+    /// Send an owner's event to each of its endpoints subscribed to the type; prints the event id, then one
+    /// line per message and per skipped endpoint.
+    Send(EventArgs),
+}
+
+/// `event send …`.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Whose event it is (the endpoints' owner id).
+    #[arg(long)]
+    pub owner: String,
+    /// Event type, e.g. invoice.paid.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: String,
+    /// Payload as JSON; stored once and sent byte for byte to every endpoint.
+    #[arg(long, value_name = "JSON")]
+    pub data: String,
+    /// Sending again with the same key for the same owner creates nothing and prints the first event.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `send …`.
@@ -202,54 +243,9 @@ async fn execute(command: Command, config: Config) -> Result<(), Error> {
             eprintln!("tables are up to date");
             Ok(())
         }
-        Command::Endpoint(EndpointCommand::Add {
-            owner,
-            url,
-            event_types,
-        }) => {
-            let d = client(&config).await?;
-            let mut input = NewEndpoint::new(owner, url);
-            if !event_types.is_empty() {
-                input = input.event_types(event_types);
-            }
-            let ep = d.register_endpoint(input).await?;
-            println!("id: {}", ep.id);
-            println!("secret: {}", ep.secret.expose());
-            eprintln!(
-                "The secret is shown only this once: store it now and give it to the endpoint's owner."
-            );
-            Ok(())
-        }
-        Command::Endpoint(EndpointCommand::Show { endpoint_id }) => {
-            let ep = client(&config).await?.endpoint(&endpoint_id).await?;
-            println!("id: {}", ep.id);
-            println!("owner: {}", ep.owner_id);
-            println!("url: {}", ep.url);
-            let types = if ep.event_types.is_empty() {
-                "(all)".to_owned()
-            } else {
-                ep.event_types.join(", ")
-            };
-            println!("event types: {types}");
-            println!("created: {}", ep.created_at.to_rfc3339());
-            Ok(())
-        }
-        Command::Send(args) => {
-            let payload: Box<RawValue> = serde_json::from_str(&args.data)
-                .map_err(|e| Error::Input(format!("--data is not valid JSON ({e})")))?;
-            let mut input = NewMessage::new(args.endpoint, args.event_type, payload);
-            if let Some(key) = args.idempotency_key {
-                input = input.idempotency_key(key);
-            }
-            let sent = client(&config).await?.dispatch(input).await?;
-            println!("{}", sent.message_id);
-            if !sent.created {
-                eprintln!(
-                    "(idempotent replay: a message with this key already existed; nothing new was sent)"
-                );
-            }
-            Ok(())
-        }
+        Command::Endpoint(command) => endpoint_command(command, &config).await,
+        Command::Send(args) => send_command(args, &config).await,
+        Command::Event(EventCommand::Send(args)) => event_command(args, &config).await,
         Command::Attempts { message_id } => {
             let d = client(&config).await?;
             let message = d.message(&message_id).await?;
@@ -271,6 +267,92 @@ async fn execute(command: Command, config: Config) -> Result<(), Error> {
         }
         Command::Verify(_) => unreachable!("handled before configuration"),
     }
+}
+
+async fn endpoint_command(command: EndpointCommand, config: &Config) -> Result<(), Error> {
+    let d = client(config).await?;
+    match command {
+        EndpointCommand::Add {
+            owner,
+            url,
+            event_types,
+        } => {
+            let mut input = NewEndpoint::new(owner, url);
+            if !event_types.is_empty() {
+                input = input.event_types(event_types);
+            }
+            let ep = d.register_endpoint(input).await?;
+            println!("id: {}", ep.id);
+            println!("secret: {}", ep.secret.expose());
+            eprintln!(
+                "The secret is shown only this once: store it now and give it to the endpoint's owner."
+            );
+        }
+        EndpointCommand::Show { endpoint_id } => print_endpoint(&d.endpoint(&endpoint_id).await?),
+        EndpointCommand::Disable { endpoint_id } => print_endpoint(&d.disable_endpoint(&endpoint_id).await?),
+        EndpointCommand::Enable { endpoint_id } => print_endpoint(&d.enable_endpoint(&endpoint_id).await?),
+    }
+    Ok(())
+}
+
+fn print_endpoint(ep: &Endpoint) {
+    println!("id: {}", ep.id);
+    println!("owner: {}", ep.owner_id);
+    println!("url: {}", ep.url);
+    let types = if ep.event_types.is_empty() {
+        "(all)".to_owned()
+    } else {
+        ep.event_types.join(", ")
+    };
+    println!("event types: {types}");
+    println!("created: {}", ep.created_at.to_rfc3339());
+    match (ep.status, ep.disabled_reason, ep.disabled_at) {
+        (EndpointStatus::Active, ..) => println!("status: active"),
+        (_, reason, at) => println!(
+            "status: disabled ({}) since {}",
+            reason.map_or("unknown", |r| r.as_str()),
+            at.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
+        ),
+    }
+}
+
+async fn send_command(args: SendArgs, config: &Config) -> Result<(), Error> {
+    let payload = json_arg(&args.data)?;
+    let mut input = NewMessage::new(args.endpoint, args.event_type, payload);
+    if let Some(key) = args.idempotency_key {
+        input = input.idempotency_key(key);
+    }
+    let sent = client(config).await?.dispatch(input).await?;
+    println!("{}", sent.message_id);
+    if !sent.created {
+        eprintln!("(idempotent replay: a message with this key already existed; nothing new was sent)");
+    }
+    Ok(())
+}
+
+async fn event_command(args: EventArgs, config: &Config) -> Result<(), Error> {
+    let payload = json_arg(&args.data)?;
+    let mut input = NewEvent::new(args.owner, args.event_type, payload);
+    if let Some(key) = args.idempotency_key {
+        input = input.idempotency_key(key);
+    }
+    let sent = client(config).await?.dispatch_event(input).await?;
+    println!("{}", sent.event_id);
+    for m in &sent.messages {
+        println!("message {} to {}", m.message_id, m.endpoint_id);
+    }
+    for skip in &sent.skipped {
+        let why = skip.disabled_reason.map_or("", |r| r.as_str());
+        println!("skipped {}: endpoint disabled ({why})", skip.endpoint_id);
+    }
+    if !sent.created {
+        eprintln!("(idempotent replay: an event with this key already existed; nothing new was sent)");
+    }
+    Ok(())
+}
+
+fn json_arg(data: &str) -> Result<Box<RawValue>, Error> {
+    serde_json::from_str(data).map_err(|e| Error::Input(format!("--data is not valid JSON ({e})")))
 }
 
 /// A dispatcher for the client commands (no migration: they should not create tables as a side effect).

@@ -14,7 +14,10 @@ use crate::engines;
 use crate::process::{command, field, run, service_command, Service, BIN};
 use crate::support::{authorize, bounded, eventually, get, send, Engine, Fixture, API_KEY};
 
-engines!(cli_serve_send_attempts_and_verify);
+engines!(
+    cli_serve_send_attempts_and_verify,
+    cli_event_send_fans_out_and_endpoint_disable_enable
+);
 
 async fn cli_serve_send_attempts_and_verify(engine: Engine) {
     let fixture = Fixture::new(engine).await;
@@ -84,6 +87,74 @@ async fn cli_serve_send_attempts_and_verify(engine: Engine) {
     assert!(!logs.contains(&secret), "the secret was logged");
     assert!(!logs.contains("payload-marker-7f3a"), "the payload was logged");
     assert!(!logs.contains(API_KEY), "the API key was logged");
+}
+
+async fn cli_event_send_fans_out_and_endpoint_disable_enable(engine: Engine) {
+    let fixture = Fixture::new(engine).await;
+    let mut migrate = command(&fixture);
+    migrate.arg("migrate");
+    let migrated = run(migrate, None).await;
+    assert!(migrated.status.success(), "{}", migrated.stderr);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut add = command(&fixture);
+        add.args([
+            "endpoint",
+            "add",
+            "--owner",
+            "acme",
+            "--url",
+            &fixture.receiver_url(),
+        ]);
+        let added = run(add, None).await;
+        assert!(added.status.success(), "{}", added.stderr);
+        ids.push(field(&added.stdout, "id"));
+    }
+    let endpoint = |verb: &str, id: &str| {
+        let mut c = command(&fixture);
+        c.args(["endpoint", verb, id]);
+        c
+    };
+    let disabled = run(endpoint("disable", &ids[1]), None).await;
+    assert!(disabled.status.success(), "{}", disabled.stderr);
+    assert!(
+        disabled.stdout.contains("status: disabled (manual) since "),
+        "{}",
+        disabled.stdout
+    );
+
+    let mut send = command(&fixture);
+    send.args([
+        "event",
+        "send",
+        "--owner",
+        "acme",
+        "--type",
+        "invoice.paid",
+        "--data",
+        r#"{"n":1}"#,
+    ]);
+    let sent = run(send, None).await;
+    assert!(sent.status.success(), "{}", sent.stderr);
+    let lines: Vec<&str> = sent.stdout.lines().collect();
+    assert!(lines[0].starts_with("evt_"), "{}", sent.stdout);
+    assert_eq!(lines.len(), 3, "{}", sent.stdout);
+    assert!(
+        lines[1].starts_with("message msg_") && lines[1].ends_with(&format!(" to {}", ids[0])),
+        "{}",
+        sent.stdout
+    );
+    assert_eq!(
+        lines[2],
+        format!("skipped {}: endpoint disabled (manual)", ids[1])
+    );
+
+    let enabled = run(endpoint("enable", &ids[1]), None).await;
+    assert!(enabled.status.success(), "{}", enabled.stderr);
+    assert!(enabled.stdout.contains("status: active"), "{}", enabled.stdout);
+    let unknown = run(endpoint("disable", "ep_nope"), None).await;
+    assert!(!unknown.status.success());
+    assert!(unknown.stderr.contains("unknown endpoint"), "{}", unknown.stderr);
 }
 
 /// `verify` accepts the real delivery (body from a file) and a signature computed here (body on stdin), and
