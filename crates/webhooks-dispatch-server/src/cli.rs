@@ -1,4 +1,4 @@
-//! The command line: `serve`, `worker`, `migrate`, and client conveniences (`endpoint add|show|disable|enable`,
+//! The command line: `serve`, `worker`, `migrate`, and client conveniences (`endpoint add|list|show|disable|enable`,
 //! `send`, `event send`, `attempts`, `verify`).
 //!
 //! The client commands talk to the database directly through the library, with the same `--database-url`
@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::value::RawValue;
 use webhooks_dispatch::{
-    verify, Attempt, Endpoint, EndpointSecret, EndpointStatus, MessageState, NewEndpoint, NewEvent,
-    NewMessage,
+    verify, Attempt, Endpoint, EndpointSecret, EndpointStatus, ListEndpoints, MessageState, NewEndpoint,
+    NewEvent, NewMessage,
 };
 
 use crate::config::{Config, RawSettings};
@@ -85,6 +85,22 @@ pub enum EndpointCommand {
         /// Deliver only this event type (repeatable; none: all types).
         #[arg(long = "event-type", value_name = "TYPE")]
         event_types: Vec<String>,
+    },
+    /// List endpoints in registration order, one per line (id, owner, status, URL); the cursor of the next
+    /// page, if any, goes to standard error.
+    List {
+        /// Only this owner's.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only disabled (or active) endpoints.
+        #[arg(long, value_parser = ["active", "disabled"])]
+        status: Option<String>,
+        /// At most this many (1..=250).
+        #[arg(long, default_value_t = webhooks_dispatch::DEFAULT_LIST_LIMIT)]
+        limit: u32,
+        /// Where the previous page ended.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show an endpoint (never its secret).
     Show {
@@ -287,6 +303,30 @@ async fn endpoint_command(command: EndpointCommand, config: &Config) -> Result<(
             eprintln!(
                 "The secret is shown only this once: store it now and give it to the endpoint's owner."
             );
+        }
+        EndpointCommand::List {
+            owner,
+            status,
+            limit,
+            cursor,
+        } => {
+            let status = status.map(|s| match s.as_str() {
+                "disabled" => EndpointStatus::Disabled,
+                _ => EndpointStatus::Active,
+            });
+            let filter = ListEndpoints {
+                owner_id: owner,
+                status,
+                limit: Some(limit),
+                cursor,
+            };
+            let page = d.list_endpoints(filter).await?;
+            for ep in &page.data {
+                println!("{}  {}  {}  {}", ep.id, ep.owner_id, ep.status.as_str(), ep.url);
+            }
+            if let Some(next) = page.next_cursor {
+                eprintln!("more: --cursor {next}");
+            }
         }
         EndpointCommand::Show { endpoint_id } => print_endpoint(&d.endpoint(&endpoint_id).await?),
         EndpointCommand::Disable { endpoint_id } => print_endpoint(&d.disable_endpoint(&endpoint_id).await?),

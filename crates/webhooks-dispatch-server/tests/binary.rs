@@ -152,6 +152,20 @@ async fn cli_event_send_fans_out_and_endpoint_disable_enable(engine: Engine) {
     let enabled = run(endpoint("enable", &ids[1]), None).await;
     assert!(enabled.status.success(), "{}", enabled.stderr);
     assert!(enabled.stdout.contains("status: active"), "{}", enabled.stdout);
+    let mut list = command(&fixture);
+    list.args(["endpoint", "list", "--owner", "acme", "--limit", "1"]);
+    let listed = run(list, None).await;
+    assert!(listed.status.success(), "{}", listed.stderr);
+    assert!(
+        listed.stdout.starts_with(&format!("{}  acme  active  ", ids[0])),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stderr.contains(&format!("more: --cursor {}", ids[0])),
+        "{}",
+        listed.stderr
+    );
     let unknown = run(endpoint("disable", "ep_nope"), None).await;
     assert!(!unknown.status.success());
     assert!(unknown.stderr.contains("unknown endpoint"), "{}", unknown.stderr);

@@ -12,6 +12,7 @@ use crate::support::{authorize, build, send, set_header, Engine, TestServer, API
 engines!(
     an_event_fans_out_to_the_owners_endpoints_and_skips_a_disabled_one,
     disabling_an_endpoint_refuses_its_messages_until_it_is_enabled,
+    endpoints_are_listed_a_page_at_a_time_by_owner_and_status,
 );
 
 /// `POST /v1/events` with an `Idempotency-Key`.
@@ -151,6 +152,73 @@ async fn disabling_an_endpoint_refuses_its_messages_until_it_is_enabled(engine: 
             (reply.status, reply.code()),
             (404, "unknown_endpoint".to_owned()),
             "{path}"
+        );
+    }
+    server.stop().await;
+}
+
+async fn endpoints_are_listed_a_page_at_a_time_by_owner_and_status(engine: Engine) {
+    let server = TestServer::start_with(engine, |c| c.worker = false).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(server.endpoint().await.0);
+    }
+    let other = json!({"owner_id": "globex", "url": server.fixture.receiver_url()});
+    assert_eq!(
+        server
+            .call(Method::POST, "/v1/endpoints", Some(other))
+            .await
+            .status,
+        201
+    );
+    server
+        .call(Method::POST, &format!("/v1/endpoints/{}/disable", ids[1]), None)
+        .await;
+
+    let first = server
+        .call(Method::GET, "/v1/endpoints?owner_id=acme&limit=2", None)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first = first.json();
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_owned();
+    let second = server
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints?owner_id=acme&limit=2&cursor={cursor}"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(second["next_cursor"], json!(null));
+    let seen: Vec<&str> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["data"].as_array().unwrap())
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, ids, "acme's endpoints once each, in registration order");
+    assert!(!first.to_string().contains("whsec_"), "never a secret");
+
+    let disabled = server
+        .call(Method::GET, "/v1/endpoints?status=disabled", None)
+        .await
+        .json();
+    assert_eq!(disabled["data"].as_array().unwrap().len(), 1);
+    assert_eq!(disabled["data"][0]["id"], ids[1].as_str());
+    let all = server.call(Method::GET, "/v1/endpoints", None).await.json();
+    assert_eq!(all["data"].as_array().unwrap().len(), 4);
+    for bad in [
+        "/v1/endpoints?limit=251",
+        "/v1/endpoints?limit=0",
+        "/v1/endpoints?status=gone",
+        "/v1/endpoints?color=red",
+    ] {
+        let reply = server.call(Method::GET, bad, None).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_input".to_owned()),
+            "{bad}"
         );
     }
     server.stop().await;

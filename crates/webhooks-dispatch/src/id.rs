@@ -9,10 +9,6 @@ use std::sync::{Mutex, PoisonError};
 
 use ulid::{Generator, Ulid};
 
-pub(crate) fn endpoint_id() -> String {
-    format!("ep_{}", Ulid::new())
-}
-
 static MONOTONIC: Mutex<Generator> = Mutex::new(Generator::new());
 
 fn monotonic() -> Ulid {
@@ -22,6 +18,12 @@ fn monotonic() -> Ulid {
         .generate();
     // Overflow needs 2^80 ids in one millisecond; should it happen, a plain ULID is still unique.
     next.unwrap_or_else(|_| Ulid::new())
+}
+
+/// Endpoint ids share it too, so listing endpoints in id order is registration order (exactly within one
+/// process, to the millisecond between processes).
+pub(crate) fn endpoint_id() -> String {
+    format!("ep_{}", monotonic())
 }
 
 pub(crate) fn message_id() -> String {

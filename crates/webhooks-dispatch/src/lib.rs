@@ -81,6 +81,7 @@ pub use endpoint::{
 pub use enqueue::MAX_DISPATCH_MANY;
 pub use error::{DispatchError, StorageError, StorageErrorKind};
 pub use event::{DispatchedEvent, Event, EventMessage, NewEvent, SkipReason, SkippedEndpoint};
+pub use lifecycle::{EndpointPage, ListEndpoints, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES};
 pub use observe::{AttemptEvent, NoopObserver, Observer, QueueStats};
 pub use retry::RetryPolicy;

@@ -1,11 +1,11 @@
-//! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret), read one, and
-//! disable or enable it.
+//! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret), list and read
+//! them, and disable or enable one.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use webhooks_dispatch::{Endpoint, NewEndpoint};
+use webhooks_dispatch::{Endpoint, EndpointPage, EndpointStatus, ListEndpoints, NewEndpoint};
 
 use super::{ApiError, ApiJson, ApiPath, Shared};
 
@@ -44,6 +44,37 @@ pub async fn create(
         secret: registered.secret.expose().to_owned(),
     };
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /v1/endpoints` query: every field optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    owner_id: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Lists endpoints in registration order, a page at a time → `{"data": [...], "next_cursor": ...}`.
+pub async fn list(
+    State(state): State<Shared>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EndpointPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid_input(e.body_text()))?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some("active") => Some(EndpointStatus::Active),
+        Some("disabled") => Some(EndpointStatus::Disabled),
+        Some(_) => return Err(ApiError::invalid_input("status must be active or disabled")),
+    };
+    let filter = ListEndpoints {
+        owner_id: query.owner_id,
+        status,
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    Ok(Json(state.dispatcher.list_endpoints(filter).await?))
 }
 
 /// Reads an endpoint, never its secret.

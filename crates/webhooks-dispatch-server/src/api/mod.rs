@@ -79,6 +79,7 @@ where
 pub fn routes() -> Vec<Route> {
     vec![
         route(Method::POST, "/v1/endpoints", true, endpoints::create),
+        route(Method::GET, "/v1/endpoints", true, endpoints::list),
         route(Method::GET, "/v1/endpoints/{id}", true, endpoints::get),
         route(
             Method::POST,

@@ -165,6 +165,10 @@ pub struct Statements {
     pub select_event: &'static str,
     /// $1 event id → kind, endpoint id, message id, reason, disabled reason.
     pub select_event_targets: &'static str,
+    /// $1 status or NULL, $2 after id, $3 limit → endpoints in id order.
+    pub list_endpoints: &'static str,
+    /// $1 owner, $2 status or NULL, $3 after id, $4 limit → the owner's endpoints in id order.
+    pub list_owner_endpoints: &'static str,
 }
 
 impl Statements {
@@ -197,6 +201,8 @@ impl Statements {
             select_event_by_key,
             select_event,
             select_event_targets,
+            list_endpoints,
+            list_owner_endpoints,
         } = self;
         let mut all = vec![
             *create_migrations_table,
@@ -219,6 +225,8 @@ impl Statements {
             *select_event_by_key,
             *select_event,
             *select_event_targets,
+            *list_endpoints,
+            *list_owner_endpoints,
         ];
         all.extend(
             [*notify_due, *listen_due, *connection_setup]

@@ -428,6 +428,22 @@ SELECT 'skip', s.endpoint_id, NULL::text, s.reason, s.disabled_reason
 FROM webhooks_dispatch_event_skips AS s WHERE s.event_id = $1::text
 ORDER BY 1, 2";
 
+/// $1 status (NULL: any), $2 the last id of the previous page ('' for the first), $3 how many → endpoints as
+/// `SELECT_ENDPOINT` reads them, in id order (a range of the primary key).
+pub const LIST_ENDPOINTS: &str = "\
+SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
+FROM webhooks_dispatch_endpoints
+WHERE id > $2::text AND ($1::text IS NULL OR status = $1::text)
+ORDER BY id LIMIT $3::int8";
+
+/// $1 owner id, $2 status (NULL: any), $3 the last id of the previous page ('' for the first), $4 how many
+/// → that owner's endpoints in id order (a range of the `(owner_id, id)` index).
+pub const LIST_OWNER_ENDPOINTS: &str = "\
+SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
+FROM webhooks_dispatch_endpoints
+WHERE owner_id = $1::text AND id > $3::text AND ($2::text IS NULL OR status = $2::text)
+ORDER BY owner_id, id LIMIT $4::int8";
+
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
     create_migrations_table: CREATE_MIGRATIONS_TABLE,
@@ -454,4 +470,6 @@ pub const STATEMENTS: super::Statements = super::Statements {
     select_event_by_key: SELECT_EVENT_BY_KEY,
     select_event: SELECT_EVENT,
     select_event_targets: SELECT_EVENT_TARGETS,
+    list_endpoints: LIST_ENDPOINTS,
+    list_owner_endpoints: LIST_OWNER_ENDPOINTS,
 };

@@ -372,6 +372,20 @@ SELECT 'skip', s.endpoint_id, NULL, s.reason, s.disabled_reason
 FROM webhooks_dispatch_event_skips AS s WHERE s.event_id = $1
 ORDER BY 1, 2";
 
+/// See [`super::postgres::LIST_ENDPOINTS`].
+pub const LIST_ENDPOINTS: &str = "\
+SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
+FROM webhooks_dispatch_endpoints
+WHERE id > $2 AND ($1 IS NULL OR status = $1)
+ORDER BY id LIMIT $3";
+
+/// See [`super::postgres::LIST_OWNER_ENDPOINTS`].
+pub const LIST_OWNER_ENDPOINTS: &str = "\
+SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
+FROM webhooks_dispatch_endpoints
+WHERE owner_id = $1 AND id > $3 AND ($2 IS NULL OR status = $2)
+ORDER BY owner_id, id LIMIT $4";
+
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
     create_migrations_table: CREATE_MIGRATIONS_TABLE,
@@ -398,4 +412,6 @@ pub const STATEMENTS: super::Statements = super::Statements {
     select_event_by_key: SELECT_EVENT_BY_KEY,
     select_event: SELECT_EVENT,
     select_event_targets: SELECT_EVENT_TARGETS,
+    list_endpoints: LIST_ENDPOINTS,
+    list_owner_endpoints: LIST_OWNER_ENDPOINTS,
 };

@@ -2,8 +2,8 @@ use std::collections::HashMap;
 
 use webhooks_dispatch::store::Value;
 use webhooks_dispatch::{
-    verify, DeliverDue, DisabledReason, DispatchError, EndpointSecret, EndpointStatus, MessageState,
-    NewEndpoint, NewEvent, NewMessage, OnGone, Outcome, SkipReason,
+    verify, DeliverDue, DisabledReason, DispatchError, EndpointSecret, EndpointStatus, ListEndpoints,
+    MessageState, NewEndpoint, NewEvent, NewMessage, OnGone, Outcome, SkipReason,
 };
 
 use crate::conformance;
@@ -21,6 +21,7 @@ conformance!(
     an_unknown_event_is_a_typed_404,
     a_410_gone_kills_the_message_and_disables_the_endpoint_with_reason_gone,
     with_on_gone_dead_a_410_only_kills_the_message,
+    list_endpoints_pages_by_id_filters_by_owner_and_status_and_new_ones_come_last,
 );
 
 type D = webhooks_dispatch::Dispatcher<Exec>;
@@ -469,5 +470,93 @@ async fn with_on_gone_dead_a_410_only_kills_the_message(engine: Engine) {
         deliver_all(&d).await,
         3,
         "the endpoint's other messages and the other endpoint's"
+    );
+}
+
+async fn list_endpoints_pages_by_id_filters_by_owner_and_status_and_new_ones_come_last(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher();
+    let mut acme = Vec::new();
+    for i in 0..7 {
+        acme.push(endpoint(&ctx, &d, "acme", &[]).await.0);
+        if i % 3 == 0 {
+            endpoint(&ctx, &d, "globex", &[]).await;
+        }
+    }
+    d.disable_endpoint(&acme[2]).await.unwrap();
+    d.disable_endpoint(&acme[5]).await.unwrap();
+
+    // Three pages of three for acme; an endpoint registered between pages shows up on a later one.
+    let page = |cursor: Option<String>| ListEndpoints {
+        owner_id: Some("acme".to_owned()),
+        limit: Some(3),
+        cursor,
+        ..ListEndpoints::default()
+    };
+    let first = d.list_endpoints(page(None)).await.unwrap();
+    let late = endpoint(&ctx, &d, "acme", &[]).await.0;
+    let second = d.list_endpoints(page(first.next_cursor.clone())).await.unwrap();
+    let third = d.list_endpoints(page(second.next_cursor.clone())).await.unwrap();
+    assert_eq!(third.next_cursor, None, "the last page says so");
+    let seen: Vec<String> = [&first, &second, &third]
+        .iter()
+        .flat_map(|p| p.data.iter().map(|e| e.id.clone()))
+        .collect();
+    let mut expected = acme.clone();
+    expected.push(late);
+    assert_eq!(seen, expected, "every acme endpoint once, in registration order");
+    assert!([&first, &second]
+        .iter()
+        .all(|p| p.data.len() == 3 && p.next_cursor.is_some()));
+    assert!(seen.iter().all(|id| id.starts_with("ep_")));
+
+    let disabled = d
+        .list_endpoints(ListEndpoints {
+            owner_id: Some("acme".to_owned()),
+            status: Some(EndpointStatus::Disabled),
+            ..ListEndpoints::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = disabled.data.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [acme[2].as_str(), acme[5].as_str()]);
+    assert!(disabled
+        .data
+        .iter()
+        .all(|e| e.disabled_reason == Some(DisabledReason::Manual)));
+
+    let everyone = d.list_endpoints(ListEndpoints::default()).await.unwrap();
+    assert_eq!(everyone.data.len(), 8 + 3, "all owners");
+    assert!(everyone.data.windows(2).all(|w| w[0].id < w[1].id));
+    let active = d
+        .list_endpoints(ListEndpoints {
+            status: Some(EndpointStatus::Active),
+            ..ListEndpoints::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(active.data.len(), 11 - 2);
+
+    for limit in [0, 251] {
+        let filter = ListEndpoints {
+            limit: Some(limit),
+            ..ListEndpoints::default()
+        };
+        assert_eq!(
+            d.list_endpoints(filter).await.unwrap_err().code(),
+            "invalid_input",
+            "{limit}"
+        );
+    }
+    let nobody = ListEndpoints {
+        owner_id: Some("nobody".to_owned()),
+        ..ListEndpoints::default()
+    };
+    assert_eq!(
+        d.list_endpoints(nobody).await.unwrap(),
+        webhooks_dispatch::EndpointPage {
+            data: vec![],
+            next_cursor: None
+        }
     );
 }

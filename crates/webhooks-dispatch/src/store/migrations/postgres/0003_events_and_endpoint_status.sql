@@ -34,3 +34,8 @@ ALTER TABLE webhooks_dispatch_outbox
     ADD COLUMN event_id text REFERENCES webhooks_dispatch_events (id);
 CREATE INDEX webhooks_dispatch_outbox_event_idx
     ON webhooks_dispatch_outbox (event_id, endpoint_id) WHERE event_id IS NOT NULL;
+
+-- An owner's endpoints in id order: fan-out finds them by owner, and listing pages through them by id
+-- (keyset). Replaces the owner-only index of 0001.
+CREATE INDEX webhooks_dispatch_endpoints_owner_key_idx ON webhooks_dispatch_endpoints (owner_id, id);
+DROP INDEX IF EXISTS webhooks_dispatch_endpoints_owner_idx;

@@ -29,3 +29,6 @@ ALTER TABLE webhooks_dispatch_outbox
     ADD COLUMN event_id TEXT REFERENCES webhooks_dispatch_events (id);
 CREATE INDEX webhooks_dispatch_outbox_event_idx
     ON webhooks_dispatch_outbox (event_id, endpoint_id) WHERE event_id IS NOT NULL;
+
+CREATE INDEX webhooks_dispatch_endpoints_owner_key_idx ON webhooks_dispatch_endpoints (owner_id, id);
+DROP INDEX IF EXISTS webhooks_dispatch_endpoints_owner_idx;
