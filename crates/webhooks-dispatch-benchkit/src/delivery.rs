@@ -1,10 +1,13 @@
-//! Scenario 2 (end-to-end delivery throughput) and the delivery run that scenarios 4 and 5 reuse.
+//! Scenario 2 (end-to-end delivery throughput) and the delivery run that scenarios 4, 5, 6, 10, 11 and 12
+//! reuse.
 //!
-//! A [`Stage`] is a fresh database with the tables and optionally a history of finished rows. A measurement
-//! on it starts fresh loopback receivers, registers the endpoints, enqueues N messages (not timed), starts the
-//! workers, and runs the clock until the healthy receiver has counted every message meant for it. The workers are then
-//! shut down gracefully (their `run` returns once every outcome is written) and the database is checked: each
-//! healthy message delivered exactly once, nothing left leased.
+//! A [`Stage`] is a fresh database with the tables and optionally a history of finished rows or a backlog on
+//! disabled endpoints. A measurement on it starts fresh loopback receivers, registers the endpoints, enqueues
+//! N messages (not timed; as messages or as events fanned out, see [`Enqueue`]), starts the workers, and runs
+//! the clock until the healthy receiver has counted every message meant for it. The workers are then shut
+//! down gracefully (their `run` returns once every outcome is written) and the database is checked: each
+//! healthy message delivered exactly once, nothing left leased (and, for events, each endpoint got each
+//! event's payload once).
 //!
 //! Every measurement runs `rounds` times, interleaved with the measurements it is compared with, and the best
 //! round counts (see [`Samples`]): the machine is shared, and a neighbour's build can only slow a round down.
@@ -20,13 +23,29 @@ use webhooks_dispatch::{Dispatcher, Worker, WorkerReport};
 use webhooks_dispatch_testkit::receiver::{Receiver, Reply};
 
 use crate::baseline;
-use crate::env::{endpoint_url, enqueue_all, register_endpoints, Database, Env, Result, Tuning};
+use crate::disabled::{self, Backlog};
+use crate::env::{
+    endpoint_url, enqueue_all, enqueue_events, register_endpoints, register_owned_endpoints, Database, Env,
+    Result, Tuning, EVENT_OWNER,
+};
+use crate::fanout;
 use crate::report::{Report, Sample, Samples};
 use crate::tablesize;
 
 const SCENARIO: &str = "2. end-to-end delivery throughput";
 /// The brief's throughput target, deliveries per second.
 pub const TARGET_PER_SEC: f64 = 10_000.0;
+
+/// How a plan's messages get into the outbox (never timed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueue {
+    /// `dispatch_many`, one message per planned message, round robin over all endpoints (healthy ones
+    /// first), each endpoint of its own owner.
+    Messages,
+    /// `dispatch_events` of one owner ([`EVENT_OWNER`]) holding all the plan's endpoints: each event becomes
+    /// one message per endpoint, so the plan's `messages` is a multiple of its endpoints.
+    Events,
+}
 
 /// What one delivery run looks like.
 #[derive(Clone, Debug)]
@@ -39,6 +58,8 @@ pub struct Plan {
     pub synchronous_commit_off: bool,
     /// Finished (delivered) rows, with one attempt each, written when the stage is built.
     pub finished_rows: u64,
+    /// Pending messages on disabled endpoints of their own, written when the stage is built.
+    pub disabled_backlog: u64,
     /// Endpoints on the answering receiver.
     pub healthy_endpoints: usize,
     /// Endpoints on a receiver that never answers.
@@ -47,6 +68,8 @@ pub struct Plan {
     pub messages: usize,
     /// How long the answering receiver takes to answer (none: at once).
     pub receiver_delay: Option<Duration>,
+    /// Messages one by one, or events fanned out.
+    pub enqueue: Enqueue,
 }
 
 impl Plan {
@@ -57,11 +80,27 @@ impl Plan {
             workers,
             synchronous_commit_off: false,
             finished_rows: 0,
+            disabled_backlog: 0,
             healthy_endpoints: crate::env::ENDPOINTS,
             hanging_endpoints: 0,
             messages,
             receiver_delay: None,
+            enqueue: Enqueue::Messages,
         }
+    }
+
+    /// One worker delivering `events` events of one owner, each fanned out to all its `endpoints` endpoints.
+    pub fn fan_out(label: &'static str, endpoints: usize, events: usize) -> Plan {
+        Plan {
+            healthy_endpoints: endpoints,
+            enqueue: Enqueue::Events,
+            ..Plan::healthy(label, 1, events * endpoints)
+        }
+    }
+
+    /// Events to dispatch when the plan enqueues by events.
+    pub fn events(&self) -> usize {
+        self.messages / (self.healthy_endpoints + self.hanging_endpoints).max(1)
     }
 
     /// Endpoint index of message `i`.
@@ -84,6 +123,8 @@ pub struct Stage {
     setup: Dispatcher<PgPool>,
     /// Time taken to write the finished history, if the plan asked for one.
     pub prefill: Option<Duration>,
+    /// The backlog on disabled endpoints, if the plan asked for one.
+    pub backlog: Option<Backlog>,
 }
 
 impl Stage {
@@ -102,12 +143,23 @@ impl Stage {
                 Some(tablesize::prefill(&pool, rows).await?)
             }
         };
+        // After the history, which would otherwise be spread over the backlog's endpoints too.
+        let backlog = match plan.disabled_backlog {
+            0 => None,
+            rows => Some(disabled::prefill(&setup, &pool, rows).await?),
+        };
         Ok(Stage {
             db,
             pool,
             setup,
             prefill,
+            backlog,
         })
+    }
+
+    /// The setup pool, for checks after a measurement.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Drops the database.
@@ -143,12 +195,26 @@ impl Targets {
         if let Some(h) = &hanging {
             urls.extend((0..plan.hanging_endpoints).map(|i| endpoint_url(h.port(), i)));
         }
-        let endpoints = register_endpoints(&stage.setup, &urls).await?;
+        let endpoints = match plan.enqueue {
+            Enqueue::Messages => register_endpoints(&stage.setup, &urls).await?,
+            Enqueue::Events => register_owned_endpoints(&stage.setup, EVENT_OWNER, &urls).await?,
+        };
         Ok(Targets {
             healthy,
             _hanging: hanging,
             endpoints,
         })
+    }
+
+    /// Puts the plan's messages in the outbox the way the plan says.
+    async fn enqueue(&self, plan: &Plan, stage: &Stage) -> Result<()> {
+        match plan.enqueue {
+            Enqueue::Messages => {
+                let indexes: Vec<usize> = (0..plan.messages).map(|i| plan.target(i)).collect();
+                enqueue_all(&stage.setup, &self.endpoints, &indexes).await
+            }
+            Enqueue::Events => enqueue_events(&stage.setup, plan.events(), self.endpoints.len()).await,
+        }
     }
 }
 
@@ -271,8 +337,7 @@ pub async fn measure(env: &Env, tuning: &Tuning, plan: &Plan, stage: &Stage) -> 
         .fetch_one(&stage.pool)
         .await?
         .try_get(0)?;
-    let indexes: Vec<usize> = (0..plan.messages).map(|i| plan.target(i)).collect();
-    enqueue_all(&stage.setup, &targets.endpoints, &indexes).await?;
+    targets.enqueue(plan, stage).await?;
     let expected = plan.healthy_messages();
     let stats_before = env.statement_stats(&stage.pool).await;
 
@@ -320,6 +385,9 @@ pub async fn measure(env: &Env, tuning: &Tuning, plan: &Plan, stage: &Stage) -> 
         .into());
     }
     verify(&stage.pool, &targets.healthy, db_start, expected, plan.label).await?;
+    if plan.enqueue == Enqueue::Events {
+        fanout::received_every_event(&targets.healthy, plan.events(), plan.label)?;
+    }
     if summed.deliveries.delivered != expected as u64 {
         return Err(format!("{}: workers report {summed:?}, expected {expected}", plan.label).into());
     }

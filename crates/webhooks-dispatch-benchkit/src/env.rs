@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor as _};
 use webhooks_dispatch::ssrf::StaticResolver;
 use webhooks_dispatch::store::Executor;
-use webhooks_dispatch::{Dispatcher, DispatcherBuilder, NewEndpoint, NewMessage};
+use webhooks_dispatch::{Dispatcher, DispatcherBuilder, NewEndpoint, NewEvent, NewMessage};
 use webhooks_dispatch_testkit::pg::{require_loopback, ClusterOptions, PgCluster};
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, Reply, TestCa};
 
@@ -52,6 +52,8 @@ pub const RECEIVER_HOST: &str = "receiver.test";
 pub const ENDPOINTS: usize = 100;
 /// Event type of every benchmark message (endpoints subscribe to all types).
 pub const EVENT_TYPE: &str = "invoice.paid";
+/// Owner of every endpoint an event is fanned out to (other scenarios give each endpoint its own owner).
+pub const EVENT_OWNER: &str = "customer_fan_out";
 
 /// Worker and dispatcher settings shared by every delivery scenario, printed with the results.
 #[derive(Clone, Debug, Serialize)]
@@ -300,12 +302,31 @@ pub async fn setup_endpoints<E: Executor>(d: &Dispatcher<E>, urls: &[String]) ->
     register_endpoints(d, urls).await
 }
 
-/// Registers one endpoint per URL; returns their ids in order.
+/// Registers one endpoint per URL, each of its own owner; returns their ids in order.
 pub async fn register_endpoints<E: Executor>(d: &Dispatcher<E>, urls: &[String]) -> Result<Vec<String>> {
+    register(d, urls, |i| format!("customer_{i}")).await
+}
+
+/// Registers one endpoint per URL, all of `owner`, so that one event of `owner` goes to every one of them;
+/// returns their ids in order.
+pub async fn register_owned_endpoints<E: Executor>(
+    d: &Dispatcher<E>,
+    owner: &str,
+    urls: &[String],
+) -> Result<Vec<String>> {
+    register(d, urls, |_| owner.to_owned()).await
+}
+
+/// Registers one endpoint per URL, endpoint `i` of `owner(i)`; returns their ids in order.
+async fn register<E: Executor>(
+    d: &Dispatcher<E>,
+    urls: &[String],
+    owner: impl Fn(usize) -> String,
+) -> Result<Vec<String>> {
     let mut ids = Vec::with_capacity(urls.len());
     for (i, url) in urls.iter().enumerate() {
         let ep = d
-            .register_endpoint(NewEndpoint::new(format!("customer_{i}"), url.clone()))
+            .register_endpoint(NewEndpoint::new(owner(i), url.clone()))
             .await?;
         ids.push(ep.id);
     }
@@ -326,6 +347,30 @@ pub async fn enqueue_all<E: Executor>(
             .map(|(k, &ep)| NewMessage::new(&endpoints[ep], EVENT_TYPE, payload((chunk_no * 500 + k) as u64)))
             .collect();
         d.dispatch_many(batch).await?;
+    }
+    Ok(())
+}
+
+/// Dispatches `events` events of [`EVENT_OWNER`] (event `k` with [`payload`]`(k)`), 500 per `dispatch_events`
+/// call, and checks that each went to all `endpoints` endpoints of that owner. Setup for the fan-out delivery
+/// measurement, not itself measured.
+pub async fn enqueue_events<E: Executor>(d: &Dispatcher<E>, events: usize, endpoints: usize) -> Result<()> {
+    for start in (0..events).step_by(500) {
+        let batch = (start..(start + 500).min(events))
+            .map(|k| NewEvent::new(EVENT_OWNER, EVENT_TYPE, payload(k as u64)))
+            .collect();
+        for event in d.dispatch_events(batch).await? {
+            // A short fan-out would leave the measurement waiting for messages that were never written.
+            if event.messages.len() != endpoints || !event.skipped.is_empty() {
+                return Err(format!(
+                    "event {} went to {} endpoints and skipped {}, expected {endpoints} and none",
+                    event.event_id,
+                    event.messages.len(),
+                    event.skipped.len()
+                )
+                .into());
+            }
+        }
     }
     Ok(())
 }

@@ -15,8 +15,10 @@ mod baseline;
 mod claimcost;
 mod cpu;
 mod delivery;
+mod disabled;
 mod enqueue;
 mod env;
+mod fanout;
 mod hot;
 mod isolation;
 mod latency;
@@ -44,7 +46,8 @@ pub use crate::suite::Scenario;
 pub struct Options {
     /// Messages per throughput measurement; default 20,000, or 1,000 with `quick`.
     pub messages: Option<usize>,
-    /// Small sizes for a smoke run (also shrinks the history for the table-size scenario).
+    /// Small sizes for a smoke run (also shrinks the history for the table-size scenario and the backlog for
+    /// the disabled-backlog scenario).
     pub quick: bool,
     /// Where to write the JSON results.
     pub json: PathBuf,
@@ -83,6 +86,7 @@ impl Options {
             only: self.only.clone(),
             rounds: self.rounds.unwrap_or(if quick { 1 } else { 2 }).max(1),
             claim_backlog_divisor: if quick { 10 } else { 1 },
+            disabled_backlog: if quick { 10_000 } else { 100_000 },
         }
     }
 
@@ -181,6 +185,7 @@ mod tests {
         assert_eq!((quick.messages, quick.rounds, quick.latency_secs), (1_000, 1, 3));
         assert_eq!(quick.finished_rows, Some(20_000));
         assert_eq!((full.claim_backlog_divisor, quick.claim_backlog_divisor), (1, 10));
+        assert_eq!((full.disabled_backlog, quick.disabled_backlog), (100_000, 10_000));
         let explicit = Options {
             messages: Some(0),
             rounds: Some(5),

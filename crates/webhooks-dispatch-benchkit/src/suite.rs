@@ -7,7 +7,9 @@ use serde::Serialize;
 use crate::env::{chain, Env, Result, Tuning};
 use crate::machine::{self, Machine};
 use crate::report::{Report, Samples};
-use crate::{api, claimcost, delivery, enqueue, hot, isolation, latency, sizing, sqlite, tablesize};
+use crate::{
+    api, claimcost, delivery, disabled, enqueue, fanout, hot, isolation, latency, sizing, sqlite, tablesize,
+};
 
 /// Steady rate of the HTTP API's send → receipt latency measurement, as the brief fixes it.
 pub const API_LATENCY_RATE: u32 = 50;
@@ -36,6 +38,11 @@ pub enum Scenario {
     Sqlite,
     /// 10: the worker's concurrency defaults against receivers that answer after 20 ms.
     Sizing,
+    /// 11: fan-out to 1–1,000 endpoints of one owner: enqueue time per event against `dispatch_many` of the
+    /// same messages, and delivery of the fan-out messages.
+    FanOut,
+    /// 12: delivery with a backlog of pending messages on disabled endpoints, against empty tables.
+    DisabledBacklog,
 }
 
 /// How big each scenario is.
@@ -53,6 +60,8 @@ pub struct Sizes {
     pub finished_rows: Option<u64>,
     /// Whether to add the non-durable `synchronous_commit=off` delivery run.
     pub synchronous_commit_off_variant: bool,
+    /// Pending messages on disabled endpoints for scenario 12.
+    pub disabled_backlog: u64,
     /// Scenarios to run; empty means all.
     pub only: Vec<Scenario>,
     /// Rounds of each delivery measurement.
@@ -70,12 +79,14 @@ impl Sizes {
         };
         format!(
             "N = {} messages per measurement, {} enqueue tasks, latency at {} msg/s (API: {API_LATENCY_RATE} msg/s) \
-             for {} s, {history}, claim-cost backlogs ÷ {}, best of {} round(s) per delivery figure",
+             for {} s, {history}, claim-cost backlogs ÷ {}, {} disabled msgs for scenario 12, best of {} \
+             round(s) per delivery figure",
             self.messages,
             self.enqueue_tasks,
             self.latency_rate_per_sec,
             self.latency_secs,
             self.claim_backlog_divisor,
+            self.disabled_backlog,
             self.rounds
         )
     }
@@ -97,7 +108,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let n = sizes.messages;
 
     if sizes.wants(Scenario::Enqueue) {
-        progress("1/11 enqueue throughput");
+        progress("1/13 enqueue throughput");
         if let Err(e) = enqueue::run(env, &mut report, n, sizes.enqueue_tasks).await {
             report.error("enqueue", &chain(&*e));
         }
@@ -106,7 +117,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let mut hot_rounds = Samples::default();
     let hot_inside_delivery = sizes.wants(Scenario::Delivery) && sizes.wants(Scenario::HotEndpoint);
     if sizes.wants(Scenario::Delivery) {
-        progress("2/11 end-to-end delivery throughput and baselines");
+        progress("2/13 end-to-end delivery throughput and baselines");
         let hot = hot_inside_delivery.then_some(&mut hot_rounds);
         delivery::scenario(env, &mut report, tuning, n, sizes.rounds, hot).await;
         if sizes.synchronous_commit_off_variant {
@@ -114,60 +125,69 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
         }
     }
     if sizes.wants(Scenario::Latency) {
-        progress("3/11 latency");
+        progress("3/13 latency");
         let duration = Duration::from_secs(sizes.latency_secs);
         latency::scenario(env, &mut report, tuning, sizes.latency_rate_per_sec, duration).await;
     }
     if sizes.wants(Scenario::TableSize) {
         match sizes.finished_rows {
             Some(rows) => {
-                progress("4/11 table-size independence");
+                progress("4/13 table-size independence");
                 tablesize::scenario(env, &mut report, tuning, n, rows, sizes.rounds).await;
             }
-            None => progress("4/11 table-size independence: skipped (--skip-million)"),
+            None => progress("4/13 table-size independence: skipped (--skip-million)"),
         }
     }
     if sizes.wants(Scenario::Isolation) {
-        progress("5/11 slow-endpoint isolation");
+        progress("5/13 slow-endpoint isolation");
         isolation::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if hot_inside_delivery {
-        progress("6/11 hot endpoint (measured in scenario 2's rounds)");
+        progress("6/13 hot endpoint (measured in scenario 2's rounds)");
         hot::report(&mut report, &hot_rounds, n);
     } else if sizes.wants(Scenario::HotEndpoint) {
-        progress("6/11 hot endpoint, with its references");
+        progress("6/13 hot endpoint, with its references");
         hot::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::ClaimCost) {
-        progress("7/11 claim cost");
+        progress("7/13 claim cost");
         claimcost::scenario(env, &mut report, sizes.claim_backlog_divisor).await;
     }
     if sizes.wants(Scenario::Api) {
-        progress("8/11 HTTP API");
+        progress("8/13 HTTP API");
         api::scenario(env, &mut report, n, sizes.rounds, sizes.latency_secs).await;
     }
     if sizes.wants(Scenario::Sqlite) {
-        progress("9/11 SQLite");
+        progress("9/13 SQLite");
         sqlite::scenario(env, &mut report, tuning, n, sizes.rounds, sizes.enqueue_tasks).await;
     }
     if sizes.wants(Scenario::Sizing) {
-        progress("10/11 sizing");
+        progress("10/13 sizing");
         sizing::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
+    if sizes.wants(Scenario::FanOut) {
+        progress("11/13 fan-out");
+        fanout::scenario(env, &mut report, tuning, n, sizes.rounds).await;
+    }
+    if sizes.wants(Scenario::DisabledBacklog) {
+        progress("12/13 disabled-endpoint backlog");
+        let backlog = sizes.disabled_backlog;
+        disabled::scenario(env, &mut report, tuning, n, backlog, sizes.rounds).await;
+    }
 
-    progress("11/11 peak memory");
+    progress("13/13 peak memory");
     memory(&mut report);
     env.drop_leftovers().await;
     Ok(report)
 }
 
-/// Scenario 11: this process's peak memory, always reported.
+/// Scenario 13: this process's peak memory, always reported.
 fn memory(report: &mut Report) {
     match machine::peak_rss_mib() {
         Some(mib) => {
             report
                 .add(
-                    "11. memory",
+                    "13. memory",
                     "memory.peak_rss",
                     "peak resident memory of this process (VmHWM)",
                     mib,
