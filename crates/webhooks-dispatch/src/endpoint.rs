@@ -114,7 +114,17 @@ impl DisabledReason {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    /// Column `i` of `row`, which holds a reason or NULL.
+    pub(crate) fn from_column(row: &Row, i: usize) -> Result<Option<Self>, StorageError> {
+        match row.opt_text(i)? {
+            Some(r) => Self::parse(&r)
+                .map(Some)
+                .ok_or_else(|| StorageError::decode("disabled reason")),
+            None => Ok(None),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
         match s {
             "manual" => Some(DisabledReason::Manual),
             "gone" => Some(DisabledReason::Gone),
@@ -133,12 +143,7 @@ impl Endpoint {
             "disabled" => EndpointStatus::Disabled,
             _ => return Err(StorageError::decode("endpoint status")),
         };
-        let disabled_reason = match row.opt_text(6)? {
-            Some(r) => {
-                Some(DisabledReason::parse(&r).ok_or_else(|| StorageError::decode("disabled reason"))?)
-            }
-            None => None,
-        };
+        let disabled_reason = DisabledReason::from_column(row, 6)?;
         Ok(Endpoint {
             id: row.text(0)?,
             owner_id: row.text(1)?,

@@ -13,20 +13,22 @@ use crate::store::{Executor, Value};
 /// Most messages one [`Dispatcher::dispatch_many`] call accepts.
 pub const MAX_DISPATCH_MANY: usize = 1000;
 
-/// A key repeated inside one batch must name the same message each time; checked before any SQL, so the
-/// batch stays all or nothing.
-fn check_repeated_keys(messages: &[ValidMessage]) -> Result<(), DispatchError> {
+/// A key repeated inside one batch must name the same message (or event) each time; checked before any SQL,
+/// so the batch stays all or nothing. Items are (scope, key, event type, body), the scope being what a key is
+/// unique within: the endpoint for messages, the owner for events.
+pub(crate) fn check_repeated_keys<'a>(
+    items: impl Iterator<Item = (&'a str, Option<&'a str>, &'a str, &'a str)>,
+) -> Result<(), DispatchError> {
     let mut seen: HashMap<(&str, &str), (&str, &str)> = HashMap::new();
-    for (index, m) in messages.iter().enumerate() {
-        let Some(key) = &m.idempotency_key else { continue };
-        let this = (m.event_type.as_str(), m.body.as_str());
-        match seen.get(&(m.endpoint_id.as_str(), key.as_str())) {
-            Some(first) if *first != this => {
+    for (index, (scope, key, event_type, body)) in items.enumerate() {
+        let Some(key) = key else { continue };
+        match seen.get(&(scope, key)) {
+            Some(first) if *first != (event_type, body) => {
                 return Err(DispatchError::in_batch(index, DispatchError::IdempotencyConflict));
             }
             Some(_) => {}
             None => {
-                seen.insert((m.endpoint_id.as_str(), key.as_str()), this);
+                seen.insert((scope, key), (event_type, body));
             }
         }
     }
@@ -162,7 +164,15 @@ impl<E: Executor> Dispatcher<E> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        check_repeated_keys(&messages)?;
+        check_repeated_keys(messages.iter().map(|m| {
+            let key = m.idempotency_key.as_deref();
+            (
+                m.endpoint_id.as_str(),
+                key,
+                m.event_type.as_str(),
+                m.body.as_str(),
+            )
+        }))?;
         let mut ids = Vec::with_capacity(messages.len());
         let mut endpoint_ids = Vec::with_capacity(messages.len());
         let mut event_types = Vec::with_capacity(messages.len());

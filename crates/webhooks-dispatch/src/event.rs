@@ -5,14 +5,12 @@
 //! signed, each with its own endpoint's secret, over the event's payload. Endpoints that are disabled are
 //! skipped, and each skip is recorded on the event with its reason.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::dispatcher::Dispatcher;
 use crate::endpoint::{check_chars, DisabledReason, MAX_EVENT_TYPE_CHARS, MAX_OWNER_ID_CHARS};
-use crate::enqueue::MAX_DISPATCH_MANY;
+use crate::enqueue::{check_repeated_keys, MAX_DISPATCH_MANY};
 use crate::error::{DispatchError, StorageError};
 use crate::id;
 use crate::message::{serialize_payload, MAX_KEY_CHARS};
@@ -137,24 +135,12 @@ impl ValidEvent {
     }
 }
 
-/// A key repeated inside one batch must name the same event each time (checked before any SQL, so the batch
-/// stays all or nothing); the repeats then resolve to the first one.
-fn check_repeated_keys(events: &[ValidEvent]) -> Result<(), DispatchError> {
-    let mut seen: HashMap<(&str, &str), (&str, &str)> = HashMap::new();
-    for (index, e) in events.iter().enumerate() {
-        let Some(key) = &e.idempotency_key else { continue };
-        let this = (e.event_type.as_str(), e.body.as_str());
-        match seen.get(&(e.owner_id.as_str(), key.as_str())) {
-            Some(first) if *first != this => {
-                return Err(DispatchError::in_batch(index, DispatchError::IdempotencyConflict));
-            }
-            Some(_) => {}
-            None => {
-                seen.insert((e.owner_id.as_str(), key.as_str()), this);
-            }
-        }
-    }
-    Ok(())
+/// A key repeated inside one batch must name the same event; the repeats then resolve to the first one.
+fn check_repeated_event_keys(events: &[ValidEvent]) -> Result<(), DispatchError> {
+    check_repeated_keys(events.iter().map(|e| {
+        let key = e.idempotency_key.as_deref();
+        (e.owner_id.as_str(), key, e.event_type.as_str(), e.body.as_str())
+    }))
 }
 
 /// How the fan-out statement answered for one event.
@@ -180,14 +166,10 @@ fn skip_from(
         "endpoint_disabled" => SkipReason::EndpointDisabled,
         _ => return Err(StorageError::decode("skip reason")),
     };
-    let disabled_reason = match row.opt_text(disabled)? {
-        Some(r) => Some(DisabledReason::parse(&r).ok_or_else(|| StorageError::decode("disabled reason"))?),
-        None => None,
-    };
     Ok(SkippedEndpoint {
         endpoint_id: row.text(endpoint)?,
         reason,
-        disabled_reason,
+        disabled_reason: DisabledReason::from_column(row, disabled)?,
     })
 }
 
@@ -229,7 +211,7 @@ impl<E: Executor> Dispatcher<E> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        check_repeated_keys(&events)?;
+        check_repeated_event_keys(&events)?;
         let params = [
             Value::from(events.iter().map(|e| Some(e.id.clone())).collect::<Vec<_>>()),
             Value::from(
@@ -430,15 +412,15 @@ mod tests {
     #[test]
     fn a_key_repeated_in_one_batch_must_name_the_same_event_and_is_per_owner() {
         let same = [event("a", Some("k"), "1"), event("a", Some("k"), "1")];
-        assert!(check_repeated_keys(&same).is_ok());
+        assert!(check_repeated_event_keys(&same).is_ok());
         let other_owner = [event("a", Some("k"), "1"), event("b", Some("k"), "2")];
-        assert!(check_repeated_keys(&other_owner).is_ok());
+        assert!(check_repeated_event_keys(&other_owner).is_ok());
         let conflict = [
             event("a", None, "0"),
             event("a", Some("k"), "1"),
             event("a", Some("k"), "2"),
         ];
-        match check_repeated_keys(&conflict) {
+        match check_repeated_event_keys(&conflict) {
             Err(DispatchError::InBatch { index: 2, error }) => {
                 assert_eq!(error.code(), "idempotency_conflict");
             }

@@ -124,9 +124,10 @@ WITH RECURSIVE busy AS (
 ), open_endpoints AS (
     SELECT p.endpoint_id, min($6 - COALESCE(busy.held, 0), $4) AS quota
     FROM pending_endpoints AS p
-    JOIN webhooks_dispatch_endpoints AS ep ON ep.id = p.endpoint_id AND ep.status = 'active'
     LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
     WHERE p.endpoint_id IS NOT NULL AND $6 - COALESCE(busy.held, 0) > 0
+      AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
+                      WHERE d.id = p.endpoint_id AND d.status = 'disabled')
 ), queue AS (
     -- Each open endpoint's due messages in (next_attempt_at, id) order, one index seek per step: the next id
     -- at the same time, else the first at a later time. (A row-value `>` would seek on the time alone, as

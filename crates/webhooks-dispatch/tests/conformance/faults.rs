@@ -210,10 +210,16 @@ async fn listen_connection_lost(engine: Engine) {
         );
     }
 
-    // Back: the listener reconnects and NOTIFY wakes the worker again. The new connection may need a poll
-    // cycle or two before it LISTENs, so a few tries; a worker that never reconnects only ever delivers at
-    // its poll ticks and fails every one of them.
+    // Back: the listener reconnects (within a few poll cycles: it retries once per poll interval) and NOTIFY
+    // wakes the worker again. The reconnection is awaited first: a delivery that happened to fall on a poll
+    // tick must not pass for a NOTIFY before the listener is even back. The new connection may still need a
+    // moment before it LISTENs, so a few tries; a worker that never listens again only ever delivers at its
+    // poll ticks and fails every one of them.
     scene.proxy.restore();
+    assert!(
+        scene.proxy.wait_live(1, POLL * 4).await,
+        "the listener did not reconnect"
+    );
     let mut woken = false;
     for _ in 0..5 {
         if scene.idle_then_send(POLL / 2).await {
@@ -228,7 +234,7 @@ async fn listen_connection_lost(engine: Engine) {
     assert!(woken, "after the outage, NOTIFY never woke the worker again");
     assert!(
         scene.proxy.live_connections() >= 1,
-        "the listener did not reconnect"
+        "the listener's connection did not stay up"
     );
     let report = running.stop().await;
     assert_eq!(report.deliveries.delivered as usize, scene.sent);

@@ -409,24 +409,7 @@ macro_rules! postgres_only {
 #[macro_export]
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        mod sqlx_pg {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let engine = $crate::support::Engine::Sqlx;
-                    $crate::support::bounded(stringify!($name), engine, super::$name(engine)).await
-                }
-            )*
-        }
-        mod tokio_pg {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let engine = $crate::support::Engine::TokioPostgres;
-                    $crate::support::bounded(stringify!($name), engine, super::$name(engine)).await
-                }
-            )*
-        }
+        $crate::postgres_only!($($name),*);
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

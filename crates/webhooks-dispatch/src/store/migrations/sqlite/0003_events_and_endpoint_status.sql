@@ -32,3 +32,7 @@ CREATE INDEX webhooks_dispatch_outbox_event_idx
 
 CREATE INDEX webhooks_dispatch_endpoints_owner_key_idx ON webhooks_dispatch_endpoints (owner_id, id);
 DROP INDEX IF EXISTS webhooks_dispatch_endpoints_owner_idx;
+
+-- The disabled endpoints alone (usually none): claims skip their backlogs by probing this, not by reading
+-- every open endpoint's row.
+CREATE INDEX webhooks_dispatch_endpoints_disabled_idx ON webhooks_dispatch_endpoints (id) WHERE status = 'disabled';
