@@ -310,10 +310,8 @@ async fn endpoint_command(command: EndpointCommand, config: &Config) -> Result<(
             limit,
             cursor,
         } => {
-            let status = status.map(|s| match s.as_str() {
-                "disabled" => EndpointStatus::Disabled,
-                _ => EndpointStatus::Active,
-            });
+            // clap admits only the two names.
+            let status = status.as_deref().and_then(EndpointStatus::parse);
             let filter = ListEndpoints {
                 owner_id: owner,
                 status,

@@ -91,6 +91,25 @@ pub enum EndpointStatus {
     Disabled,
 }
 
+impl EndpointStatus {
+    /// The stored (and wire) form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointStatus::Active => "active",
+            EndpointStatus::Disabled => "disabled",
+        }
+    }
+
+    /// The status named by its stored (and wire) form, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(EndpointStatus::Active),
+            "disabled" => Some(EndpointStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
 /// Why an endpoint is disabled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,11 +157,8 @@ impl Endpoint {
     /// Decodes the columns every endpoint read selects: id, owner_id, url, event_types, created_at, status,
     /// disabled_reason, disabled_at.
     pub(crate) fn from_row(row: &Row) -> Result<Endpoint, StorageError> {
-        let status = match row.text(5)?.as_str() {
-            "active" => EndpointStatus::Active,
-            "disabled" => EndpointStatus::Disabled,
-            _ => return Err(StorageError::decode("endpoint status")),
-        };
+        let status =
+            EndpointStatus::parse(&row.text(5)?).ok_or_else(|| StorageError::decode("endpoint status"))?;
         let disabled_reason = DisabledReason::from_column(row, 6)?;
         Ok(Endpoint {
             id: row.text(0)?,

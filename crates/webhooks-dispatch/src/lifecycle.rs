@@ -40,16 +40,6 @@ pub struct EndpointPage {
     pub next_cursor: Option<String>,
 }
 
-impl EndpointStatus {
-    /// The stored (and wire) form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointStatus::Active => "active",
-            EndpointStatus::Disabled => "disabled",
-        }
-    }
-}
-
 impl<E: Executor> Dispatcher<E> {
     /// Lists endpoints, oldest first, one page at a time (keyset pagination on the id: a page never repeats
     /// or skips an endpoint, whatever is registered meanwhile; new ones appear on later pages).

@@ -64,9 +64,10 @@ pub async fn list(
     let Query(query) = query.map_err(|e| ApiError::invalid_input(e.body_text()))?;
     let status = match query.status.as_deref() {
         None => None,
-        Some("active") => Some(EndpointStatus::Active),
-        Some("disabled") => Some(EndpointStatus::Disabled),
-        Some(_) => return Err(ApiError::invalid_input("status must be active or disabled")),
+        Some(s) => Some(
+            EndpointStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid_input("status must be active or disabled"))?,
+        ),
     };
     let filter = ListEndpoints {
         owner_id: query.owner_id,
