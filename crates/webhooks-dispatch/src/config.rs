@@ -53,6 +53,10 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default number of idle HTTP/1.1 connections kept per destination (host name and address).
 pub const DEFAULT_MAX_IDLE_PER_DESTINATION: usize = 32;
 
+/// Default time an endpoint may go without a delivery, while failing and with a message gone dead, before it
+/// is disabled as failing: 5 days.
+pub const DEFAULT_DISABLE_FAILING_AFTER: Duration = Duration::from_secs(5 * 24 * 60 * 60);
+
 /// What an attempt answered `410 Gone` does besides ending its message as dead.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -83,6 +87,7 @@ pub(crate) struct Settings {
     pub local_wake: tokio::sync::Notify,
     pub observer: Arc<dyn Observer>,
     pub on_gone: OnGone,
+    pub disable_failing_after: Option<Duration>,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -106,6 +111,7 @@ pub struct DispatcherBuilder<E> {
     observer: Arc<dyn Observer>,
     coalesce: Option<Arc<dyn crate::store::Executor>>,
     on_gone: OnGone,
+    disable_failing_after: Option<Duration>,
 }
 
 impl<E: crate::store::Executor + Clone + 'static> DispatcherBuilder<E> {
@@ -141,7 +147,18 @@ impl<E> DispatcherBuilder<E> {
             http2: true,
             coalesce: None,
             on_gone: OnGone::default(),
+            disable_failing_after: Some(DEFAULT_DISABLE_FAILING_AFTER),
         }
+    }
+
+    /// Disables an endpoint (reason `failing`) once it has failed for this long without a single delivery
+    /// and at least one of its messages went dead meanwhile (default 5 days; `None`: never). The clock starts
+    /// at its first failed attempt after its last delivery and any delivery stops it; both are kept in the
+    /// database, so the rule holds across restarts and processes. It is checked when a failed attempt is
+    /// recorded.
+    pub fn disable_failing_after(mut self, after: Option<Duration>) -> Self {
+        self.disable_failing_after = after;
+        self
     }
 
     /// What a `410 Gone` answer does besides ending its message as dead (default: disable the endpoint).
@@ -289,6 +306,7 @@ impl<E> DispatcherBuilder<E> {
             local_wake: tokio::sync::Notify::new(),
             observer: self.observer,
             on_gone: self.on_gone,
+            disable_failing_after: self.disable_failing_after,
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
             .with_coalescer(self.coalesce.map(crate::coalesce::Coalescer::new))

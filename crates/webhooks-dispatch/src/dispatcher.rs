@@ -8,12 +8,13 @@ use crate::attempt::{Attempt, Outcome};
 use crate::coalesce::Coalescer;
 use crate::config::{DispatcherBuilder, Settings};
 use crate::endpoint::{
-    check_chars, normalize_event_types, vet_url, Endpoint, NewEndpoint, RegisteredEndpoint,
-    MAX_OWNER_ID_CHARS,
+    check_chars, check_description, normalize_event_types, stored_metadata, vet_url, Endpoint, NewEndpoint,
+    RegisteredEndpoint, MAX_OWNER_ID_CHARS,
 };
 use crate::error::{DispatchError, StorageError};
 use crate::id;
 use crate::message::{Message, MessageState, MAX_KEY_CHARS};
+use crate::observe::LifecycleEvent;
 use crate::signing::EndpointSecret;
 use crate::store::{Executor, Migration, Row, Value};
 
@@ -160,19 +161,32 @@ impl<E: Executor> Dispatcher<E> {
     pub async fn register_endpoint(&self, input: NewEndpoint) -> Result<RegisteredEndpoint, DispatchError> {
         check_chars("owner_id", &input.owner_id, MAX_OWNER_ID_CHARS, false)?;
         let event_types = normalize_event_types(input.event_types.as_deref())?;
+        check_description(&input.description)?;
+        let metadata = stored_metadata(&input.metadata)?;
+        let headers = input.headers.to_stored()?;
         vet_url(&input.url, &self.settings.policy, self.settings.resolver.as_ref()).await?;
 
         let id = id::endpoint_id();
         let secret = EndpointSecret::generate();
+        let owner_id = input.owner_id;
         let params = [
             Value::from(id.as_str()),
-            Value::from(input.owner_id),
+            Value::from(owner_id.as_str()),
             Value::from(input.url),
             Value::from(secret.expose()),
             Value::from(event_types),
             Value::from(self.settings.clock.now()),
+            Value::from(input.description),
+            Value::from(metadata),
+            Value::from(headers),
         ];
         self.query(self.sql().insert_endpoint, &params).await?;
+        self.settings
+            .observer
+            .lifecycle(&LifecycleEvent::EndpointCreated {
+                endpoint_id: &id,
+                owner_id: &owner_id,
+            });
         Ok(RegisteredEndpoint { id, secret })
     }
 

@@ -21,9 +21,11 @@ use crate::concurrency::{EndpointLimiter, Held};
 use crate::config::OnGone;
 use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
+use crate::endpoint::DisabledReason;
 use crate::error::{DispatchError, StorageError};
+use crate::headers::WireHeaders;
 use crate::id;
-use crate::observe::{AttemptEvent, QueueStats};
+use crate::observe::{AttemptEvent, LifecycleEvent, QueueStats};
 use crate::retry::{AttemptResult, Decision};
 use crate::signing::EndpointSecret;
 use crate::store::{Executor, Row, Value};
@@ -78,6 +80,8 @@ pub(crate) struct Claimed {
     attempt_no: u32,
     url: String,
     secret: Option<EndpointSecret>,
+    /// `None` when the stored headers are unusable: the attempt is refused rather than sent without them.
+    headers: Option<WireHeaders>,
     /// Counts against the endpoint's cap in this process until the attempt is over.
     _held: Held,
 }
@@ -96,6 +100,7 @@ impl Claimed {
             attempt_no: attempts.saturating_add(1),
             url: row.text(4)?,
             secret: EndpointSecret::parse(&row.text(5)?).ok(),
+            headers: WireHeaders::decode(&row.text(6)?),
         })
     }
 }
@@ -113,6 +118,7 @@ impl Claimed {
             attempt_no: 1,
             url: String::new(),
             secret: None,
+            headers: None,
             _held: limiter.hold(endpoint_id),
         }
     }
@@ -274,8 +280,8 @@ impl<E: Executor> Dispatcher<E> {
         let settings = self.settings();
         let _slot = settings.limiter.acquire(&msg.endpoint_id).await;
         let attempted_at = base + chrono_duration(started.elapsed());
-        let attempted = match &msg.secret {
-            Some(secret) => {
+        let attempted = match (&msg.secret, &msg.headers) {
+            (Some(secret), Some(headers)) => {
                 settings
                     .deliverer
                     .attempt(Outgoing {
@@ -283,12 +289,20 @@ impl<E: Executor> Dispatcher<E> {
                         msg_id: &msg.id,
                         body: &msg.payload,
                         secret,
+                        headers,
                         timestamp: settings.clock.now().timestamp(),
                     })
                     .await
             }
-            None => Attempted {
-                result: AttemptResult::Refused("endpoint secret unusable".to_owned()),
+            (secret, _) => Attempted {
+                result: AttemptResult::Refused(
+                    if secret.is_none() {
+                        "endpoint secret unusable"
+                    } else {
+                        "endpoint headers unusable"
+                    }
+                    .to_owned(),
+                ),
                 latency: Duration::ZERO,
             },
         };
@@ -316,65 +330,110 @@ impl<E: Executor> Dispatcher<E> {
     pub(crate) async fn record(&self, records: &[Record]) -> Result<HashSet<String>, StorageError> {
         let mut recorded = HashSet::with_capacity(records.len());
         for chunk in records.chunks(usize::try_from(MAX_BATCH).unwrap_or(1000)) {
-            let params = [
-                Value::from(chunk.iter().map(|r| r.id.clone()).collect::<Vec<String>>()),
-                Value::from(chunk.iter().map(|r| r.token.to_string()).collect::<Vec<String>>()),
-                Value::from(
-                    chunk
-                        .iter()
-                        .map(|r| r.outcome.as_str().to_owned())
-                        .collect::<Vec<String>>(),
-                ),
-                Value::from(chunk.iter().map(|r| Some(r.attempted_at)).collect::<Vec<_>>()),
-                Value::from(chunk.iter().map(|r| r.status.map(i32::from)).collect::<Vec<_>>()),
-                Value::from(chunk.iter().map(|r| r.latency_ms).collect::<Vec<i64>>()),
-                Value::from(chunk.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>()),
-                Value::from(
-                    chunk
-                        .iter()
-                        .map(|r| r.error.clone())
-                        .collect::<Vec<Option<String>>>(),
-                ),
-                Value::Bool(self.settings().on_gone == OnGone::Disable),
-            ];
-            let rows = self.query(self.sql().complete_attempts, &params).await?;
+            let rows = self
+                .query(self.sql().complete_attempts, &self.completion_params(chunk))
+                .await?;
             for row in &rows {
                 match (row.opt_text(0)?, row.opt_text(1)?) {
                     (Some(message_id), _) => {
                         recorded.insert(message_id);
                     }
-                    (None, Some(endpoint_id)) => {
-                        tracing::warn!(%endpoint_id, reason = "gone", "endpoint disabled: its receiver answered 410 Gone");
-                    }
+                    (None, Some(endpoint_id)) => self.disabled_by_completion(&endpoint_id, row)?,
                     (None, None) => return Err(StorageError::decode("empty completion row")),
                 }
             }
         }
         for r in records {
             if recorded.contains(&r.id) {
-                self.settings().observer.attempt(&AttemptEvent {
-                    message_id: &r.id,
-                    endpoint_id: &r.endpoint_id,
-                    attempt_no: r.attempt_no,
-                    status_code: r.status,
-                    outcome: r.outcome,
-                    latency: Duration::from_millis(u64::try_from(r.latency_ms).unwrap_or(0)),
-                });
-                tracing::info!(
-                    message_id = %r.id,
-                    endpoint_id = %r.endpoint_id,
-                    attempt_no = r.attempt_no,
-                    status = r.status.map(i64::from),
-                    latency_ms = r.latency_ms,
-                    outcome = r.outcome.as_str(),
-                    error = r.error.as_deref(),
-                    "webhook attempt"
-                );
+                self.observe_recorded(r);
             } else {
                 tracing::warn!(message_id = %r.id, attempt_no = r.attempt_no, "lease lost before recording; result discarded");
             }
         }
         Ok(recorded)
+    }
+
+    fn completion_params(&self, chunk: &[Record]) -> [Value; 10] {
+        let settings = self.settings();
+        // An endpoint failing since before this instant, with a message gone dead since, is disabled.
+        let failing_cutoff = settings
+            .disable_failing_after
+            .and_then(|after| chrono::Duration::from_std(after).ok())
+            .and_then(|after| settings.clock.now().checked_sub_signed(after));
+        [
+            Value::from(chunk.iter().map(|r| r.id.clone()).collect::<Vec<String>>()),
+            Value::from(chunk.iter().map(|r| r.token.to_string()).collect::<Vec<String>>()),
+            Value::from(
+                chunk
+                    .iter()
+                    .map(|r| r.outcome.as_str().to_owned())
+                    .collect::<Vec<String>>(),
+            ),
+            Value::from(chunk.iter().map(|r| Some(r.attempted_at)).collect::<Vec<_>>()),
+            Value::from(chunk.iter().map(|r| r.status.map(i32::from)).collect::<Vec<_>>()),
+            Value::from(chunk.iter().map(|r| r.latency_ms).collect::<Vec<i64>>()),
+            Value::from(chunk.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>()),
+            Value::from(
+                chunk
+                    .iter()
+                    .map(|r| r.error.clone())
+                    .collect::<Vec<Option<String>>>(),
+            ),
+            Value::Bool(settings.on_gone == OnGone::Disable),
+            Value::from(failing_cutoff),
+        ]
+    }
+
+    /// A completion row reporting an endpoint the statement disabled: (NULL, endpoint id, owner id, reason).
+    fn disabled_by_completion(&self, endpoint_id: &str, row: &Row) -> Result<(), StorageError> {
+        let owner_id = row.text(2)?;
+        let reason = DisabledReason::from_column(row, 3)?
+            .ok_or_else(|| StorageError::decode("disabled endpoint without a reason"))?;
+        match reason {
+            DisabledReason::Gone => {
+                tracing::warn!(%endpoint_id, reason = "gone", "endpoint disabled: its receiver answered 410 Gone");
+            }
+            _ => {
+                tracing::warn!(%endpoint_id, reason = reason.as_str(), "endpoint disabled: failing with no delivery for longer than the limit");
+            }
+        }
+        self.settings()
+            .observer
+            .lifecycle(&LifecycleEvent::EndpointDisabled {
+                endpoint_id,
+                owner_id: &owner_id,
+                reason,
+            });
+        Ok(())
+    }
+
+    fn observe_recorded(&self, r: &Record) {
+        let observer = &self.settings().observer;
+        observer.attempt(&AttemptEvent {
+            message_id: &r.id,
+            endpoint_id: &r.endpoint_id,
+            attempt_no: r.attempt_no,
+            status_code: r.status,
+            outcome: r.outcome,
+            latency: Duration::from_millis(u64::try_from(r.latency_ms).unwrap_or(0)),
+        });
+        if r.outcome == Outcome::Dead {
+            observer.lifecycle(&LifecycleEvent::MessageDead {
+                message_id: &r.id,
+                endpoint_id: &r.endpoint_id,
+                attempts: r.attempt_no,
+            });
+        }
+        tracing::info!(
+            message_id = %r.id,
+            endpoint_id = %r.endpoint_id,
+            attempt_no = r.attempt_no,
+            status = r.status.map(i64::from),
+            latency_ms = r.latency_ms,
+            outcome = r.outcome.as_str(),
+            error = r.error.as_deref(),
+            "webhook attempt"
+        );
     }
 
     /// Returns never-attempted claims to the queue at once (graceful shutdown).

@@ -1,9 +1,12 @@
 //! Endpoint registration input, validation and records.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{DispatchError, StorageError};
+use crate::headers::CustomHeaders;
 use crate::signing::EndpointSecret;
 use crate::ssrf::{vet, AddressPolicy, Destination, Resolver, VetError};
 use crate::store::Row;
@@ -16,6 +19,14 @@ pub const MAX_URL_CHARS: usize = 2048;
 pub const MAX_EVENT_TYPE_CHARS: usize = 256;
 /// Most event types one endpoint may subscribe to.
 pub const MAX_EVENT_TYPES: usize = 64;
+/// Longest accepted description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+/// Most metadata entries one endpoint may carry.
+pub const MAX_METADATA_ENTRIES: usize = 50;
+/// Longest metadata key, in characters.
+pub const MAX_METADATA_KEY_CHARS: usize = 256;
+/// Longest metadata value, in characters.
+pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
 
 /// Input to [`Dispatcher::register_endpoint`](crate::Dispatcher::register_endpoint).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +38,13 @@ pub struct NewEndpoint {
     /// Event types to deliver; `None` (or empty) means every type. At most 64, each non-blank and at most
     /// 256 characters; stored deduplicated and sorted.
     pub event_types: Option<Vec<String>>,
+    /// Free text for the people operating it; at most 1024 characters.
+    pub description: String,
+    /// String pairs for the application's own use (at most 50; keys up to 256 characters, values up to 1024).
+    pub metadata: BTreeMap<String, String>,
+    /// Headers sent with every attempt (for example the receiver's own `Authorization`); their values are
+    /// secret and never read back.
+    pub headers: CustomHeaders,
 }
 
 impl NewEndpoint {
@@ -36,7 +54,22 @@ impl NewEndpoint {
             owner_id: owner_id.into(),
             url: url.into(),
             event_types: None,
+            description: String::new(),
+            metadata: BTreeMap::new(),
+            headers: CustomHeaders::new(),
         }
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Sets the custom headers.
+    pub fn headers(mut self, headers: CustomHeaders) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// Restricts the endpoint to these event types.
@@ -78,6 +111,12 @@ pub struct Endpoint {
     pub disabled_reason: Option<DisabledReason>,
     /// When it was disabled, while it is.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Free text for its operators.
+    pub description: String,
+    /// The application's string pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// The names of its custom headers (their values are never read back).
+    pub header_names: Vec<String>,
 }
 
 /// Whether an endpoint receives messages.
@@ -153,9 +192,12 @@ impl DisabledReason {
     }
 }
 
+/// How many columns `Endpoint::from_row` reads; a statement may return more after them.
+pub(crate) const ENDPOINT_COLUMNS: usize = 11;
+
 impl Endpoint {
-    /// Decodes the columns every endpoint read selects: id, owner_id, url, event_types, created_at, status,
-    /// disabled_reason, disabled_at.
+    /// Decodes the columns every endpoint read selects (`endpoint_columns!` of each engine): id, owner_id,
+    /// url, event_types, created_at, status, disabled_reason, disabled_at, description, metadata, headers.
     pub(crate) fn from_row(row: &Row) -> Result<Endpoint, StorageError> {
         let status =
             EndpointStatus::parse(&row.text(5)?).ok_or_else(|| StorageError::decode("endpoint status"))?;
@@ -169,8 +211,30 @@ impl Endpoint {
             status,
             disabled_reason,
             disabled_at: row.opt_timestamp(7)?,
+            description: row.text(8)?,
+            metadata: serde_json::from_str(&row.text(9)?)
+                .map_err(|_| StorageError::decode("endpoint metadata"))?,
+            header_names: CustomHeaders::stored_names(&row.text(10)?)
+                .ok_or_else(|| StorageError::decode("endpoint headers"))?,
         })
     }
+}
+
+/// Checks a description.
+pub(crate) fn check_description(description: &str) -> Result<(), DispatchError> {
+    check_chars("description", description, MAX_DESCRIPTION_CHARS, true)
+}
+
+/// Checks metadata and returns its stored form (a JSON object).
+pub(crate) fn stored_metadata(metadata: &BTreeMap<String, String>) -> Result<String, DispatchError> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(DispatchError::input("metadata", "too many entries (at most 50)"));
+    }
+    for (key, value) in metadata {
+        check_chars("metadata", key, MAX_METADATA_KEY_CHARS, false)?;
+        check_chars("metadata", value, MAX_METADATA_VALUE_CHARS, true)?;
+    }
+    serde_json::to_string(metadata).map_err(|_| DispatchError::input("metadata", "not serializable"))
 }
 
 pub(crate) fn check_chars(

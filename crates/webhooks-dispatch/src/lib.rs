@@ -55,6 +55,7 @@ mod endpoint;
 mod enqueue;
 pub mod error;
 mod event;
+mod headers;
 mod id;
 mod lifecycle;
 mod message;
@@ -69,21 +70,26 @@ mod worker;
 pub use attempt::{Attempt, Outcome};
 pub use config::{
     Clock, DispatcherBuilder, OnGone, SystemClock, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY,
-    DEFAULT_DNS_CACHE_TTL, DEFAULT_MAX_IDLE_PER_DESTINATION, DEFAULT_MAX_RESPONSE_BODY,
-    DEFAULT_NOTIFY_DEBOUNCE, DEFAULT_PER_ENDPOINT_CONCURRENCY, DEFAULT_POOL_IDLE_TIMEOUT,
+    DEFAULT_DISABLE_FAILING_AFTER, DEFAULT_DNS_CACHE_TTL, DEFAULT_MAX_IDLE_PER_DESTINATION,
+    DEFAULT_MAX_RESPONSE_BODY, DEFAULT_NOTIFY_DEBOUNCE, DEFAULT_PER_ENDPOINT_CONCURRENCY,
+    DEFAULT_POOL_IDLE_TIMEOUT,
 };
 pub use dispatcher::Dispatcher;
 pub use drain::{DeliverDue, DeliveryReport, DEFAULT_BATCH, MAX_BATCH};
 pub use endpoint::{
-    DisabledReason, Endpoint, EndpointStatus, NewEndpoint, RegisteredEndpoint, MAX_EVENT_TYPES,
-    MAX_EVENT_TYPE_CHARS, MAX_OWNER_ID_CHARS, MAX_URL_CHARS,
+    DisabledReason, Endpoint, EndpointStatus, NewEndpoint, RegisteredEndpoint, MAX_DESCRIPTION_CHARS,
+    MAX_EVENT_TYPES, MAX_EVENT_TYPE_CHARS, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_CHARS,
+    MAX_METADATA_VALUE_CHARS, MAX_OWNER_ID_CHARS, MAX_URL_CHARS,
 };
 pub use enqueue::MAX_DISPATCH_MANY;
 pub use error::{DispatchError, StorageError, StorageErrorKind};
 pub use event::{DispatchedEvent, Event, EventMessage, NewEvent, SkipReason, SkippedEndpoint};
-pub use lifecycle::{EndpointPage, ListEndpoints, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+pub use headers::{CustomHeaders, MAX_CUSTOM_HEADERS, MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_BYTES};
+pub use lifecycle::{
+    DeletedEndpoint, EndpointPage, ListEndpoints, UpdateEndpoint, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+};
 pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES};
-pub use observe::{AttemptEvent, NoopObserver, Observer, QueueStats};
+pub use observe::{AttemptEvent, LifecycleEvent, NoopObserver, Observer, QueueStats};
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};
 pub use worker::{

@@ -1,15 +1,22 @@
-//! An endpoint's life after registration: listing, disabling and enabling it.
+//! An endpoint's life after registration: listing, updating, disabling, enabling and deleting it.
 //!
 //! A disabled endpoint takes nothing new (`endpoint_disabled`), events skip it (and record the skip), and
 //! claims pass over its backlog at the cost of one lookup; its pending messages are neither attempted nor
 //! burned, keep their attempt count, and are due at once when it is enabled again.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::dispatcher::Dispatcher;
-use crate::endpoint::{check_chars, DisabledReason, Endpoint, EndpointStatus, MAX_OWNER_ID_CHARS};
+use crate::endpoint::{
+    check_chars, check_description, normalize_event_types, stored_metadata, vet_url, DisabledReason,
+    Endpoint, EndpointStatus, ENDPOINT_COLUMNS, MAX_OWNER_ID_CHARS,
+};
 use crate::error::DispatchError;
+use crate::headers::CustomHeaders;
 use crate::message::MAX_KEY_CHARS;
+use crate::observe::LifecycleEvent;
 use crate::store::{Executor, Value};
 
 /// Most endpoints one [`Dispatcher::list_endpoints`] page holds.
@@ -38,6 +45,30 @@ pub struct EndpointPage {
     pub data: Vec<Endpoint>,
     /// Pass as `cursor` for the next page; none when this page is the last.
     pub next_cursor: Option<String>,
+}
+
+/// What [`Dispatcher::update_endpoint`] changes: every field left `None` stays as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpdateEndpoint {
+    /// A new `https://` URL, checked like a registration's.
+    pub url: Option<String>,
+    /// New event types; an empty list means every type.
+    pub event_types: Option<Vec<String>>,
+    /// A new description.
+    pub description: Option<String>,
+    /// New metadata, replacing the old entirely.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// New custom headers, replacing the old entirely (an empty set removes them).
+    pub headers: Option<CustomHeaders>,
+}
+
+/// What [`Dispatcher::delete_endpoint`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeletedEndpoint {
+    /// The endpoint deleted.
+    pub id: String,
+    /// Its pending messages that ended (dead, reason `endpoint_deleted`).
+    pub messages_ended: u64,
 }
 
 impl<E: Executor> Dispatcher<E> {
@@ -85,24 +116,23 @@ impl<E: Executor> Dispatcher<E> {
     ///
     /// Errors: `invalid_input`, `unknown_endpoint`, `storage`.
     pub async fn disable_endpoint(&self, endpoint_id: &str) -> Result<Endpoint, DispatchError> {
-        self.disable_endpoint_for(endpoint_id, DisabledReason::Manual)
-            .await
-    }
-
-    pub(crate) async fn disable_endpoint_for(
-        &self,
-        endpoint_id: &str,
-        reason: DisabledReason,
-    ) -> Result<Endpoint, DispatchError> {
         check_chars("endpoint_id", endpoint_id, MAX_KEY_CHARS, false)?;
         let params = [
             Value::from(endpoint_id),
-            Value::from(reason.as_str()),
+            Value::from(DisabledReason::Manual.as_str()),
             Value::from(self.settings().clock.now()),
         ];
-        let rows = self.query(self.sql().disable_endpoint, &params).await?;
-        let row = rows.first().ok_or(DispatchError::UnknownEndpoint)?;
-        Ok(Endpoint::from_row(row)?)
+        let (endpoint, changed) = self.endpoint_change(self.sql().disable_endpoint, &params).await?;
+        if changed {
+            self.settings()
+                .observer
+                .lifecycle(&LifecycleEvent::EndpointDisabled {
+                    endpoint_id: &endpoint.id,
+                    owner_id: &endpoint.owner_id,
+                    reason: DisabledReason::Manual,
+                });
+        }
+        Ok(endpoint)
     }
 
     /// Enables an endpoint again. Its waiting messages (including retries scheduled for later) become due at
@@ -113,10 +143,100 @@ impl<E: Executor> Dispatcher<E> {
     pub async fn enable_endpoint(&self, endpoint_id: &str) -> Result<Endpoint, DispatchError> {
         check_chars("endpoint_id", endpoint_id, MAX_KEY_CHARS, false)?;
         let params = [Value::from(endpoint_id), Value::from(self.settings().clock.now())];
-        let rows = self.query(self.sql().enable_endpoint, &params).await?;
-        let row = rows.first().ok_or(DispatchError::UnknownEndpoint)?;
-        let endpoint = Endpoint::from_row(row)?;
-        self.wake_workers().await;
+        let (endpoint, changed) = self.endpoint_change(self.sql().enable_endpoint, &params).await?;
+        if changed {
+            self.settings()
+                .observer
+                .lifecycle(&LifecycleEvent::EndpointEnabled {
+                    endpoint_id: &endpoint.id,
+                    owner_id: &endpoint.owner_id,
+                });
+            self.wake_workers().await;
+        }
         Ok(endpoint)
+    }
+
+    /// Changes what is given in `update` and leaves the rest. A new URL passes every URL and destination
+    /// check again (as at registration); messages already waiting go to it from their next attempt (one in
+    /// flight finishes at the old one). New headers replace all the old ones. Returns the endpoint as it
+    /// now is.
+    ///
+    /// Errors: `invalid_input`, `invalid_url`, `unknown_endpoint` (also once deleted), `storage`.
+    pub async fn update_endpoint(
+        &self,
+        endpoint_id: &str,
+        update: UpdateEndpoint,
+    ) -> Result<Endpoint, DispatchError> {
+        check_chars("endpoint_id", endpoint_id, MAX_KEY_CHARS, false)?;
+        let event_types = match &update.event_types {
+            Some(types) => Value::from(normalize_event_types(Some(types))?),
+            None => Value::Null,
+        };
+        if let Some(description) = &update.description {
+            check_description(description)?;
+        }
+        let metadata = update.metadata.as_ref().map(stored_metadata).transpose()?;
+        let headers = update
+            .headers
+            .as_ref()
+            .map(CustomHeaders::to_stored)
+            .transpose()?;
+        if let Some(url) = &update.url {
+            let settings = self.settings();
+            vet_url(url, &settings.policy, settings.resolver.as_ref()).await?;
+        }
+        let params = [
+            Value::from(endpoint_id),
+            Value::from(update.url),
+            event_types,
+            Value::from(update.description),
+            Value::from(metadata),
+            Value::from(headers),
+        ];
+        let rows = self.query(self.sql().update_endpoint, &params).await?;
+        let endpoint = Endpoint::from_row(rows.first().ok_or(DispatchError::UnknownEndpoint)?)?;
+        self.settings()
+            .observer
+            .lifecycle(&LifecycleEvent::EndpointUpdated {
+                endpoint_id: &endpoint.id,
+                owner_id: &endpoint.owner_id,
+            });
+        Ok(endpoint)
+    }
+
+    /// Deletes an endpoint. From then on it behaves as unknown (reads, dispatches, events, listing), its
+    /// pending messages end as dead with reason `endpoint_deleted` and are never attempted again, and its
+    /// messages and attempts stay readable by their ids until retention removes them. An attempt in flight
+    /// when it is deleted is discarded (its result is not recorded).
+    ///
+    /// Errors: `invalid_input`, `unknown_endpoint` (also when already deleted), `storage`.
+    pub async fn delete_endpoint(&self, endpoint_id: &str) -> Result<DeletedEndpoint, DispatchError> {
+        check_chars("endpoint_id", endpoint_id, MAX_KEY_CHARS, false)?;
+        let params = [Value::from(endpoint_id), Value::from(self.settings().clock.now())];
+        let rows = self.query(self.sql().delete_endpoint, &params).await?;
+        let row = rows.first().ok_or(DispatchError::UnknownEndpoint)?;
+        let deleted = DeletedEndpoint {
+            id: row.text(0)?,
+            messages_ended: u64::try_from(row.int(2)?).unwrap_or(0),
+        };
+        self.settings()
+            .observer
+            .lifecycle(&LifecycleEvent::EndpointDeleted {
+                endpoint_id: &deleted.id,
+                owner_id: &row.text(1)?,
+            });
+        Ok(deleted)
+    }
+
+    /// Runs a statement that returns an endpoint and whether the statement changed its status.
+    async fn endpoint_change(
+        &self,
+        sql: &'static str,
+        params: &[Value],
+    ) -> Result<(Endpoint, bool), DispatchError> {
+        let rows = self.query(sql, params).await?;
+        let row = rows.first().ok_or(DispatchError::UnknownEndpoint)?;
+        let changed = row.opt_bool(ENDPOINT_COLUMNS)?.unwrap_or(false);
+        Ok((Endpoint::from_row(row)?, changed))
     }
 }

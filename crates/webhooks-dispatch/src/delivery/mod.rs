@@ -31,6 +31,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::time::timeout_at;
 use tokio_rustls::TlsConnector;
 
+use crate::headers::WireHeaders;
 use crate::retry::{parse_retry_after, AttemptResult};
 use crate::signing::{sign, EndpointSecret};
 use crate::ssrf::{vet, AddressPolicy, Destination, DestinationHost, Resolver, VetError};
@@ -67,6 +68,8 @@ pub(crate) struct Outgoing<'a> {
     pub msg_id: &'a str,
     pub body: &'a str,
     pub secret: &'a EndpointSecret,
+    /// The endpoint's custom headers, checked against the reserved names when they were stored.
+    pub headers: &'a WireHeaders,
     /// Unix seconds for `webhook-timestamp`: fresh for every attempt.
     pub timestamp: i64,
 }
@@ -275,7 +278,11 @@ impl Deliverer {
         } else {
             dest.path_and_query()
         };
-        Request::builder()
+        let mut builder = Request::builder();
+        for (name, value) in out.headers.iter() {
+            builder = builder.header(name, value.clone());
+        }
+        builder
             .method(Method::POST)
             .uri(target)
             .header(HOST, dest.host_header())

@@ -43,6 +43,8 @@ const FUNCTIONS: &[&str] = &[
     "bool_or",
     "row_number",
     "json_each",
+    // SQLite: rows the previous statement of a script changed.
+    "changes",
     "pg_advisory_xact_lock",
     "pg_notify",
     // The clocks that stamp `webhooks_dispatch_migrations.applied_at` (PostgreSQL, SQLite).

@@ -118,9 +118,10 @@ pub struct Statements {
     pub select_migrations: &'static str,
     /// The numbered schema migrations, oldest first, versions 1, 2, 3 … with no gap.
     pub migrations: &'static [Migration],
-    /// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at.
+    /// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at, $7 description, $8 metadata,
+    /// $9 headers.
     pub insert_endpoint: &'static str,
-    /// $1 id → id, owner_id, url, event_types, created_at.
+    /// $1 id → the endpoint's columns (`Endpoint::from_row`); nothing when unknown or deleted.
     pub select_endpoint: &'static str,
     /// $1 id, $2 endpoint_id, $3 event_type, $4 payload, $5 idempotency_key, $6 now
     /// → found, subscribed, inserted id.
@@ -133,10 +134,12 @@ pub struct Statements {
     /// $1 id → id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at.
     pub select_message: &'static str,
     /// $1 token, $2 lease expiry, $3 now, $4 limit, $5 endpoints held by this process, $6 per-endpoint
-    /// limit, $7 messages held per endpoint of $5 → id, endpoint_id, payload, attempts, url, secret.
+    /// limit, $7 messages held per endpoint of $5 → id, endpoint_id, payload, attempts, url, secret, custom headers.
     pub claim_due: &'static str,
     /// Parallel arrays $1 ids, $2 tokens, $3 outcomes, $4 attempted_at, $5 status codes, $6 latencies,
-    /// $7 next attempt times, $8 errors → message_id per recorded attempt.
+    /// $7 next attempt times, $8 errors; $9 whether a 410 disables, $10 the failing cutoff or NULL →
+    /// (message_id, NULL, NULL, NULL) per recorded attempt, (NULL, endpoint id, owner id, reason) per
+    /// endpoint disabled.
     pub complete_attempts: &'static str,
     /// Parallel arrays $1 ids, $2 tokens → id per released message.
     pub release_claims: &'static str,
@@ -157,6 +160,11 @@ pub struct Statements {
     pub disable_endpoint: &'static str,
     /// $1 endpoint id, $2 now → the endpoint (no row: unknown).
     pub enable_endpoint: &'static str,
+    /// $1 endpoint id, $2 url, $3 event types, $4 description, $5 metadata, $6 headers (NULL: unchanged) →
+    /// the endpoint (no row: unknown).
+    pub update_endpoint: &'static str,
+    /// $1 endpoint id, $2 now → endpoint id, messages ended (no row: unknown).
+    pub delete_endpoint: &'static str,
     /// Parallel arrays $1 event ids, $2 owners, $3 types, $4 payloads, $5 keys; $6 now → the fan-out's rows.
     pub insert_events: &'static str,
     /// $1 owner id, $2 key → id, event_type, payload.
@@ -197,6 +205,8 @@ impl Statements {
             queue_stats,
             disable_endpoint,
             enable_endpoint,
+            update_endpoint,
+            delete_endpoint,
             insert_events,
             select_event_by_key,
             select_event,
@@ -221,6 +231,8 @@ impl Statements {
             *queue_stats,
             *disable_endpoint,
             *enable_endpoint,
+            *update_endpoint,
+            *delete_endpoint,
             *insert_events,
             *select_event_by_key,
             *select_event,

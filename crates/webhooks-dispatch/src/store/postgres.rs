@@ -22,29 +22,41 @@ pub const SELECT_MIGRATIONS: &str = "SELECT version FROM webhooks_dispatch_migra
 /// The numbered migrations (files under `store/migrations/postgres/`), oldest first.
 pub const MIGRATIONS: &[super::Migration] = super::migrations::POSTGRES;
 
-/// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at.
-pub const INSERT_ENDPOINT: &str = "\
-INSERT INTO webhooks_dispatch_endpoints (id, owner_id, url, secret, event_types, created_at)
-VALUES ($1::text, $2::text, $3::text, $4::text, $5::text[], $6::timestamptz)";
+/// The columns every endpoint read returns, in the order `Endpoint::from_row` decodes them; a macro so each
+/// statement stays one `'static` string.
+macro_rules! endpoint_columns {
+    () => {
+        "id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at, description, metadata, \
+         headers"
+    };
+}
 
-/// $1 id → id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at. Never selects
-/// the secret.
-pub const SELECT_ENDPOINT: &str = "\
-SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
-FROM webhooks_dispatch_endpoints WHERE id = $1::text";
+/// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at, $7 description, $8 metadata (JSON),
+/// $9 custom headers (JSON).
+pub const INSERT_ENDPOINT: &str = "\
+INSERT INTO webhooks_dispatch_endpoints
+    (id, owner_id, url, secret, event_types, created_at, description, metadata, headers)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::text[], $6::timestamptz, $7::text, $8::text, $9::text)";
+
+/// $1 id → `endpoint_columns!`. Never selects the secret; a deleted endpoint is not found.
+pub const SELECT_ENDPOINT: &str = concat!(
+    "SELECT ",
+    endpoint_columns!(),
+    " FROM webhooks_dispatch_endpoints WHERE id = $1::text AND deleted_at IS NULL"
+);
 
 /// Checks the endpoint and subscription and inserts, in one round trip.
 /// $1 message id, $2 endpoint_id, $3 event_type, $4 payload, $5 idempotency_key, $6 now
 /// → found (int8), subscribed (bool, NULL when not found), inserted id (NULL on idempotency conflict, or when
 /// refused), active (bool, NULL when not found).
-/// A disabled endpoint takes nothing new.
+/// A disabled endpoint takes nothing new; a deleted one is not found.
 /// `ON CONFLICT DO NOTHING` waits for a concurrent uncommitted insert of the same key, so two racing
 /// dispatches still produce exactly one row.
 pub const INSERT_MESSAGE: &str = "\
 WITH ep AS (
     SELECT id, (cardinality(event_types) = 0 OR $3::text = ANY (event_types)) AS subscribed,
            status = 'active' AS active
-    FROM webhooks_dispatch_endpoints WHERE id = $2::text
+    FROM webhooks_dispatch_endpoints WHERE id = $2::text AND deleted_at IS NULL
 ), ins AS (
     INSERT INTO webhooks_dispatch_outbox
         (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
@@ -146,14 +158,16 @@ WHERE o.id = ANY (ARRAY(SELECT due.id FROM due)) AND e.id = o.endpoint_id
 RETURNING o.id, o.endpoint_id,
     CASE WHEN o.event_id IS NULL THEN o.payload
          ELSE (SELECT ev.payload FROM webhooks_dispatch_events AS ev WHERE ev.id = o.event_id) END,
-    o.attempts, e.url, e.secret"
+    o.attempts, e.url, e.secret, e.headers"
 );
 
 /// Records many attempts and moves their messages on, in one round trip. Parallel arrays, one element per
 /// attempt: $1 message ids, $2 lease tokens, $3 outcomes ('delivered' | 'retrying' | 'dead'), $4 attempted_at,
 /// $5 status codes (NULL: no response), $6 latency_ms, $7 next_attempt_at (NULL unless retrying), $8 errors;
-/// $9 whether a `410 Gone` disables its endpoint → (message_id, NULL) for each attempt recorded, and
-/// (NULL, endpoint id) for each endpoint this statement disabled because its receiver answered 410.
+/// $9 whether a `410 Gone` disables its endpoint, $10 the failing cutoff (an endpoint failing since before
+/// it, with a message gone dead meanwhile, is disabled; NULL: never) → (message_id, NULL, NULL, NULL) for
+/// each attempt recorded, and (NULL, endpoint id, owner id, reason) for each endpoint this statement
+/// disabled (reason `gone` or `failing`).
 /// Matching on the lease token refuses a stale drain whose lease expired and was re-claimed; matching on
 /// a status that is not final means a delivered or dead message never changes again. That test is written
 /// `NOT IN ('delivered', 'dead')` (the same rows, by the status CHECK) rather than `= 'pending'` on purpose:
@@ -203,24 +217,53 @@ WITH input AS (
     ) AS w
     WHERE p.id = w.id
     RETURNING p.id
-), gone AS (
-    -- A 410 Gone is the receiver saying the endpoint is no more (Standard Webhooks): its message is dead
-    -- (the retry policy decided that) and, in this same statement, the endpoint is disabled.
+), batch AS (
+    -- Per endpoint of this batch: whether anything was delivered (which resets the failure clock), the first
+    -- failure (which starts it), the last message gone dead, and the first 410 when a 410 disables.
+    SELECT endpoint_id, bool_or(outcome = 'delivered') AS ok,
+           min(attempted_at) FILTER (WHERE outcome <> 'delivered') AS first_failure,
+           max(attempted_at) FILTER (WHERE outcome = 'dead') AS dead_at,
+           min(attempted_at) FILTER (WHERE outcome = 'dead' AND status_code = 410 AND $9::bool) AS gone_at,
+           max(attempted_at) AS at
+    FROM done GROUP BY endpoint_id
+), health AS (
+    -- What becomes of each such active endpoint: a 410 Gone is the receiver saying the endpoint is no more
+    -- (Standard Webhooks), so it is disabled in this same statement; an endpoint failing since before the
+    -- cutoff $10 (NULL: never) with a message gone dead since then is disabled as failing.
+    SELECT b.*, CASE
+        WHEN ep.status <> 'active' THEN NULL
+        WHEN b.gone_at IS NOT NULL THEN 'gone'
+        WHEN NOT b.ok AND COALESCE(ep.failing_since, b.first_failure) <= $10::timestamptz
+             AND (b.dead_at IS NOT NULL OR ep.last_dead_at >= ep.failing_since) THEN 'failing'
+        END AS why
+    FROM batch AS b JOIN webhooks_dispatch_endpoints AS ep ON ep.id = b.endpoint_id
+), changed AS (
+    -- Written only when something changes, so a healthy endpoint's row is never locked by completions.
+    -- `health` read the endpoint in this statement's snapshot; the conditions on `ep` here are checked again
+    -- on the latest row version, so a concurrent delivery's reset is not undone by a disabling decided on
+    -- an older one.
     UPDATE webhooks_dispatch_endpoints AS ep
-    SET status = 'disabled', disabled_reason = 'gone', disabled_at = g.at
-    FROM (SELECT endpoint_id, min(attempted_at) AS at FROM done
-          WHERE outcome = 'dead' AND status_code = 410 AND $9::bool GROUP BY endpoint_id) AS g
-    WHERE ep.id = g.endpoint_id AND ep.status = 'active'
-    RETURNING ep.id
+    SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(ep.failing_since, h.first_failure) END,
+        last_dead_at = COALESCE(h.dead_at, ep.last_dead_at),
+        status = CASE WHEN h.why IS NULL THEN ep.status ELSE 'disabled' END,
+        disabled_reason = COALESCE(h.why, ep.disabled_reason),
+        disabled_at = CASE WHEN h.why IS NULL THEN ep.disabled_at ELSE COALESCE(h.gone_at, h.at) END
+    FROM health AS h
+    WHERE ep.id = h.endpoint_id
+      AND (h.why IS NOT NULL OR h.dead_at IS NOT NULL
+           OR (h.ok AND ep.failing_since IS NOT NULL) OR (NOT h.ok AND ep.failing_since IS NULL))
+      AND (h.why IS NULL OR ep.status = 'active')
+      AND (h.why IS NULL OR h.why <> 'failing' OR ep.failing_since IS NOT NULL)
+    RETURNING ep.id, ep.owner_id, h.why
 ), recorded AS (
     INSERT INTO webhooks_dispatch_attempts
         (message_id, attempt_no, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error)
     SELECT id, attempts, attempted_at, status_code, outcome, latency_ms, next_attempt_at, error FROM done
     RETURNING message_id
 )
-SELECT message_id, NULL::text FROM recorded
+SELECT message_id, NULL::text, NULL::text, NULL::text FROM recorded
 UNION ALL
-SELECT NULL::text, id FROM gone";
+SELECT NULL::text, id, owner_id, why FROM changed WHERE why IS NOT NULL";
 
 /// Gives back claimed messages that were never attempted (a worker shutting down), so they are due at once
 /// instead of after the lease. $1 message ids, $2 their lease tokens → id of each released message. Rows are
@@ -277,7 +320,8 @@ WITH input AS (
            EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS x
                    WHERE x.endpoint_id = i.endpoint_id AND x.idempotency_key = i.idempotency_key
                      AND (x.event_type <> i.event_type OR x.payload <> i.payload)) AS conflicting
-    FROM input AS i LEFT JOIN webhooks_dispatch_endpoints AS e ON e.id = i.endpoint_id
+    FROM input AS i
+    LEFT JOIN webhooks_dispatch_endpoints AS e ON e.id = i.endpoint_id AND e.deleted_at IS NULL
 ), ins AS (
     INSERT INTO webhooks_dispatch_outbox
         (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
@@ -326,31 +370,83 @@ WHERE p.endpoint_id IS NOT NULL
                  WHERE d.id = p.endpoint_id AND d.status = 'disabled')"
 );
 
-/// $1 endpoint id, $2 reason, $3 now → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown). An
-/// endpoint already disabled keeps its first reason and time.
-pub const DISABLE_ENDPOINT: &str = "\
+/// $1 endpoint id, $2 reason, $3 now → the endpoint as `SELECT_ENDPOINT` reads it, then whether this call
+/// disabled it (no row: unknown). An endpoint already disabled keeps its first reason and time. The status
+/// before is read under the row lock, so of two racing calls exactly one reports the change.
+pub const DISABLE_ENDPOINT: &str = concat!(
+    "\
+WITH before AS (
+    SELECT id AS before_id, status AS was FROM webhooks_dispatch_endpoints
+    WHERE id = $1::text AND deleted_at IS NULL FOR UPDATE
+)
 UPDATE webhooks_dispatch_endpoints
 SET status = 'disabled',
-    disabled_reason = CASE WHEN status = 'disabled' THEN disabled_reason ELSE $2::text END,
-    disabled_at = CASE WHEN status = 'disabled' THEN disabled_at ELSE $3::timestamptz END
-WHERE id = $1::text
-RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+    disabled_reason = CASE WHEN was = 'disabled' THEN disabled_reason ELSE $2::text END,
+    disabled_at = CASE WHEN was = 'disabled' THEN disabled_at ELSE $3::timestamptz END
+FROM before WHERE id = before_id
+RETURNING ",
+    endpoint_columns!(),
+    ", was = 'active'"
+);
 
-/// $1 endpoint id, $2 now → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown). When it was
-/// disabled, its unleased pending messages scheduled after now become due now (their attempt counts kept).
-pub const ENABLE_ENDPOINT: &str = "\
+/// $1 endpoint id, $2 now → the endpoint as `SELECT_ENDPOINT` reads it, then whether this call enabled it
+/// (no row: unknown). When it was disabled, its unleased pending messages scheduled after now become due now
+/// (their attempt counts kept).
+pub const ENABLE_ENDPOINT: &str = concat!(
+    "\
 WITH before AS (
-    SELECT status FROM webhooks_dispatch_endpoints WHERE id = $1::text
+    SELECT id AS before_id, status AS was FROM webhooks_dispatch_endpoints
+    WHERE id = $1::text AND deleted_at IS NULL FOR UPDATE
 ), resumed AS (
     UPDATE webhooks_dispatch_outbox AS o SET next_attempt_at = $2::timestamptz
     WHERE o.endpoint_id = $1::text AND o.status = 'pending' AND o.next_attempt_at > $2::timestamptz
-      AND o.lease_token IS NULL AND (SELECT status FROM before) = 'disabled'
+      AND o.lease_token IS NULL AND (SELECT was FROM before) = 'disabled'
     RETURNING o.id
 )
 UPDATE webhooks_dispatch_endpoints
 SET status = 'active', disabled_reason = NULL, disabled_at = NULL
-WHERE id = $1::text
-RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+FROM before WHERE id = before_id
+RETURNING ",
+    endpoint_columns!(),
+    ", was = 'disabled'"
+);
+
+/// $1 endpoint id, $2 url, $3 event types, $4 description, $5 metadata (JSON), $6 custom headers (JSON);
+/// NULL leaves a field as it is → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown or deleted).
+/// Claims read the URL and headers at each claim, so pending messages go to the new URL from their next
+/// attempt.
+pub const UPDATE_ENDPOINT: &str = concat!(
+    "\
+UPDATE webhooks_dispatch_endpoints
+SET url = COALESCE($2::text, url), event_types = COALESCE($3::text[], event_types),
+    description = COALESCE($4::text, description), metadata = COALESCE($5::text, metadata),
+    headers = COALESCE($6::text, headers)
+WHERE id = $1::text AND deleted_at IS NULL
+RETURNING ",
+    endpoint_columns!()
+);
+
+/// $1 endpoint id, $2 now → (endpoint id, owner id, messages ended) when this call deleted it (no row: unknown or
+/// already deleted). Soft: the row stays so its messages and attempts stay readable, but every statement
+/// that finds endpoints by id or owner passes over it. Its pending messages end as dead with reason
+/// `endpoint_deleted` — leased ones too, so an attempt in flight is discarded like a stale drain's. The
+/// endpoint is also marked disabled, so a dispatch that raced with the deletion (its snapshot still saw the
+/// endpoint) leaves a message that claims never visit.
+pub const DELETE_ENDPOINT: &str = "\
+WITH ep AS (
+    UPDATE webhooks_dispatch_endpoints
+    SET deleted_at = $2::timestamptz, status = 'disabled',
+        disabled_reason = COALESCE(disabled_reason, 'manual'), disabled_at = COALESCE(disabled_at, $2::timestamptz)
+    WHERE id = $1::text AND deleted_at IS NULL
+    RETURNING id, owner_id
+), ended AS (
+    UPDATE webhooks_dispatch_outbox AS o
+    SET status = 'dead', dead_reason = 'endpoint_deleted', lease_token = NULL, lease_expires_at = NULL,
+        updated_at = $2::timestamptz
+    WHERE o.endpoint_id = $1::text AND o.status = 'pending' AND EXISTS (SELECT 1 FROM ep)
+    RETURNING o.id
+)
+SELECT id, owner_id, (SELECT count(*) FROM ended)::int8 FROM ep";
 
 /// Fans events out, all or nothing. Parallel arrays: $1 event ids, $2 owner ids, $3 event types, $4
 /// payloads, $5 idempotency keys (NULL: none); $6 now → rows ordered by (ordinal, kind): per event one
@@ -383,7 +479,7 @@ WITH input AS (
     SELECT i.id AS event_id, i.event_type, ep.id AS endpoint_id, ep.status, ep.disabled_reason
     FROM input AS i
     JOIN new_events AS n ON n.id = i.id
-    JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id
+    JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id AND ep.deleted_at IS NULL
     WHERE cardinality(ep.event_types) = 0 OR i.event_type = ANY (ep.event_types)
 ), messages AS (
     INSERT INTO webhooks_dispatch_outbox
@@ -434,19 +530,23 @@ ORDER BY 1, 2";
 
 /// $1 status (NULL: any), $2 the last id of the previous page ('' for the first), $3 how many → endpoints as
 /// `SELECT_ENDPOINT` reads them, in id order (a range of the primary key).
-pub const LIST_ENDPOINTS: &str = "\
-SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
-FROM webhooks_dispatch_endpoints
-WHERE id > $2::text AND ($1::text IS NULL OR status = $1::text)
-ORDER BY id LIMIT $3::int8";
+pub const LIST_ENDPOINTS: &str = concat!(
+    "SELECT ",
+    endpoint_columns!(),
+    " FROM webhooks_dispatch_endpoints
+WHERE id > $2::text AND ($1::text IS NULL OR status = $1::text) AND deleted_at IS NULL
+ORDER BY id LIMIT $3::int8"
+);
 
 /// $1 owner id, $2 status (NULL: any), $3 the last id of the previous page ('' for the first), $4 how many
 /// → that owner's endpoints in id order (a range of the `(owner_id, id)` index).
-pub const LIST_OWNER_ENDPOINTS: &str = "\
-SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
-FROM webhooks_dispatch_endpoints
-WHERE owner_id = $1::text AND id > $3::text AND ($2::text IS NULL OR status = $2::text)
-ORDER BY owner_id, id LIMIT $4::int8";
+pub const LIST_OWNER_ENDPOINTS: &str = concat!(
+    "SELECT ",
+    endpoint_columns!(),
+    " FROM webhooks_dispatch_endpoints
+WHERE owner_id = $1::text AND id > $3::text AND ($2::text IS NULL OR status = $2::text) AND deleted_at IS NULL
+ORDER BY owner_id, id LIMIT $4::int8"
+);
 
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
@@ -470,6 +570,8 @@ pub const STATEMENTS: super::Statements = super::Statements {
     queue_stats: QUEUE_STATS,
     disable_endpoint: DISABLE_ENDPOINT,
     enable_endpoint: ENABLE_ENDPOINT,
+    update_endpoint: UPDATE_ENDPOINT,
+    delete_endpoint: DELETE_ENDPOINT,
     insert_events: INSERT_EVENTS,
     select_event_by_key: SELECT_EVENT_BY_KEY,
     select_event: SELECT_EVENT,

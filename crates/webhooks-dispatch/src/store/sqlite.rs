@@ -25,15 +25,26 @@ pub const SELECT_MIGRATIONS: &str = "SELECT version FROM webhooks_dispatch_migra
 /// The numbered migrations (files under `store/migrations/sqlite/`), oldest first.
 pub const MIGRATIONS: &[super::Migration] = super::migrations::SQLITE;
 
+/// See the macro of the same name in [`super::postgres`].
+macro_rules! endpoint_columns {
+    () => {
+        "id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at, description, metadata, \
+         headers"
+    };
+}
+
 /// See [`super::postgres::INSERT_ENDPOINT`].
 pub const INSERT_ENDPOINT: &str = "\
-INSERT INTO webhooks_dispatch_endpoints (id, owner_id, url, secret, event_types, created_at)
-VALUES ($1, $2, $3, $4, $5, $6)";
+INSERT INTO webhooks_dispatch_endpoints
+    (id, owner_id, url, secret, event_types, created_at, description, metadata, headers)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// See [`super::postgres::SELECT_ENDPOINT`].
-pub const SELECT_ENDPOINT: &str = "\
-SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
-FROM webhooks_dispatch_endpoints WHERE id = $1";
+pub const SELECT_ENDPOINT: &str = concat!(
+    "SELECT ",
+    endpoint_columns!(),
+    " FROM webhooks_dispatch_endpoints WHERE id = $1 AND deleted_at IS NULL"
+);
 
 /// See [`super::postgres::INSERT_MESSAGE`]. Insert (subscribed only; a repeated key does nothing), then report.
 pub const INSERT_MESSAGE: &str = "\
@@ -44,7 +55,7 @@ FROM webhooks_dispatch_endpoints AS e
 WHERE e.id = $2 AND e.status = 'active'
   AND (e.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE value = $3))
 ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
-SELECT (SELECT count(*) FROM webhooks_dispatch_endpoints WHERE id = $2),
+SELECT (SELECT count(*) FROM webhooks_dispatch_endpoints WHERE id = $2 AND deleted_at IS NULL),
        (SELECT e.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE value = $3)
         FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2),
        (SELECT id FROM webhooks_dispatch_outbox WHERE id = $1),
@@ -65,7 +76,8 @@ WITH input AS (
            EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS x
                    WHERE x.endpoint_id = input.endpoint_id AND x.idempotency_key = input.idempotency_key
                      AND (x.event_type <> input.event_type OR x.payload <> input.payload)) AS conflicting
-    FROM input LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
+    FROM input
+    LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id AND ep.deleted_at IS NULL
 )
 INSERT INTO webhooks_dispatch_outbox
     (id, endpoint_id, event_type, payload, idempotency_key, next_attempt_at, created_at, updated_at)
@@ -169,13 +181,36 @@ RETURNING id, endpoint_id,
     END,
     attempts,
     (SELECT ep.url FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
-    (SELECT ep.secret FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id)";
+    (SELECT ep.secret FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
+    (SELECT ep.headers FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id)";
+
+/// Per endpoint of a completion batch (the attempts the script's first statement recorded): whether anything
+/// was delivered, the first failure, the last message gone dead, the first 410 when $9 says a 410 disables,
+/// and the last attempt. A macro so the two statements that need it share one text.
+macro_rules! health_of_batch {
+    () => {
+        "WITH input AS (
+    SELECT value ->> 0 AS id, value ->> 3 AS attempted_at FROM json_each($zip_1_2_3_4_5_6_7_8)
+), health AS (
+    SELECT m.endpoint_id, max(a.outcome = 'delivered') AS ok,
+           min(CASE WHEN a.outcome <> 'delivered' THEN a.attempted_at END) AS first_failure,
+           max(CASE WHEN a.outcome = 'dead' THEN a.attempted_at END) AS dead_at,
+           min(CASE WHEN $9 AND a.outcome = 'dead' AND a.status_code = 410 THEN a.attempted_at END) AS gone_at,
+           max(a.attempted_at) AS at
+    FROM input
+    JOIN webhooks_dispatch_attempts AS a ON a.message_id = input.id AND a.attempted_at = input.attempted_at
+    JOIN webhooks_dispatch_outbox AS m ON m.id = input.id
+    GROUP BY m.endpoint_id
+)"
+    };
+}
 
 /// See [`super::postgres::COMPLETE_ATTEMPTS`]. Insert the attempts of rows whose lease still matches (their
-/// ids are the result), move those rows on, then back off unreachable endpoints' other waiting messages; all
-/// in the adapter's one transaction. (The third statement runs after the second has cleared the leases of
+/// ids are the result), move those rows on, back off unreachable endpoints' other waiting messages, disable
+/// the endpoints that are gone or failing (reported), and move the others' failure clocks; all in the
+/// adapter's one transaction. (The third statement runs after the second has cleared the leases of
 /// the recorded rows; a recorded retry's own time is the backoff time, so pushing it again changes nothing.)
-pub const COMPLETE_ATTEMPTS: &str = "\
+pub const COMPLETE_ATTEMPTS: &str = concat!("\
 WITH input AS (
     SELECT value ->> 0 AS id, value ->> 1 AS lease_token, value ->> 2 AS outcome, value ->> 3 AS attempted_at,
            value ->> 4 AS status_code, value ->> 5 AS latency_ms, value ->> 6 AS next_attempt_at,
@@ -188,7 +223,7 @@ SELECT input.id, m.attempts + 1, input.attempted_at, input.status_code, input.ou
        input.next_attempt_at, input.error
 FROM input JOIN webhooks_dispatch_outbox AS m
     ON m.id = input.id AND m.lease_token = input.lease_token AND m.status = 'pending'
-RETURNING message_id, NULL;
+RETURNING message_id, NULL, NULL, NULL;
 WITH input AS (
     SELECT value ->> 0 AS id, value ->> 1 AS lease_token, value ->> 2 AS outcome, value ->> 3 AS attempted_at,
            value ->> 6 AS next_attempt_at
@@ -217,23 +252,28 @@ FROM unreachable
 WHERE webhooks_dispatch_outbox.endpoint_id = unreachable.endpoint_id
   AND webhooks_dispatch_outbox.status = 'pending' AND webhooks_dispatch_outbox.lease_token IS NULL
   AND webhooks_dispatch_outbox.next_attempt_at < unreachable.until;
-WITH input AS (
-    SELECT value ->> 0 AS id, value ->> 3 AS attempted_at
-    FROM json_each($zip_1_2_3_4_5_6_7_8)
-), gone AS (
-    -- Recorded 410 attempts (the first statement wrote them), when $9 says a 410 disables the endpoint.
-    SELECT m.endpoint_id, min(a.attempted_at) AS at
-    FROM input
-    JOIN webhooks_dispatch_attempts AS a ON a.message_id = input.id AND a.attempted_at = input.attempted_at
-    JOIN webhooks_dispatch_outbox AS m ON m.id = input.id
-    WHERE $9 AND a.outcome = 'dead' AND a.status_code = 410
-    GROUP BY m.endpoint_id
+", health_of_batch!(), ", verdict AS (
+    SELECT h.endpoint_id, COALESCE(h.gone_at, h.at) AS at, CASE
+        WHEN h.gone_at IS NOT NULL THEN 'gone'
+        WHEN NOT h.ok AND COALESCE(ep.failing_since, h.first_failure) <= $10
+             AND (h.dead_at IS NOT NULL OR ep.last_dead_at >= ep.failing_since) THEN 'failing'
+        END AS why
+    FROM health AS h JOIN webhooks_dispatch_endpoints AS ep ON ep.id = h.endpoint_id
+    WHERE ep.status = 'active'
 )
 UPDATE webhooks_dispatch_endpoints
-SET status = 'disabled', disabled_reason = 'gone', disabled_at = gone.at
-FROM gone
-WHERE webhooks_dispatch_endpoints.id = gone.endpoint_id AND webhooks_dispatch_endpoints.status = 'active'
-RETURNING NULL, webhooks_dispatch_endpoints.id";
+SET status = 'disabled',
+    disabled_reason = (SELECT v.why FROM verdict AS v WHERE v.endpoint_id = webhooks_dispatch_endpoints.id),
+    disabled_at = (SELECT v.at FROM verdict AS v WHERE v.endpoint_id = webhooks_dispatch_endpoints.id)
+WHERE id IN (SELECT endpoint_id FROM verdict WHERE why IS NOT NULL)
+RETURNING NULL, id, owner_id, disabled_reason;
+", health_of_batch!(), "
+UPDATE webhooks_dispatch_endpoints
+SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(failing_since, h.first_failure) END,
+    last_dead_at = COALESCE(h.dead_at, last_dead_at)
+FROM health AS h
+WHERE webhooks_dispatch_endpoints.id = h.endpoint_id
+  AND (h.dead_at IS NOT NULL OR (h.ok AND failing_since IS NOT NULL) OR (NOT h.ok AND failing_since IS NULL))");
 
 /// See [`super::postgres::RELEASE_CLAIMS`].
 pub const RELEASE_CLAIMS: &str = "\
@@ -268,24 +308,63 @@ WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_expires_at I
 pub const CONNECTION_SETUP: &str =
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
 
-/// See [`super::postgres::DISABLE_ENDPOINT`].
-pub const DISABLE_ENDPOINT: &str = "\
-UPDATE webhooks_dispatch_endpoints
-SET status = 'disabled',
-    disabled_reason = CASE WHEN status = 'disabled' THEN disabled_reason ELSE $2 END,
-    disabled_at = CASE WHEN status = 'disabled' THEN disabled_at ELSE $3 END
-WHERE id = $1
-RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+/// See [`super::postgres::DISABLE_ENDPOINT`]. Either the UPDATE of an active endpoint reports it (changed),
+/// or the SELECT, which runs only when that changed nothing, reports it as it was.
+pub const DISABLE_ENDPOINT: &str = concat!(
+    "\
+UPDATE webhooks_dispatch_endpoints SET status = 'disabled', disabled_reason = $2, disabled_at = $3
+WHERE id = $1 AND deleted_at IS NULL AND status = 'active'
+RETURNING ",
+    endpoint_columns!(),
+    ", 1;
+SELECT ",
+    endpoint_columns!(),
+    ", 0 FROM webhooks_dispatch_endpoints
+WHERE id = $1 AND deleted_at IS NULL AND changes() = 0"
+);
 
-/// See [`super::postgres::ENABLE_ENDPOINT`]: the messages first, while the endpoint still reads disabled.
-pub const ENABLE_ENDPOINT: &str = "\
+/// See [`super::postgres::ENABLE_ENDPOINT`]: the messages first, while the endpoint still reads disabled;
+/// then, as in `DISABLE_ENDPOINT`, the UPDATE that changed it or else the SELECT.
+pub const ENABLE_ENDPOINT: &str = concat!(
+    "\
 UPDATE webhooks_dispatch_outbox SET next_attempt_at = $2
 WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > $2 AND lease_token IS NULL
-  AND (SELECT status FROM webhooks_dispatch_endpoints WHERE id = $1) = 'disabled';
+  AND (SELECT status FROM webhooks_dispatch_endpoints WHERE id = $1 AND deleted_at IS NULL) = 'disabled';
 UPDATE webhooks_dispatch_endpoints
 SET status = 'active', disabled_reason = NULL, disabled_at = NULL
-WHERE id = $1
-RETURNING id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at";
+WHERE id = $1 AND deleted_at IS NULL AND status = 'disabled'
+RETURNING ",
+    endpoint_columns!(),
+    ", 1;
+SELECT ",
+    endpoint_columns!(),
+    ", 0 FROM webhooks_dispatch_endpoints
+WHERE id = $1 AND deleted_at IS NULL AND changes() = 0"
+);
+
+/// See [`super::postgres::UPDATE_ENDPOINT`].
+pub const UPDATE_ENDPOINT: &str = concat!("\
+UPDATE webhooks_dispatch_endpoints
+SET url = COALESCE($2, url), event_types = COALESCE($3, event_types),
+    description = COALESCE($4, description), metadata = COALESCE($5, metadata), headers = COALESCE($6, headers)
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING ", endpoint_columns!());
+
+/// See [`super::postgres::DELETE_ENDPOINT`]: the messages first, while the endpoint still reads undeleted;
+/// the last statement reports only when the endpoint's update changed a row (`changes()` is the count of
+/// the previous statement).
+pub const DELETE_ENDPOINT: &str = "\
+UPDATE webhooks_dispatch_outbox
+SET status = 'dead', dead_reason = 'endpoint_deleted', lease_token = NULL, lease_expires_at = NULL, updated_at = $2
+WHERE endpoint_id = $1 AND status = 'pending'
+  AND EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints WHERE id = $1 AND deleted_at IS NULL);
+UPDATE webhooks_dispatch_endpoints
+SET deleted_at = $2, status = 'disabled', disabled_reason = COALESCE(disabled_reason, 'manual'),
+    disabled_at = COALESCE(disabled_at, $2)
+WHERE id = $1 AND deleted_at IS NULL;
+SELECT id, owner_id,
+       (SELECT count(*) FROM webhooks_dispatch_outbox WHERE endpoint_id = $1 AND dead_reason = 'endpoint_deleted')
+FROM webhooks_dispatch_endpoints WHERE id = $1 AND changes() > 0";
 
 /// See [`super::postgres::INSERT_EVENTS`]: the same rows, as a script in the adapter's one transaction. The
 /// events are inserted only when no key names another event; messages and skips only for events this script
@@ -314,7 +393,7 @@ INSERT INTO webhooks_dispatch_outbox
 SELECT 'msg_' || substr(i.id, 5) || '_' || substr(ep.id, 4), ep.id, i.event_type, '', i.id, $6, $6, $6
 FROM input AS i
 JOIN webhooks_dispatch_events AS ev ON ev.id = i.id
-JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id
+JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id AND ep.deleted_at IS NULL
 WHERE ep.status = 'active'
   AND (ep.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = i.event_type))
 ORDER BY i.ord, ep.id;
@@ -326,7 +405,7 @@ INSERT INTO webhooks_dispatch_event_skips (event_id, endpoint_id, reason, disabl
 SELECT i.id, ep.id, 'endpoint_disabled', ep.disabled_reason
 FROM input AS i
 JOIN webhooks_dispatch_events AS ev ON ev.id = i.id
-JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id
+JOIN webhooks_dispatch_endpoints AS ep ON ep.owner_id = i.owner_id AND ep.deleted_at IS NULL
 WHERE ep.status <> 'active'
   AND (ep.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(ep.event_types) WHERE value = i.event_type));
 WITH input AS (
@@ -374,18 +453,22 @@ FROM webhooks_dispatch_event_skips AS s WHERE s.event_id = $1
 ORDER BY 1, 2";
 
 /// See [`super::postgres::LIST_ENDPOINTS`].
-pub const LIST_ENDPOINTS: &str = "\
-SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
-FROM webhooks_dispatch_endpoints
-WHERE id > $2 AND ($1 IS NULL OR status = $1)
-ORDER BY id LIMIT $3";
+pub const LIST_ENDPOINTS: &str = concat!(
+    "SELECT ",
+    endpoint_columns!(),
+    " FROM webhooks_dispatch_endpoints
+WHERE id > $2 AND ($1 IS NULL OR status = $1) AND deleted_at IS NULL
+ORDER BY id LIMIT $3"
+);
 
 /// See [`super::postgres::LIST_OWNER_ENDPOINTS`].
-pub const LIST_OWNER_ENDPOINTS: &str = "\
-SELECT id, owner_id, url, event_types, created_at, status, disabled_reason, disabled_at
-FROM webhooks_dispatch_endpoints
-WHERE owner_id = $1 AND id > $3 AND ($2 IS NULL OR status = $2)
-ORDER BY owner_id, id LIMIT $4";
+pub const LIST_OWNER_ENDPOINTS: &str = concat!(
+    "SELECT ",
+    endpoint_columns!(),
+    " FROM webhooks_dispatch_endpoints
+WHERE owner_id = $1 AND id > $3 AND ($2 IS NULL OR status = $2) AND deleted_at IS NULL
+ORDER BY owner_id, id LIMIT $4"
+);
 
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
@@ -409,6 +492,8 @@ pub const STATEMENTS: super::Statements = super::Statements {
     queue_stats: QUEUE_STATS,
     disable_endpoint: DISABLE_ENDPOINT,
     enable_endpoint: ENABLE_ENDPOINT,
+    update_endpoint: UPDATE_ENDPOINT,
+    delete_endpoint: DELETE_ENDPOINT,
     insert_events: INSERT_EVENTS,
     select_event_by_key: SELECT_EVENT_BY_KEY,
     select_event: SELECT_EVENT,

@@ -112,6 +112,7 @@ async fn claim_completion_and_release_reach_their_rows_by_id_whatever_the_statis
         Value::from(vec![None::<chrono::DateTime<chrono::Utc>>; TAKEN]),
         Value::from(vec![None::<String>; TAKEN]),
         Value::Bool(true),
+        Value::from(now - chrono::Duration::days(5)),
     ];
     let released = &ids[TAKEN..2 * TAKEN];
     let release = [

@@ -58,6 +58,7 @@ pub(super) const POSTGRES: &[Migration] = &[
     postgres!(1, "0001_initial"),
     postgres!(2, "0002_endpoint_queue_index"),
     postgres!(3, "0003_events_and_endpoint_status"),
+    postgres!(4, "0004_endpoint_lifecycle"),
 ];
 
 /// SQLite's migrations: the same versions and names as [`POSTGRES`].
@@ -65,6 +66,7 @@ pub(super) const SQLITE: &[Migration] = &[
     sqlite!(1, "0001_initial"),
     sqlite!(2, "0002_endpoint_queue_index"),
     sqlite!(3, "0003_events_and_endpoint_status"),
+    sqlite!(4, "0004_endpoint_lifecycle"),
 ];
 
 #[cfg(test)]
