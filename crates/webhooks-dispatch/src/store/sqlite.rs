@@ -57,9 +57,9 @@ WHERE e.id = $2 AND e.status = 'active'
 ON CONFLICT (endpoint_id, idempotency_key) DO NOTHING;
 SELECT (SELECT count(*) FROM webhooks_dispatch_endpoints WHERE id = $2 AND deleted_at IS NULL),
        (SELECT e.event_types = '[]' OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE value = $3)
-        FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2),
+        FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2 AND e.deleted_at IS NULL),
        (SELECT id FROM webhooks_dispatch_outbox WHERE id = $1),
-       (SELECT e.status = 'active' FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2)";
+       (SELECT e.status = 'active' FROM webhooks_dispatch_endpoints AS e WHERE e.id = $2 AND e.deleted_at IS NULL)";
 
 /// See [`super::postgres::INSERT_MESSAGES`]. All or nothing: insert only if every message is subscribed and
 /// no key is held by a different message. Each input row is read once, and checked with index lookups.
@@ -102,7 +102,7 @@ SELECT input.ord,
             ELSE 1 END,
        COALESCE(ep.status = 'active', 0)
 FROM input
-LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id
+LEFT JOIN webhooks_dispatch_endpoints AS ep ON ep.id = input.endpoint_id AND ep.deleted_at IS NULL
 LEFT JOIN webhooks_dispatch_outbox AS mine ON mine.id = input.id
 LEFT JOIN webhooks_dispatch_outbox AS keyed
     ON mine.id IS NULL AND keyed.endpoint_id = input.endpoint_id AND keyed.idempotency_key = input.idempotency_key

@@ -15,6 +15,8 @@ mod destinations;
 mod events;
 /// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
 mod faults;
+/// Updating and deleting endpoints, custom headers, automatic disabling, lifecycle events.
+mod lifecycle;
 /// Numbered schema migrations: upgrades in place with rows intact, concurrency, refusing newer schemas.
 mod migrations;
 /// Invariants 2, 5, 8 and the outbox schema: enqueue writes rows and nothing else.

@@ -20,8 +20,10 @@ conformance!(
     a_database_migrated_by_a_newer_release_is_refused_and_left_unchanged,
     a_failed_migration_leaves_no_record_and_is_applied_by_the_next_run,
     a_migration_whose_commit_reply_was_lost_counts_as_applied,
-    upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out,
 );
+
+/// Upgrades from each numbered release to this one.
+mod upgrades;
 
 /// The schema exactly as `migrate()` created it before numbered migrations (the release databases in the
 /// field were made by), copied verbatim from that release's `MIGRATE` constants.
@@ -619,101 +621,4 @@ async fn a_migration_whose_commit_reply_was_lost_counts_as_applied(engine: Engin
         );
         assert_eq!(table_names(engine, exec.as_ref()).await, TABLES);
     }
-}
-
-/// The executor of an earlier release, which knew only the first `known` migrations.
-struct EarlierRelease {
-    inner: Exec,
-    statements: &'static Statements,
-}
-
-impl EarlierRelease {
-    fn knowing(inner: Exec, known: usize) -> Self {
-        let current = inner.statements();
-        // Leaked: the executor hands out `&'static Statements`, and a test makes one or two.
-        let statements = Box::leak(Box::new(Statements {
-            migrations: &current.migrations[..known],
-            ..*current
-        }));
-        EarlierRelease { inner, statements }
-    }
-}
-
-impl Executor for EarlierRelease {
-    fn statements(&self) -> &'static Statements {
-        self.statements
-    }
-    fn query<'a>(
-        &'a self,
-        sql: &'static str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
-        self.inner.query(sql, params)
-    }
-    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
-        self.inner.batch_execute(sql)
-    }
-}
-
-// 0003 (events and endpoint status) on a database made by the release before it: every row stays, every
-// endpoint is active, no message belongs to an event, what was pending is delivered, and the new tables work.
-async fn upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out(engine: Engine) {
-    let ctx = unmigrated(engine).await;
-    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), 2))
-        .migrate()
-        .await
-        .expect("the schema of the release before");
-    assert_eq!(versions(ctx.exec.as_ref()).await, [1, 2]);
-    let endpoints = seed_old_rows(&ctx, engine).await;
-    let before = dump(ctx.exec.as_ref()).await;
-    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 6, 4]);
-
-    let d = ctx.dispatcher();
-    d.migrate().await.expect("upgrade");
-    let exec = ctx.exec.as_ref();
-    assert_eq!(versions(exec).await, known(exec.statements()));
-    assert_eq!(dump(exec).await, before, "the upgrade changed a row");
-    assert_eq!(table_names(engine, exec).await, TABLES);
-    for (id, _) in &endpoints {
-        let endpoint = d.endpoint(id).await.expect("endpoint");
-        assert_eq!(endpoint.status, webhooks_dispatch::EndpointStatus::Active);
-        assert_eq!((endpoint.disabled_reason, endpoint.disabled_at), (None, None));
-    }
-    let with_event = rows(
-        exec,
-        "SELECT count(*) FROM webhooks_dispatch_outbox WHERE event_id IS NOT NULL",
-        &[],
-    )
-    .await;
-    assert_eq!(with_event[0].int(0).unwrap(), 0);
-
-    let mut delivered = 0;
-    for _ in 0..DUE.len() {
-        delivered += d
-            .deliver_due(DeliverDue::default())
-            .await
-            .expect("deliver")
-            .delivered;
-    }
-    assert_eq!(delivered, DUE.len() as u64, "what the old release left due");
-
-    // The old endpoints take events: owner_0's endpoint subscribes to everything.
-    let sent = d
-        .dispatch_event(webhooks_dispatch::NewEvent::new(
-            "owner_0",
-            "invoice.paid",
-            serde_json::json!({"n": 7}),
-        ))
-        .await
-        .expect("fan-out on the upgraded schema");
-    let targets: Vec<&str> = sent.messages.iter().map(|m| m.endpoint_id.as_str()).collect();
-    assert_eq!(targets, [endpoints[0].0]);
-    let report = d.deliver_due(DeliverDue::default()).await.unwrap();
-    assert_eq!((report.attempted, report.delivered), (1, 1));
-    let got = ctx.receiver.received();
-    let last = got.last().unwrap();
-    assert_eq!(last.headers["webhook-id"], sent.messages[0].message_id.as_str());
-    assert_eq!(&last.body[..], br#"{"n":7}"#);
-    let header = |name: &str| last.headers.get(name).and_then(|v| v.to_str().ok());
-    verify(&endpoints[0].1, header, &last.body).expect("signed with the old endpoint's secret");
 }

@@ -1,0 +1,200 @@
+//! Upgrades from the schema of each earlier numbered release: the release's executor (knowing only its
+//! migrations) creates the database, old rows go in with plain SQL, and this release migrates it in place.
+
+use webhooks_dispatch::store::{BoxFuture, Executor, Row, Statements, Value};
+use webhooks_dispatch::{verify, DeliverDue, Dispatcher, EndpointStatus, StorageError};
+
+use super::{dump, known, rows, seed_old_rows, table_names, unmigrated, versions, DUE, TABLES};
+use crate::conformance;
+use crate::support::{Engine, Exec};
+
+conformance!(
+    upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out,
+    upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle_columns,
+);
+
+/// The executor of an earlier release, which knew only the first `known` migrations.
+struct EarlierRelease {
+    inner: Exec,
+    statements: &'static Statements,
+}
+
+impl EarlierRelease {
+    fn knowing(inner: Exec, known: usize) -> Self {
+        let current = inner.statements();
+        // Leaked: the executor hands out `&'static Statements`, and a test makes one or two.
+        let statements = Box::leak(Box::new(Statements {
+            migrations: &current.migrations[..known],
+            ..*current
+        }));
+        EarlierRelease { inner, statements }
+    }
+}
+
+impl Executor for EarlierRelease {
+    fn statements(&self) -> &'static Statements {
+        self.statements
+    }
+    fn query<'a>(
+        &'a self,
+        sql: &'static str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>, StorageError>> {
+        self.inner.query(sql, params)
+    }
+    fn batch_execute<'a>(&'a self, sql: &'static str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.batch_execute(sql)
+    }
+}
+
+// 0003 (events and endpoint status) on a database made by the release before it: every row stays, every
+// endpoint is active, no message belongs to an event, what was pending is delivered, and the new tables work.
+async fn upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out(engine: Engine) {
+    let ctx = unmigrated(engine).await;
+    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), 2))
+        .migrate()
+        .await
+        .expect("the schema of the release before");
+    assert_eq!(versions(ctx.exec.as_ref()).await, [1, 2]);
+    let endpoints = seed_old_rows(&ctx, engine).await;
+    let before = dump(ctx.exec.as_ref()).await;
+    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 6, 4]);
+
+    let d = ctx.dispatcher();
+    d.migrate().await.expect("upgrade");
+    let exec = ctx.exec.as_ref();
+    assert_eq!(versions(exec).await, known(exec.statements()));
+    assert_eq!(dump(exec).await, before, "the upgrade changed a row");
+    assert_eq!(table_names(engine, exec).await, TABLES);
+    for (id, _) in &endpoints {
+        let endpoint = d.endpoint(id).await.expect("endpoint");
+        assert_eq!(endpoint.status, webhooks_dispatch::EndpointStatus::Active);
+        assert_eq!((endpoint.disabled_reason, endpoint.disabled_at), (None, None));
+    }
+    let with_event = rows(
+        exec,
+        "SELECT count(*) FROM webhooks_dispatch_outbox WHERE event_id IS NOT NULL",
+        &[],
+    )
+    .await;
+    assert_eq!(with_event[0].int(0).unwrap(), 0);
+
+    let mut delivered = 0;
+    for _ in 0..DUE.len() {
+        delivered += d
+            .deliver_due(DeliverDue::default())
+            .await
+            .expect("deliver")
+            .delivered;
+    }
+    assert_eq!(delivered, DUE.len() as u64, "what the old release left due");
+
+    // The old endpoints take events: owner_0's endpoint subscribes to everything.
+    let sent = d
+        .dispatch_event(webhooks_dispatch::NewEvent::new(
+            "owner_0",
+            "invoice.paid",
+            serde_json::json!({"n": 7}),
+        ))
+        .await
+        .expect("fan-out on the upgraded schema");
+    let targets: Vec<&str> = sent.messages.iter().map(|m| m.endpoint_id.as_str()).collect();
+    assert_eq!(targets, [endpoints[0].0]);
+    let report = d.deliver_due(DeliverDue::default()).await.unwrap();
+    assert_eq!((report.attempted, report.delivered), (1, 1));
+    let got = ctx.receiver.received();
+    let last = got.last().unwrap();
+    assert_eq!(last.headers["webhook-id"], sent.messages[0].message_id.as_str());
+    assert_eq!(&last.body[..], br#"{"n":7}"#);
+    let header = |name: &str| last.headers.get(name).and_then(|v| v.to_str().ok());
+    verify(&endpoints[0].1, header, &last.body).expect("signed with the old endpoint's secret");
+}
+
+/// An event of the release before, with its one fanned-out message (payload on the event, due), inserted
+/// with plain SQL in each engine's dialect.
+const OLD_EVENT: [(&str, &str); 2] = [
+    (
+        "INSERT INTO webhooks_dispatch_events (id, owner_id, event_type, payload, idempotency_key, created_at) \
+         VALUES ('evt_old', 'owner_0', 'invoice.paid', '{\"n\":8}', 'evt-key', $1::timestamptz)",
+        "INSERT INTO webhooks_dispatch_outbox (id, endpoint_id, event_type, payload, event_id, status, \
+         attempts, next_attempt_at, created_at, updated_at) VALUES ('msg_evt_old', 'ep_old_a', \
+         'invoice.paid', '', 'evt_old', 'pending', 0, $1::timestamptz, $1::timestamptz, $1::timestamptz)",
+    ),
+    (
+        "INSERT INTO webhooks_dispatch_events (id, owner_id, event_type, payload, idempotency_key, created_at) \
+         VALUES ('evt_old', 'owner_0', 'invoice.paid', '{\"n\":8}', 'evt-key', $1)",
+        "INSERT INTO webhooks_dispatch_outbox (id, endpoint_id, event_type, payload, event_id, status, \
+         attempts, next_attempt_at, created_at, updated_at) VALUES ('msg_evt_old', 'ep_old_a', \
+         'invoice.paid', '', 'evt_old', 'pending', 0, $1, $1, $1)",
+    ),
+];
+
+// 0004 (endpoint lifecycle) on a database made by the release before it: every row stays, endpoints keep
+// their status and gain empty descriptions, metadata and headers, the old event's message and everything
+// pending are delivered, and the new operations work on the old rows.
+async fn upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle_columns(engine: Engine) {
+    let ctx = unmigrated(engine).await;
+    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), 3))
+        .migrate()
+        .await
+        .expect("the schema of the release before");
+    assert_eq!(versions(ctx.exec.as_ref()).await, [1, 2, 3]);
+    let endpoints = seed_old_rows(&ctx, engine).await;
+    let exec = ctx.exec.as_ref();
+    let (event, message) = OLD_EVENT[usize::from(matches!(engine, Engine::Sqlite))];
+    let when = [Value::from(chrono::Utc::now() - chrono::Duration::hours(1))];
+    rows(exec, event, &when).await;
+    rows(exec, message, &when).await;
+    let before = dump(exec).await;
+    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 7, 4]);
+
+    let d = ctx.dispatcher();
+    d.migrate().await.expect("upgrade");
+    assert_eq!(versions(exec).await, known(exec.statements()));
+    assert_eq!(dump(exec).await, before, "the upgrade changed a row");
+    assert_eq!(table_names(engine, exec).await, TABLES);
+    for (id, _) in &endpoints {
+        let endpoint = d.endpoint(id).await.expect("endpoint");
+        assert_eq!(endpoint.status, EndpointStatus::Active);
+        assert_eq!(endpoint.description, "");
+        assert!(endpoint.metadata.is_empty() && endpoint.header_names.is_empty());
+    }
+    let old = d.event("evt_old").await.expect("the old event");
+    assert_eq!(old.messages.len(), 1);
+
+    let mut delivered = 0;
+    for _ in 0..=DUE.len() {
+        delivered += d
+            .deliver_due(DeliverDue::default())
+            .await
+            .expect("deliver")
+            .delivered;
+    }
+    assert_eq!(
+        delivered,
+        DUE.len() as u64 + 1,
+        "what the old release left due, and its event"
+    );
+    let got = ctx.receiver.received();
+    let from_event = got
+        .iter()
+        .find(|r| r.headers["webhook-id"] == "msg_evt_old")
+        .expect("the old event's message");
+    assert_eq!(&from_event.body[..], br#"{"n":8}"#);
+    let header = |name: &str| from_event.headers.get(name).and_then(|v| v.to_str().ok());
+    verify(&endpoints[0].1, header, &from_event.body).expect("signed with the old endpoint's secret");
+
+    // The lifecycle works on old rows: headers on an old endpoint, deleting the other.
+    let update = webhooks_dispatch::UpdateEndpoint {
+        headers: Some(webhooks_dispatch::CustomHeaders::new().with("authorization", "Bearer old")),
+        ..Default::default()
+    };
+    let updated = d.update_endpoint(endpoints[0].0, update).await.unwrap();
+    assert_eq!(updated.header_names, ["authorization"]);
+    let deleted = d.delete_endpoint(endpoints[1].0).await.unwrap();
+    assert_eq!(deleted.messages_ended, 0, "nothing of it was left pending");
+    assert_eq!(
+        d.endpoint(endpoints[1].0).await.unwrap_err().code(),
+        "unknown_endpoint"
+    );
+}
