@@ -273,8 +273,8 @@ async fn a_deleted_endpoint_behaves_as_unknown_and_its_pending_messages_end_dead
     );
     let listed = d.list_endpoints(ListEndpoints::default()).await.unwrap();
     assert_eq!(
-        listed.data.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        [other.clone()]
+        listed.data.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [other.as_str()]
     );
     let sent = d.dispatch_event(NewEvent::new("owner_1", "a", 4)).await.unwrap();
     assert_eq!(sent.messages.len(), 1, "only the other endpoint");
