@@ -1,11 +1,16 @@
 //! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret), list and read
-//! them, and disable or enable one.
+//! them, change, disable, enable or delete one.
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use webhooks_dispatch::{Endpoint, EndpointPage, EndpointStatus, ListEndpoints, NewEndpoint};
+use webhooks_dispatch::{
+    CustomHeaders, DeletedEndpoint, Endpoint, EndpointPage, EndpointStatus, ListEndpoints, NewEndpoint,
+    UpdateEndpoint,
+};
 
 use super::{ApiError, ApiJson, ApiPath, Shared};
 
@@ -18,6 +23,34 @@ pub struct CreateEndpoint {
     /// Omitted or empty: every event type.
     #[serde(default)]
     event_types: Option<Vec<String>>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    /// Values are the receiver's credentials: never logged (this type has no `Debug` of its values: the
+    /// derive below prints them only through [`CustomHeaders`], which redacts).
+    #[serde(default)]
+    headers: Headers,
+}
+
+/// Custom headers as JSON (`{"name": "value"}`), held redacted.
+#[derive(Default, Deserialize)]
+#[serde(from = "BTreeMap<String, String>")]
+pub struct Headers(CustomHeaders);
+
+impl From<BTreeMap<String, String>> for Headers {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Headers(
+            map.into_iter()
+                .fold(CustomHeaders::new(), |h, (k, v)| h.with(k, v)),
+        )
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// `POST /v1/endpoints` response: the stored endpoint plus its signing secret, shown this once.
@@ -33,8 +66,11 @@ pub async fn create(
     State(state): State<Shared>,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
-    let mut input = NewEndpoint::new(body.owner_id, body.url);
+    let mut input = NewEndpoint::new(body.owner_id, body.url)
+        .description(body.description)
+        .headers(body.headers.0);
     input.event_types = body.event_types;
+    input.metadata = body.metadata;
     let registered = state.dispatcher.register_endpoint(input).await?;
     // Read back so the response shows what was stored (event types normalized, creation time).
     let endpoint = state.dispatcher.endpoint(&registered.id).await?;
@@ -95,4 +131,43 @@ pub async fn enable(State(state): State<Shared>, ApiPath(id): ApiPath) -> Result
     let endpoint = state.dispatcher.enable_endpoint(&id).await?;
     tracing::info!(endpoint_id = %endpoint.id, "endpoint enabled by request");
     Ok(Json(endpoint))
+}
+
+/// `PATCH /v1/endpoints/{id}` body: every field optional; what is given replaces what was.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchEndpoint {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    description: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+    headers: Option<Headers>,
+}
+
+/// Changes an endpoint → 200 with the endpoint as it now is.
+pub async fn update(
+    State(state): State<Shared>,
+    ApiPath(id): ApiPath,
+    ApiJson(body): ApiJson<PatchEndpoint>,
+) -> Result<Json<Endpoint>, ApiError> {
+    let update = UpdateEndpoint {
+        url: body.url,
+        event_types: body.event_types,
+        description: body.description,
+        metadata: body.metadata,
+        headers: body.headers.map(|h| h.0),
+    };
+    let endpoint = state.dispatcher.update_endpoint(&id, update).await?;
+    tracing::info!(endpoint_id = %endpoint.id, "endpoint updated by request");
+    Ok(Json(endpoint))
+}
+
+/// Deletes an endpoint → 200 with how many pending messages ended.
+pub async fn delete(
+    State(state): State<Shared>,
+    ApiPath(id): ApiPath,
+) -> Result<Json<DeletedEndpoint>, ApiError> {
+    let deleted = state.dispatcher.delete_endpoint(&id).await?;
+    tracing::info!(endpoint_id = %deleted.id, messages_ended = deleted.messages_ended, "endpoint deleted by request");
+    Ok(Json(deleted))
 }

@@ -81,6 +81,8 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/endpoints", true, endpoints::create),
         route(Method::GET, "/v1/endpoints", true, endpoints::list),
         route(Method::GET, "/v1/endpoints/{id}", true, endpoints::get),
+        route(Method::PATCH, "/v1/endpoints/{id}", true, endpoints::update),
+        route(Method::DELETE, "/v1/endpoints/{id}", true, endpoints::delete),
         route(
             Method::POST,
             "/v1/endpoints/{id}/disable",
