@@ -69,12 +69,15 @@ impl<E: Executor> Dispatcher<E> {
                 return Err(DispatchError::input("since", "must be before until"));
             }
         }
+        let (earliest, latest) = time_bounds();
+        let since = filter.since.map_or(earliest, |t| t.max(earliest));
+        let until = filter.until.map_or(latest, |t| t.min(latest));
         // The filters every statement shares, in their parameter order after the leading ones; one more row
         // than asked tells whether there is a next page without a second query.
         let shared = [
             Value::from(filter.status.map(|s| s.as_str().to_owned())),
-            Value::from(filter.since),
-            Value::from(filter.until),
+            Value::from(since),
+            Value::from(until),
             Value::from(filter.cursor),
             Value::I64(i64::from(limit) + 1),
         ];
@@ -98,4 +101,17 @@ impl<E: Executor> Dispatcher<E> {
         let next_cursor = more.then(|| data.last().map(|m| m.id.clone())).flatten();
         Ok(MessagePage { data, next_cursor })
     }
+}
+
+/// The window an absent `since` or `until` stands for: years 1 to 9999, inside what both engines store.
+///
+/// A time is always bound, never NULL: adapters send NULL typed as text (the statements cast it), and a
+/// driver that caches a statement with the types of its first call (sqlx) would then read a later real
+/// timestamp's binary form as text. Times outside the window are clamped to it, so an extreme chrono value
+/// cannot fail as out of range in the database.
+fn time_bounds() -> (DateTime<Utc>, DateTime<Utc>) {
+    const YEAR_1: i64 = -62_135_596_800;
+    const YEAR_10000: i64 = 253_402_300_800;
+    let at = |secs| DateTime::from_timestamp(secs, 0).expect("within chrono's range");
+    (at(YEAR_1), at(YEAR_10000))
 }

@@ -103,7 +103,8 @@ impl MessageState {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    /// The state named by its stored (and wire) form, if any.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(MessageState::Pending),
             "delivered" => Some(MessageState::Delivered),

@@ -178,13 +178,13 @@ pub struct Statements {
     pub list_endpoints: &'static str,
     /// $1 owner, $2 status or NULL, $3 after id, $4 limit → the owner's endpoints in id order.
     pub list_owner_endpoints: &'static str,
-    /// $1 status or NULL, $2 since or NULL, $3 until or NULL, $4 before id or NULL, $5 limit → messages as
+    /// $1 status or NULL, $2 since, $3 until, $4 before id or NULL, $5 limit → messages as
     /// `select_message` reads them, newest first.
     pub list_messages: &'static str,
-    /// $1 endpoint id, $2 status or NULL, $3 since or NULL, $4 until or NULL, $5 before id or NULL, $6 limit
+    /// $1 endpoint id, $2 status or NULL, $3 since, $4 until, $5 before id or NULL, $6 limit
     /// → that endpoint's messages, newest first.
     pub list_endpoint_messages: &'static str,
-    /// $1 event id, $2 endpoint id or NULL, $3 status or NULL, $4 since or NULL, $5 until or NULL, $6 before
+    /// $1 event id, $2 endpoint id or NULL, $3 status or NULL, $4 since, $5 until, $6 before
     /// id or NULL, $7 limit → that event's messages, newest first.
     pub list_event_messages: &'static str,
 }

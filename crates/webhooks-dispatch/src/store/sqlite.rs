@@ -477,8 +477,7 @@ SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_a
 FROM webhooks_dispatch_outbox AS o
 WHERE o.id < COALESCE($4, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')
   AND ($1 IS NULL OR o.status = $1)
-  AND ($2 IS NULL OR o.created_at >= $2)
-  AND ($3 IS NULL OR o.created_at < $3)
+  AND o.created_at >= $2 AND o.created_at < $3
 ORDER BY o.id DESC LIMIT $5";
 
 /// See [`super::postgres::LIST_ENDPOINT_MESSAGES`].
@@ -488,8 +487,7 @@ SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_a
 FROM webhooks_dispatch_outbox AS o
 WHERE o.endpoint_id = $1 AND o.id < COALESCE($5, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')
   AND ($2 IS NULL OR o.status = $2)
-  AND ($3 IS NULL OR o.created_at >= $3)
-  AND ($4 IS NULL OR o.created_at < $4)
+  AND o.created_at >= $3 AND o.created_at < $4
 ORDER BY o.endpoint_id DESC, o.id DESC LIMIT $6";
 
 /// See [`super::postgres::LIST_EVENT_MESSAGES`].
@@ -500,8 +498,7 @@ FROM webhooks_dispatch_outbox AS o
 WHERE o.event_id = $1 AND ($2 IS NULL OR o.endpoint_id = $2)
   AND o.id < COALESCE($6, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')
   AND ($3 IS NULL OR o.status = $3)
-  AND ($4 IS NULL OR o.created_at >= $4)
-  AND ($5 IS NULL OR o.created_at < $5)
+  AND o.created_at >= $4 AND o.created_at < $5
 ORDER BY o.id DESC LIMIT $7";
 
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.

@@ -249,6 +249,17 @@ async fn since_is_inclusive_and_until_exclusive_on_dispatch_time(engine: Engine)
         ..window(Some(2), None)
     };
     assert_eq!(ids(&list(&d, for_endpoint).await), [m2]);
+    // Each pooled connection runs the statement with and without each bound, in every order (three kinds
+    // of call rotating over at most eight connections): a driver caching the first call's parameter types
+    // must not misread a later one.
+    for round in 0..12 {
+        let (filter, expected) = match round % 3 {
+            0 => (window(None, None), 3),
+            1 => (window(Some(1), None), 2),
+            _ => (window(None, Some(1)), 1),
+        };
+        assert_eq!(list(&d, filter).await.data.len(), expected, "round {round}");
+    }
     for (since, until) in [(1, 1), (2, 1)] {
         let err = d
             .list_messages(window(Some(since), Some(until)))
