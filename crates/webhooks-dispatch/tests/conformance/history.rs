@@ -13,7 +13,7 @@ use crate::conformance;
 use crate::support::{t0, CountingExecutor, Ctx, Engine, Exec, ManualClock};
 
 conformance!(
-    messages_are_listed_newest_first_and_by_endpoint_even_once_it_is_disabled,
+    messages_are_listed_newest_first_and_by_endpoint_even_once_it_is_disabled_or_deleted,
     an_events_messages_are_listed_by_event_alone_or_with_one_endpoint,
     messages_are_filtered_by_state_after_real_deliveries,
     since_is_inclusive_and_until_exclusive_on_dispatch_time,
@@ -43,7 +43,9 @@ fn newest_first(mut sent: Vec<String>) -> Vec<String> {
     sent
 }
 
-async fn messages_are_listed_newest_first_and_by_endpoint_even_once_it_is_disabled(engine: Engine) {
+async fn messages_are_listed_newest_first_and_by_endpoint_even_once_it_is_disabled_or_deleted(
+    engine: Engine,
+) {
     let ctx = Ctx::new(engine).await;
     let d = ctx.dispatcher();
     let (a, _) = ctx.endpoint(&d).await;
@@ -82,7 +84,11 @@ async fn messages_are_listed_newest_first_and_by_endpoint_even_once_it_is_disabl
     assert_eq!(ids(&list(&d, only_a.clone()).await), newest_first(to_a.clone()));
     // History outlives the endpoint's state.
     d.disable_endpoint(&a).await.unwrap();
-    assert_eq!(ids(&list(&d, only_a).await), newest_first(to_a));
+    assert_eq!(ids(&list(&d, only_a.clone()).await), newest_first(to_a.clone()));
+    d.delete_endpoint(&a).await.unwrap();
+    let after_delete = list(&d, only_a).await;
+    assert_eq!(ids(&after_delete), newest_first(to_a), "a deleted endpoint's too");
+    assert!(after_delete.data.iter().all(|m| m.state == MessageState::Dead));
     let nobody = ListMessages {
         endpoint_id: Some("ep_nope".to_owned()),
         ..ListMessages::default()
