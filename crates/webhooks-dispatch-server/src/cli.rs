@@ -1,5 +1,5 @@
 //! The command line: `serve`, `worker`, `migrate`, and client conveniences (`endpoint add|list|show|disable|enable`,
-//! `send`, `event send`, `attempts`, `verify`).
+//! `send`, `event send`, `message list`, `attempts`, `verify`).
 //!
 //! The client commands talk to the database directly through the library, with the same `--database-url`
 //! as the service, not over HTTP: nothing to authenticate, and they work while the service is down.
@@ -8,11 +8,12 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::value::RawValue;
 use webhooks_dispatch::{
-    verify, Attempt, Endpoint, EndpointSecret, EndpointStatus, ListEndpoints, MessageState, NewEndpoint,
-    NewEvent, NewMessage,
+    verify, Attempt, Endpoint, EndpointSecret, EndpointStatus, ListEndpoints, ListMessages, MessageState,
+    NewEndpoint, NewEvent, NewMessage,
 };
 
 use crate::config::{Config, RawSettings};
@@ -23,8 +24,9 @@ const LONG_ABOUT: &str = "\
 Sends webhooks: signed (Standard Webhooks), retried, logged, SSRF-safe.
 
 `serve` runs the HTTP API and the delivery worker; `worker` runs deliveries only. The client commands
-(`endpoint`, `send`, `attempts`) use the database directly with the same --database-url — no HTTP and no API
-key, and they work while the service is down. `verify` checks a received webhook offline.
+(`endpoint`, `send`, `event`, `message`, `attempts`) use the database directly with the same --database-url
+— no HTTP and no API key, and they work while the service is down. `verify` checks a received webhook
+offline.
 
 Settings come from flags, then WEBHOOKS_DISPATCH_* environment variables, then the --config TOML file
 (same names in snake_case), then defaults. Exit status: 0 success, 1 failure or invalid signature, 2 usage.";
@@ -62,6 +64,9 @@ pub enum Command {
     /// Fan owners' events out to their endpoints (direct database access).
     #[command(subcommand)]
     Event(EventCommand),
+    /// Inspect what was sent (direct database access).
+    #[command(subcommand)]
+    Message(MessageCommand),
     /// Show a message's status and attempt log as a table (direct database access).
     Attempts {
         /// The msg_… id.
@@ -125,6 +130,46 @@ pub enum EventCommand {
     /// Send an owner's event to each of its endpoints subscribed to the type; prints the event id, then one
     /// line per message and per skipped endpoint.
     Send(EventArgs),
+}
+
+/// `message …`.
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// List messages newest first, one per line (id, endpoint, state, event type, dispatch time); the cursor
+    /// of the next (older) page, if any, goes to standard error.
+    List(MessageListArgs),
+}
+
+/// `message list …`: filters combine.
+#[derive(Debug, Args)]
+pub struct MessageListArgs {
+    /// Only messages to this endpoint (ep_…).
+    #[arg(long, value_name = "ID")]
+    pub endpoint: Option<String>,
+    /// Only the messages this event fanned out (evt_…).
+    #[arg(long, value_name = "ID")]
+    pub event: Option<String>,
+    /// Only messages in this state.
+    #[arg(long, value_parser = ["pending", "delivered", "dead"])]
+    pub status: Option<String>,
+    /// Only messages dispatched at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only messages dispatched before this RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many (1..=250).
+    #[arg(long, default_value_t = webhooks_dispatch::DEFAULT_LIST_LIMIT)]
+    pub limit: u32,
+    /// Where the previous page ended.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2030-01-01T00:00:00Z ({e})"))
 }
 
 /// `event send …`.
@@ -262,6 +307,7 @@ async fn execute(command: Command, config: Config) -> Result<(), Error> {
         Command::Endpoint(command) => endpoint_command(command, &config).await,
         Command::Send(args) => send_command(args, &config).await,
         Command::Event(EventCommand::Send(args)) => event_command(args, &config).await,
+        Command::Message(MessageCommand::List(args)) => message_list_command(args, &config).await,
         Command::Attempts { message_id } => {
             let d = client(&config).await?;
             let message = d.message(&message_id).await?;
@@ -385,6 +431,34 @@ async fn event_command(args: EventArgs, config: &Config) -> Result<(), Error> {
     }
     if !sent.created {
         eprintln!("(idempotent replay: an event with this key already existed; nothing new was sent)");
+    }
+    Ok(())
+}
+
+async fn message_list_command(args: MessageListArgs, config: &Config) -> Result<(), Error> {
+    let filter = ListMessages {
+        endpoint_id: args.endpoint,
+        event_id: args.event,
+        // clap admits only the three names.
+        status: args.status.as_deref().and_then(MessageState::parse),
+        since: args.since,
+        until: args.until,
+        limit: Some(args.limit),
+        cursor: args.cursor,
+    };
+    let page = client(config).await?.list_messages(filter).await?;
+    for m in &page.data {
+        println!(
+            "{}  {}  {}  {}  {}",
+            m.id,
+            m.endpoint_id,
+            m.state.as_str(),
+            m.event_type,
+            m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+    }
+    if let Some(next) = page.next_cursor {
+        eprintln!("more: --cursor {next}");
     }
     Ok(())
 }

@@ -16,7 +16,8 @@ use crate::support::{authorize, bounded, eventually, get, send, Engine, Fixture,
 
 engines!(
     cli_serve_send_attempts_and_verify,
-    cli_event_send_fans_out_and_endpoint_disable_enable
+    cli_event_send_fans_out_and_endpoint_disable_enable,
+    cli_message_list_pages_newest_first_with_filters
 );
 
 async fn cli_serve_send_attempts_and_verify(engine: Engine) {
@@ -169,6 +170,91 @@ async fn cli_event_send_fans_out_and_endpoint_disable_enable(engine: Engine) {
     let unknown = run(endpoint("disable", "ep_nope"), None).await;
     assert!(!unknown.status.success());
     assert!(unknown.stderr.contains("unknown endpoint"), "{}", unknown.stderr);
+}
+
+async fn cli_message_list_pages_newest_first_with_filters(engine: Engine) {
+    let fixture = Fixture::new(engine).await;
+    let mut migrate = command(&fixture);
+    migrate.arg("migrate");
+    assert!(run(migrate, None).await.status.success());
+    let mut add = command(&fixture);
+    add.args([
+        "endpoint",
+        "add",
+        "--owner",
+        "acme",
+        "--url",
+        &fixture.receiver_url(),
+    ]);
+    let added = run(add, None).await;
+    assert!(added.status.success(), "{}", added.stderr);
+    let endpoint = field(&added.stdout, "id");
+    let mut sent = Vec::new();
+    for n in 0..2 {
+        let mut send = command(&fixture);
+        let data = format!(r#"{{"n":{n}}}"#);
+        send.args([
+            "send",
+            "--endpoint",
+            &endpoint,
+            "--type",
+            "invoice.paid",
+            "--data",
+            &data,
+        ]);
+        let out = run(send, None).await;
+        assert!(out.status.success(), "{}", out.stderr);
+        sent.push(out.stdout.trim().to_owned());
+    }
+    let list = |args: &[&str]| {
+        let mut c = command(&fixture);
+        c.args(["message", "list"]).args(args);
+        c
+    };
+
+    let first = run(list(&["--endpoint", &endpoint, "--limit", "1"]), None).await;
+    assert!(first.status.success(), "{}", first.stderr);
+    let prefix = format!("{}  {endpoint}  pending  invoice.paid  ", sent[1]);
+    assert!(
+        first.stdout.starts_with(&prefix),
+        "newest first: {}",
+        first.stdout
+    );
+    assert_eq!(first.stdout.lines().count(), 1);
+    assert!(
+        first.stderr.contains(&format!("more: --cursor {}", sent[1])),
+        "{}",
+        first.stderr
+    );
+    let second = run(list(&["--cursor", &sent[1]]), None).await;
+    assert!(second.stdout.starts_with(&sent[0]), "{}", second.stdout);
+    assert!(!second.stderr.contains("more:"), "{}", second.stderr);
+    let window = [
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--until",
+        "2100-01-01T00:00:00+02:00",
+    ];
+    let both = run(list(&window), None).await;
+    assert_eq!(both.stdout.lines().count(), 2, "{}", both.stdout);
+    let dead = run(list(&["--status", "dead"]), None).await;
+    assert!(dead.status.success() && dead.stdout.is_empty(), "{}", dead.stdout);
+
+    let usage = run(list(&["--since", "yesterday"]), None).await;
+    assert_eq!(usage.status.code(), Some(2), "a usage error");
+    assert!(usage.stderr.contains("RFC 3339"), "{}", usage.stderr);
+    let refused = run(
+        list(&[
+            "--since",
+            "2030-01-01T00:00:00Z",
+            "--until",
+            "2029-01-01T00:00:00Z",
+        ]),
+        None,
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("since"), "{}", refused.stderr);
 }
 
 /// `verify` accepts the real delivery (body from a file) and a signature computed here (body on stdin), and

@@ -15,6 +15,8 @@ mod api;
 mod binary;
 /// Fan-out through `/v1/events`, and disabling and enabling endpoints.
 mod events;
+/// Listing what was sent through `GET /v1/messages`.
+mod history;
 /// Probes, metrics and the OpenAPI document on a live server.
 mod ops;
 /// The database going away under a running server (through a proxy that cuts it) and coming back.

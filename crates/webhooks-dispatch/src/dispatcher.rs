@@ -13,7 +13,7 @@ use crate::endpoint::{
 };
 use crate::error::{DispatchError, StorageError};
 use crate::id;
-use crate::message::{Message, MessageState, MAX_KEY_CHARS};
+use crate::message::{Message, MAX_KEY_CHARS};
 use crate::observe::LifecycleEvent;
 use crate::signing::EndpointSecret;
 use crate::store::{Executor, Migration, Row, Value};
@@ -207,16 +207,7 @@ impl<E: Executor> Dispatcher<E> {
             .query(self.sql().select_message, &[message_id.into()])
             .await?;
         let row = rows.first().ok_or(DispatchError::UnknownMessage)?;
-        Ok(Message {
-            id: row.text(0)?,
-            endpoint_id: row.text(1)?,
-            event_type: row.text(2)?,
-            state: MessageState::parse(&row.text(3)?).ok_or_else(|| StorageError::decode("message state"))?,
-            attempts: to_u32(row.int(4)?)?,
-            next_attempt_at: row.timestamp(5)?,
-            created_at: row.timestamp(6)?,
-            updated_at: row.timestamp(7)?,
-        })
+        Ok(Message::from_row(row)?)
     }
 
     /// Every attempt made for a message, oldest first. `unknown_message` if the message does not exist.

@@ -56,6 +56,7 @@ mod enqueue;
 pub mod error;
 mod event;
 mod headers;
+mod history;
 mod id;
 mod lifecycle;
 mod message;
@@ -85,10 +86,13 @@ pub use enqueue::MAX_DISPATCH_MANY;
 pub use error::{DispatchError, StorageError, StorageErrorKind};
 pub use event::{DispatchedEvent, Event, EventMessage, NewEvent, SkipReason, SkippedEndpoint};
 pub use headers::{CustomHeaders, MAX_CUSTOM_HEADERS, MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_BYTES};
+pub use history::{ListMessages, MessagePage};
 pub use lifecycle::{
     DeletedEndpoint, EndpointPage, ListEndpoints, UpdateEndpoint, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
-pub use message::{Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES};
+pub use message::{
+    DeadReason, Dispatched, Message, MessageState, NewMessage, MAX_KEY_CHARS, MAX_PAYLOAD_BYTES,
+};
 pub use observe::{AttemptEvent, LifecycleEvent, NoopObserver, Observer, QueueStats};
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};

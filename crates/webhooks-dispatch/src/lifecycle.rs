@@ -19,9 +19,10 @@ use crate::message::MAX_KEY_CHARS;
 use crate::observe::LifecycleEvent;
 use crate::store::{Executor, Value};
 
-/// Most endpoints one [`Dispatcher::list_endpoints`] page holds.
+/// Most items one page of a listing holds ([`Dispatcher::list_endpoints`],
+/// [`Dispatcher::list_messages`]).
 pub const MAX_LIST_LIMIT: u32 = 250;
-/// Endpoints per page when the filter does not say.
+/// Items per page of a listing when the filter does not say.
 pub const DEFAULT_LIST_LIMIT: u32 = 50;
 
 /// Which endpoints [`Dispatcher::list_endpoints`] returns, and from where.

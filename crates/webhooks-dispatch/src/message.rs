@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::endpoint::{check_chars, MAX_EVENT_TYPE_CHARS};
-use crate::error::DispatchError;
+use crate::error::{DispatchError, StorageError};
+use crate::store::Row;
 
 /// Largest serialized payload, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -102,7 +103,8 @@ impl MessageState {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    /// The state named by its stored (and wire) form, if any.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(MessageState::Pending),
             "delivered" => Some(MessageState::Delivered),
@@ -131,6 +133,42 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The event this message fans out (`evt_…`); none for a message dispatched to one endpoint directly.
+    pub event_id: Option<String>,
+    /// Why a dead message ended without its attempts deciding it; none when its last attempt did.
+    pub dead_reason: Option<DeadReason>,
+}
+
+/// Why a message is dead when no attempt made it so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadReason {
+    /// Its endpoint was deleted while it waited.
+    EndpointDeleted,
+}
+
+impl Message {
+    /// Decodes the columns every message-reading statement returns, in this order: id, endpoint_id,
+    /// event_type, status, attempts, next_attempt_at, created_at, updated_at, event_id, dead_reason.
+    pub(crate) fn from_row(row: &Row) -> Result<Message, StorageError> {
+        Ok(Message {
+            id: row.text(0)?,
+            endpoint_id: row.text(1)?,
+            event_type: row.text(2)?,
+            state: MessageState::parse(&row.text(3)?).ok_or_else(|| StorageError::decode("message state"))?,
+            attempts: u32::try_from(row.int(4)?).map_err(|_| StorageError::decode("integer out of range"))?,
+            next_attempt_at: row.timestamp(5)?,
+            created_at: row.timestamp(6)?,
+            updated_at: row.timestamp(7)?,
+            event_id: row.opt_text(8)?,
+            dead_reason: match row.opt_text(9)?.as_deref() {
+                None => None,
+                Some("endpoint_deleted") => Some(DeadReason::EndpointDeleted),
+                Some(_) => return Err(StorageError::decode("dead reason")),
+            },
+        })
+    }
 }
 
 #[cfg(test)]

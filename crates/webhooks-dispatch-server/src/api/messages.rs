@@ -1,14 +1,17 @@
-//! `/v1/messages`: enqueue one or many messages, read a message's status and its attempt log.
+//! `/v1/messages`: enqueue one or many messages, list what was sent, read a message's status and its attempt
+//! log.
 //!
 //! Payloads are taken as raw JSON and stored byte for byte, so what the receiver gets (and what is signed)
 //! is exactly what the client sent — key order and number formatting included.
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use webhooks_dispatch::{Attempt, Dispatched, Message, NewMessage};
+use webhooks_dispatch::{Attempt, Dispatched, ListMessages, Message, MessagePage, MessageState, NewMessage};
 
 use super::{ApiError, ApiJson, ApiPath, Shared};
 
@@ -116,6 +119,55 @@ pub async fn create_batch(
     let any_created = sent.iter().any(|d| d.created);
     let messages: Vec<Sent> = sent.into_iter().map(Sent::from).collect();
     Ok((status(any_created), Json(BatchSent { messages })))
+}
+
+/// `GET /v1/messages` query: every field optional; times in RFC 3339.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    endpoint_id: Option<String>,
+    event_id: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Lists messages newest first, a page at a time → `{"data": [...], "next_cursor": ...}`.
+pub async fn list(
+    State(state): State<Shared>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid_input(e.body_text()))?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            MessageState::parse(s)
+                .ok_or_else(|| ApiError::invalid_input("status must be pending, delivered or dead"))?,
+        ),
+    };
+    let filter = ListMessages {
+        endpoint_id: query.endpoint_id,
+        event_id: query.event_id,
+        status,
+        since: time("since", query.since.as_deref())?,
+        until: time("until", query.until.as_deref())?,
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    Ok(Json(state.dispatcher.list_messages(filter).await?))
+}
+
+/// A query parameter holding an RFC 3339 instant (any offset; compared in UTC).
+fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| ApiError::invalid_input(format!("{name} must be an RFC 3339 time ({e})")))
+        })
+        .transpose()
 }
 
 /// A message's status.

@@ -93,6 +93,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/events", true, events::create),
         route(Method::GET, "/v1/events/{id}", true, events::get),
         route(Method::POST, "/v1/messages", true, messages::create),
+        route(Method::GET, "/v1/messages", true, messages::list),
         route(Method::POST, "/v1/messages/batch", true, messages::create_batch),
         route(Method::GET, "/v1/messages/{id}", true, messages::get),
         route(

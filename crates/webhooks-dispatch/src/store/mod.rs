@@ -131,7 +131,8 @@ pub struct Statements {
     pub insert_messages: &'static str,
     /// $1 endpoint_id, $2 idempotency_key → id.
     pub select_message_by_key: &'static str,
-    /// $1 id → id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at.
+    /// $1 id → id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at,
+    /// event_id.
     pub select_message: &'static str,
     /// $1 token, $2 lease expiry, $3 now, $4 limit, $5 endpoints held by this process, $6 per-endpoint
     /// limit, $7 messages held per endpoint of $5 → id, endpoint_id, payload, attempts, url, secret, custom headers.
@@ -177,6 +178,15 @@ pub struct Statements {
     pub list_endpoints: &'static str,
     /// $1 owner, $2 status or NULL, $3 after id, $4 limit → the owner's endpoints in id order.
     pub list_owner_endpoints: &'static str,
+    /// $1 status or NULL, $2 since, $3 until, $4 before id or NULL, $5 limit → messages as
+    /// `select_message` reads them, newest first.
+    pub list_messages: &'static str,
+    /// $1 endpoint id, $2 status or NULL, $3 since, $4 until, $5 before id or NULL, $6 limit
+    /// → that endpoint's messages, newest first.
+    pub list_endpoint_messages: &'static str,
+    /// $1 event id, $2 endpoint id or NULL, $3 status or NULL, $4 since, $5 until, $6 before
+    /// id or NULL, $7 limit → that event's messages, newest first.
+    pub list_event_messages: &'static str,
 }
 
 impl Statements {
@@ -213,6 +223,9 @@ impl Statements {
             select_event_targets,
             list_endpoints,
             list_owner_endpoints,
+            list_messages,
+            list_endpoint_messages,
+            list_event_messages,
         } = self;
         let mut all = vec![
             *create_migrations_table,
@@ -239,6 +252,9 @@ impl Statements {
             *select_event_targets,
             *list_endpoints,
             *list_owner_endpoints,
+            *list_messages,
+            *list_endpoint_messages,
+            *list_event_messages,
         ];
         all.extend(
             [*notify_due, *listen_due, *connection_setup]

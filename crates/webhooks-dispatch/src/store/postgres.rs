@@ -76,7 +76,8 @@ WHERE endpoint_id = $1::text AND idempotency_key = $2::text";
 
 /// $1 id → id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at.
 pub const SELECT_MESSAGE: &str = "\
-SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at
+SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at, event_id,
+       dead_reason
 FROM webhooks_dispatch_outbox WHERE id = $1::text";
 
 /// The endpoints with pending messages, one per row (and a final NULL), by a skip scan of the per-endpoint
@@ -548,6 +549,68 @@ WHERE owner_id = $1::text AND id > $3::text AND ($2::text IS NULL OR status = $2
 ORDER BY owner_id, id LIMIT $4::int8"
 );
 
+/// The first page of a newest-first listing has no cursor: the bound is then just above the newest id (a
+/// longer string than the greatest id sorts after it under any collation), so `id < bound` stays one index
+/// range whatever plan the server caches. `id < $n OR $n IS NULL` would read the same on a custom plan but,
+/// on a generic one, turns the bound into a filter and every later page into a scan from the newest row.
+macro_rules! before_cursor {
+    ($n:literal) => {
+        concat!(
+            "o.id < COALESCE($",
+            $n,
+            "::text, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')"
+        )
+    };
+}
+
+/// $1 status (NULL: any), $2 created at or after, $3 created before (never NULL: the widest window when the
+/// caller sets none), $4 the last id of the previous page (NULL for the first), $5 how many → messages as
+/// `SELECT_MESSAGE` reads them, newest first (a backward range of the primary key; the filters are checked on
+/// the rows it walks).
+pub const LIST_MESSAGES: &str = concat!(
+    "\
+SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
+       o.event_id, o.dead_reason
+FROM webhooks_dispatch_outbox AS o
+WHERE ",
+    before_cursor!(4),
+    "
+  AND ($1::text IS NULL OR o.status = $1::text)
+  AND o.created_at >= $2::timestamptz AND o.created_at < $3::timestamptz
+ORDER BY o.id DESC LIMIT $5::int8"
+);
+
+/// $1 endpoint id, $2 status (NULL: any), $3 created at or after, $4 created before, $5 the last id of the
+/// previous page (NULL for the first), $6 how many → that endpoint's messages, newest first (a backward range of the `(endpoint_id, id)` index). Disabled endpoints' messages included.
+pub const LIST_ENDPOINT_MESSAGES: &str = concat!(
+    "\
+SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
+       o.event_id, o.dead_reason
+FROM webhooks_dispatch_outbox AS o
+WHERE o.endpoint_id = $1::text AND ",
+    before_cursor!(5),
+    "
+  AND ($2::text IS NULL OR o.status = $2::text)
+  AND o.created_at >= $3::timestamptz AND o.created_at < $4::timestamptz
+ORDER BY o.endpoint_id DESC, o.id DESC LIMIT $6::int8"
+);
+
+/// $1 event id, $2 endpoint id (NULL: any), $3 status (NULL: any), $4 created at or after, $5 created before,
+/// $6 the last id of the previous page (NULL for the first), $7 how many → the event's messages, newest first. Found by `webhooks_dispatch_outbox_event_idx` and sorted: an event has
+/// at most one message per endpoint of its owner.
+pub const LIST_EVENT_MESSAGES: &str = concat!(
+    "\
+SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
+       o.event_id, o.dead_reason
+FROM webhooks_dispatch_outbox AS o
+WHERE o.event_id = $1::text AND ($2::text IS NULL OR o.endpoint_id = $2::text) AND ",
+    before_cursor!(6),
+    "
+  AND ($3::text IS NULL OR o.status = $3::text)
+  AND o.created_at >= $4::timestamptz AND o.created_at < $5::timestamptz
+ORDER BY o.id DESC LIMIT $7::int8"
+);
+
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
     create_migrations_table: CREATE_MIGRATIONS_TABLE,
@@ -578,4 +641,7 @@ pub const STATEMENTS: super::Statements = super::Statements {
     select_event_targets: SELECT_EVENT_TARGETS,
     list_endpoints: LIST_ENDPOINTS,
     list_owner_endpoints: LIST_OWNER_ENDPOINTS,
+    list_messages: LIST_MESSAGES,
+    list_endpoint_messages: LIST_ENDPOINT_MESSAGES,
+    list_event_messages: LIST_EVENT_MESSAGES,
 };

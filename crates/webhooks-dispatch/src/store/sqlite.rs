@@ -114,7 +114,8 @@ SELECT id, event_type, payload FROM webhooks_dispatch_outbox WHERE endpoint_id =
 
 /// See [`super::postgres::SELECT_MESSAGE`].
 pub const SELECT_MESSAGE: &str = "\
-SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at
+SELECT id, endpoint_id, event_type, status, attempts, next_attempt_at, created_at, updated_at, event_id,
+       dead_reason
 FROM webhooks_dispatch_outbox WHERE id = $1";
 
 /// See [`super::postgres::CLAIM_DUE`]: the same endpoint-driven plan, with recursive CTEs where PostgreSQL
@@ -470,6 +471,37 @@ WHERE owner_id = $1 AND id > $3 AND ($2 IS NULL OR status = $2) AND deleted_at I
 ORDER BY owner_id, id LIMIT $4"
 );
 
+/// See [`super::postgres::LIST_MESSAGES`] (the same bound on the first page, which keeps the id a range).
+pub const LIST_MESSAGES: &str = "\
+SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
+       o.event_id, o.dead_reason
+FROM webhooks_dispatch_outbox AS o
+WHERE o.id < COALESCE($4, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')
+  AND ($1 IS NULL OR o.status = $1)
+  AND o.created_at >= $2 AND o.created_at < $3
+ORDER BY o.id DESC LIMIT $5";
+
+/// See [`super::postgres::LIST_ENDPOINT_MESSAGES`].
+pub const LIST_ENDPOINT_MESSAGES: &str = "\
+SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
+       o.event_id, o.dead_reason
+FROM webhooks_dispatch_outbox AS o
+WHERE o.endpoint_id = $1 AND o.id < COALESCE($5, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')
+  AND ($2 IS NULL OR o.status = $2)
+  AND o.created_at >= $3 AND o.created_at < $4
+ORDER BY o.endpoint_id DESC, o.id DESC LIMIT $6";
+
+/// See [`super::postgres::LIST_EVENT_MESSAGES`].
+pub const LIST_EVENT_MESSAGES: &str = "\
+SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
+       o.event_id, o.dead_reason
+FROM webhooks_dispatch_outbox AS o
+WHERE o.event_id = $1 AND ($2 IS NULL OR o.endpoint_id = $2)
+  AND o.id < COALESCE($6, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')
+  AND ($3 IS NULL OR o.status = $3)
+  AND o.created_at >= $4 AND o.created_at < $5
+ORDER BY o.id DESC LIMIT $7";
+
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
     create_migrations_table: CREATE_MIGRATIONS_TABLE,
@@ -500,4 +532,7 @@ pub const STATEMENTS: super::Statements = super::Statements {
     select_event_targets: SELECT_EVENT_TARGETS,
     list_endpoints: LIST_ENDPOINTS,
     list_owner_endpoints: LIST_OWNER_ENDPOINTS,
+    list_messages: LIST_MESSAGES,
+    list_endpoint_messages: LIST_ENDPOINT_MESSAGES,
+    list_event_messages: LIST_EVENT_MESSAGES,
 };

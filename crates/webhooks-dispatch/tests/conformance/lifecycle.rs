@@ -240,12 +240,14 @@ async fn a_deleted_endpoint_behaves_as_unknown_and_its_pending_messages_end_dead
             (MessageState::Dead, 0),
             "ended, never attempted"
         );
+        assert_eq!(
+            m.dead_reason,
+            Some(webhooks_dispatch::DeadReason::EndpointDeleted)
+        );
     }
     // Its history stays readable.
-    assert_eq!(
-        d.message(&delivered).await.unwrap().state,
-        MessageState::Delivered
-    );
+    let kept = d.message(&delivered).await.unwrap();
+    assert_eq!((kept.state, kept.dead_reason), (MessageState::Delivered, None));
     assert_eq!(d.list_attempts(&delivered).await.unwrap().len(), 1);
 
     // Everything else treats it as unknown.

@@ -15,6 +15,8 @@ mod destinations;
 mod events;
 /// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
 mod faults;
+/// What was sent: listing messages by endpoint, event, state and time, newest first, a page at a time.
+mod history;
 /// Updating and deleting endpoints, custom headers, automatic disabling, lifecycle events.
 mod lifecycle;
 /// Numbered schema migrations: upgrades in place with rows intact, concurrency, refusing newer schemas.
