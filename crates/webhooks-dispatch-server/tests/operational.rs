@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use webhooks_dispatch::{verify, EndpointSecret};
 use webhooks_dispatch_testkit::receiver::{Received, Receiver, ReceiverOptions, Reply};
 
-use crate::support::{eventually, url_of, Engine, TestServer};
+use crate::support::{bounded, eventually, url_of, Engine, TestServer};
 use crate::{db, engines};
 
 engines!(
@@ -27,7 +27,16 @@ struct Ops {
 }
 
 async fn start(engine: Engine) -> Ops {
-    let server = TestServer::start_with(engine, |c| c.operational_owner = Some(OPS.to_owned())).await;
+    start_with(engine, true).await
+}
+
+/// As [`start`]; without `worker` the API process delivers nothing (and sees no dead message).
+async fn start_with(engine: Engine, worker: bool) -> Ops {
+    let server = TestServer::start_with(engine, |c| {
+        c.operational_owner = Some(OPS.to_owned());
+        c.worker = worker;
+    })
+    .await;
     let receiver = Receiver::start(&server.fixture.ca, ReceiverOptions::default())
         .await
         .expect("ops receiver");
@@ -165,5 +174,41 @@ async fn a_dead_customer_message_sends_message_attempt_exhausted_but_a_dead_oper
         .filter(|e| e["type"] == "message.attempt.exhausted")
         .collect();
     assert_eq!(exhausted.len(), 1, "only the customer's message: {events:?}");
+    ops.server.stop().await;
+}
+
+// Catches a `worker` process that does not forward: only it sees the message die here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_reports_the_dead_messages_it_sees() {
+    bounded(
+        "operational::a_worker_process_reports_the_dead_messages_it_sees",
+        worker_only(),
+    )
+    .await
+}
+
+async fn worker_only() {
+    let ops = start_with(Engine::Postgres, false).await;
+    let server = &ops.server;
+    server.fixture.receiver.set_default_reply(Reply::status(400));
+    let (customer, _) = server.endpoint().await;
+    let mut config = webhooks_dispatch_server::Config::resolve(server.fixture.settings()).unwrap();
+    config.operational_owner = Some(OPS.to_owned());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(webhooks_dispatch_server::run_worker(config, async {
+        let _ = stopped.await;
+    }));
+
+    let message = json!({"endpoint_id": customer, "event_type": "invoice.paid", "payload": {"n": 1}});
+    let sent = server.call(Method::POST, "/v1/messages", Some(message)).await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    let message_id = sent.json()["id"].as_str().unwrap().to_owned();
+    let (_, body) = ops
+        .wait_for("message.attempt.exhausted", "message_id", &message_id)
+        .await;
+    assert_eq!(body["data"]["owner_id"], "acme");
+    let _ = stop.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(20), worker).await;
+    stopped.expect("worker stopped").expect("no panic").expect("run_worker Ok");
     ops.server.stop().await;
 }
