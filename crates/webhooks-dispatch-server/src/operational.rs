@@ -331,7 +331,8 @@ async fn dispatch(
             );
             Ok(())
         }
-        // Only another process's report of the same dead message holds this key with another timestamp.
+        // The key is held with another payload only when the same dead message was reported already (by
+        // another process, at another timestamp): one report is enough.
         Err(DispatchError::IdempotencyConflict) => Ok(()),
         Err(e) => Err(e),
     }

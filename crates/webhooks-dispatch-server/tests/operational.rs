@@ -99,9 +99,15 @@ impl Ops {
             })
             .collect();
         for event in &events {
-            assert_ne!(event["data"]["owner_id"], OPS, "about the operator itself: {event}");
+            assert_ne!(
+                event["data"]["owner_id"], OPS,
+                "about the operator itself: {event}"
+            );
             let endpoint = event["data"]["endpoint_id"].as_str().unwrap();
-            assert!(!ops_endpoints.contains(&endpoint), "about an ops endpoint: {event}");
+            assert!(
+                !ops_endpoints.contains(&endpoint),
+                "about an ops endpoint: {event}"
+            );
         }
         events
     }
@@ -209,6 +215,9 @@ async fn worker_only() {
     assert_eq!(body["data"]["owner_id"], "acme");
     let _ = stop.send(());
     let stopped = tokio::time::timeout(Duration::from_secs(20), worker).await;
-    stopped.expect("worker stopped").expect("no panic").expect("run_worker Ok");
+    stopped
+        .expect("worker stopped")
+        .expect("no panic")
+        .expect("run_worker Ok");
     ops.server.stop().await;
 }

@@ -15,10 +15,10 @@ mod api;
 mod binary;
 /// Fan-out through `/v1/events`, and disabling and enabling endpoints.
 mod events;
-/// Probes, metrics and the OpenAPI document on a live server.
-mod ops;
 /// Lifecycle events as signed webhooks to the `operational_owner`, and the loop guard.
 mod operational;
+/// Probes, metrics and the OpenAPI document on a live server.
+mod ops;
 /// The database going away under a running server (through a proxy that cuts it) and coming back.
 mod outage;
 /// Invariant 7 on the service: the endpoint secret in no log line (at trace level), response or table.
