@@ -170,6 +170,17 @@ pub struct RawSettings {
     /// (Mozilla) roots — for receivers behind an internal CA.
     #[arg(long, env = "WEBHOOKS_DISPATCH_CA_FILE", value_name = "PATH", global = true)]
     pub ca_file: Option<PathBuf>,
+
+    /// Owner id that receives operational webhooks (endpoint.created, endpoint.disabled, …,
+    /// message.attempt.exhausted) about every other owner's endpoints; operators subscribe by registering
+    /// endpoints for it [default: none, no operational events].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_OPERATIONAL_OWNER",
+        value_name = "OWNER_ID",
+        global = true
+    )]
+    pub operational_owner: Option<String>,
 }
 
 impl RawSettings {
@@ -211,6 +222,7 @@ impl RawSettings {
             log_format: self.log_format.or(lower.log_format),
             allow_net: self.allow_net.or(lower.allow_net),
             ca_file: self.ca_file.or(lower.ca_file),
+            operational_owner: self.operational_owner.or(lower.operational_owner),
         }
     }
 
@@ -276,6 +288,8 @@ pub struct Config {
     pub allow_net: Vec<IpNet>,
     /// Extra trusted CAs for endpoint TLS.
     pub ca_file: Option<PathBuf>,
+    /// The owner lifecycle events are dispatched to as operational webhooks; `None` turns them off.
+    pub operational_owner: Option<String>,
 }
 
 impl Config {
@@ -341,6 +355,19 @@ impl Config {
                 ));
             }
         }
+        if let Some(owner) = &raw.operational_owner {
+            // The library would refuse the same owner id at the first event; refusing it at start-up
+            // names the setting instead of logging a dispatch error per event.
+            if owner.trim().is_empty() || owner.chars().count() > webhooks_dispatch::MAX_OWNER_ID_CHARS {
+                return Err(bad(
+                    "operational_owner",
+                    format!(
+                        "must be a non-blank owner id of at most {} characters",
+                        webhooks_dispatch::MAX_OWNER_ID_CHARS
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             listen,
             database_url,
@@ -381,6 +408,7 @@ impl Config {
             log_format: raw.log_format.unwrap_or_default(),
             allow_net,
             ca_file: raw.ca_file,
+            operational_owner: raw.operational_owner,
         })
     }
 

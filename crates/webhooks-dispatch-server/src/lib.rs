@@ -20,6 +20,7 @@
 //! - [`api`]: routes (one table, also checked against the OpenAPI document), handlers, JSON errors.
 //! - [`auth`]: bearer API keys, compared in constant time.
 //! - [`metrics`]: Prometheus registry, and the tracing layer that counts attempt outcomes.
+//! - [`operational`]: lifecycle events sent as webhooks to the `operational_owner` (endpoint.disabled, …).
 //! - [`openapi`]: the hand-written OpenAPI 3.1 document.
 //! - [`logging`]: the tracing subscriber (human or JSON).
 
@@ -34,6 +35,7 @@ mod error;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
+pub mod operational;
 pub mod server;
 
 pub use config::Config;

@@ -8,6 +8,7 @@
 //! | `webhooks_dispatch_due_messages` | gauge | due, unleased pending messages (the backlog), read at scrape time |
 //! | `webhooks_dispatch_oldest_due_age_seconds` | gauge | how long the oldest of them has been due (0 when none) |
 //! | `webhooks_dispatch_queue_stats_errors_total` | counter | scrapes whose backlog read failed (gauges then keep their last value) |
+//! | `webhooks_dispatch_operational_events_dropped_total` | counter | lifecycle events not sent as operational webhooks because their queue was full |
 //!
 //! Counters come from the library's [`Observer`] hook (the dispatcher reports every created message and every
 //! *recorded* attempt, with no secret or payload); the backlog gauges from `Dispatcher::queue_stats`, read at
@@ -41,6 +42,7 @@ pub struct Metrics {
     due: Gauge,
     oldest_due_age: Gauge<f64, AtomicU64>,
     stats_errors: Counter,
+    operational_dropped: Counter,
     /// Serializes "read the backlog, set the gauges, encode" so two concurrent scrapes cannot interleave
     /// and report one scrape's count with the other's age.
     scrape: tokio::sync::Mutex<()>,
@@ -60,6 +62,7 @@ impl Metrics {
         let due = Gauge::default();
         let oldest_due_age = Gauge::<f64, AtomicU64>::default();
         let stats_errors = Counter::default();
+        let operational_dropped = Counter::default();
         let attempts = Family::<OutcomeLabel, Counter>::default();
         // Created up front so every outcome is exported from the first scrape, at 0.
         for outcome in OUTCOMES {
@@ -96,6 +99,11 @@ impl Metrics {
             "Scrapes whose backlog read failed; the backlog gauges then keep their last value",
             stats_errors.clone(),
         );
+        registry.register(
+            "operational_events_dropped",
+            "Lifecycle events not sent as operational webhooks because their queue was full",
+            operational_dropped.clone(),
+        );
         Metrics {
             registry,
             dispatched,
@@ -104,8 +112,14 @@ impl Metrics {
             due,
             oldest_due_age,
             stats_errors,
+            operational_dropped,
             scrape: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The counter of dropped operational events, for the forwarder to increment.
+    pub fn operational_dropped(&self) -> Counter {
+        self.operational_dropped.clone()
     }
 
     /// Reads the backlog and renders every metric. A failed backlog read is counted and logged, not

@@ -14,13 +14,14 @@ use webhooks_dispatch::rustls::pki_types::pem::PemObject;
 use webhooks_dispatch::rustls::pki_types::CertificateDer;
 use webhooks_dispatch::rustls::RootCertStore;
 use webhooks_dispatch::store::Executor;
-use webhooks_dispatch::{Dispatcher, Worker, WorkerReport};
+use webhooks_dispatch::{Dispatcher, Observer, Worker, WorkerReport};
 
 use crate::api::{self, AppState};
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::database::{self, Database};
 use crate::metrics::Metrics;
+use crate::operational::{self, Inbox, Observers};
 use crate::Error;
 
 /// The library's dispatcher over the service's pool.
@@ -39,10 +40,12 @@ pub async fn run(
     config.check_serve()?;
     let db = database::open(&config.database_url, config.database_max_connections).await?;
     let metrics = Arc::new(Metrics::new());
-    // The API and the worker share this dispatcher: one configuration, one metrics observer, and (on
-    // SQLite) the in-memory wake-up from a dispatch to the worker.
-    let dispatcher = dispatcher(&config, db.executor.clone(), Some(metrics.clone()))?;
+    // The API and the worker share this dispatcher: one configuration, one observer, and (on SQLite) the
+    // in-memory wake-up from a dispatch to the worker.
+    let (observer, inbox) = observer(&config, Some(metrics.clone()));
+    let dispatcher = dispatcher(&config, db.executor.clone(), observer)?;
     dispatcher.migrate().await?;
+    let operational = inbox.map(|inbox| inbox.spawn(dispatcher.clone()));
 
     // One shutdown request fans out to the HTTP server and the worker.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -87,6 +90,10 @@ pub async fn run(
     if let Some(worker) = worker {
         finish_worker(worker.await);
     }
+    // Last, so the events of the final deliveries and requests are still dispatched.
+    if let Some(operational) = operational {
+        operational.shutdown(config.shutdown_grace).await;
+    }
     served.map_err(|e| Error::io("serving HTTP", e))?;
     tracing::info!("stopped");
     Ok(())
@@ -95,11 +102,17 @@ pub async fn run(
 /// Runs only the delivery worker until `shutdown` completes (the `worker` command).
 pub async fn run_worker(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
     let db = database::open(&config.database_url, config.database_max_connections).await?;
-    let dispatcher = dispatcher(&config, db.executor.clone(), None)?;
+    // A worker alone still sees dead messages and automatic disabling, so it forwards them too.
+    let (observer, inbox) = observer(&config, None);
+    let dispatcher = dispatcher(&config, db.executor.clone(), observer)?;
     dispatcher.migrate().await?;
+    let operational = inbox.map(|inbox| inbox.spawn(dispatcher.clone()));
     let worker = worker(&config, &db, dispatcher).await;
     tracing::info!("worker started");
     finish_worker(Ok::<_, std::convert::Infallible>(worker.run(shutdown).await));
+    if let Some(operational) = operational {
+        operational.shutdown(config.shutdown_grace).await;
+    }
     Ok(())
 }
 
@@ -110,12 +123,32 @@ pub async fn migrate(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// The service's observer — `metrics`, the operational forwarder when `operational_owner` is set, or both
+/// — and the forwarder's inbox, to spawn once the dispatcher it needs exists.
+fn observer(config: &Config, metrics: Option<Arc<Metrics>>) -> (Option<Arc<dyn Observer>>, Option<Inbox>) {
+    let Some(owner) = &config.operational_owner else {
+        return (metrics.map(|m| m as Arc<dyn Observer>), None);
+    };
+    // Without metrics (a worker process) drops are still counted, for the warning's running total.
+    let dropped = metrics
+        .as_ref()
+        .map(|m| m.operational_dropped())
+        .unwrap_or_default();
+    let (forwarder, inbox) = operational::channel(owner, dropped);
+    let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
+    if let Some(metrics) = metrics {
+        observers.push(metrics);
+    }
+    observers.push(Arc::new(forwarder));
+    (Some(Arc::new(Observers(observers))), Some(inbox))
+}
+
 /// A dispatcher configured from the settings: timeouts, concurrency, the SSRF allowlist and trusted CAs;
-/// `metrics`, when given, observes its dispatches and attempts.
+/// `observer`, when given, hears of its dispatches, attempts and lifecycle changes.
 pub fn dispatcher(
     config: &Config,
     executor: Arc<dyn Executor>,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<dyn Observer>>,
 ) -> Result<ServiceDispatcher, Error> {
     // The API's dispatches share the pool and never run in a caller's transaction: group commit applies.
     let mut builder = Dispatcher::builder(executor)
@@ -129,8 +162,8 @@ pub fn dispatcher(
     if let Some(path) = &config.ca_file {
         builder = builder.root_certificates(roots_with(path)?);
     }
-    if let Some(metrics) = metrics {
-        builder = builder.observer(metrics);
+    if let Some(observer) = observer {
+        builder = builder.observer(observer);
     }
     Ok(builder.build())
 }

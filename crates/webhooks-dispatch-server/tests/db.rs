@@ -49,6 +49,29 @@ pub async fn outbox(db: &dyn Executor) -> Vec<OutboxRow> {
         .collect()
 }
 
+/// Every message of one endpoint, as (id, status), by id.
+pub async fn messages_of(db: &dyn Executor, endpoint_id: &str) -> Vec<(String, String)> {
+    let sql = "SELECT id, endpoint_id, status FROM webhooks_dispatch_outbox ORDER BY id";
+    rows(db, sql, &[])
+        .await
+        .iter()
+        .filter(|r| r.text(1).unwrap() == endpoint_id)
+        .map(|r| (r.text(0).unwrap(), r.text(2).unwrap()))
+        .collect()
+}
+
+/// Every event of one owner, as (event type, payload text).
+pub async fn events_of(db: &dyn Executor, owner_id: &str) -> Vec<(String, String)> {
+    // Filtered here rather than bound: one statement text both engines accept without a cast.
+    let sql = "SELECT owner_id, event_type, payload FROM webhooks_dispatch_events ORDER BY id";
+    rows(db, sql, &[])
+        .await
+        .iter()
+        .filter(|r| r.text(0).unwrap() == owner_id)
+        .map(|r| (r.text(1).unwrap(), r.text(2).unwrap()))
+        .collect()
+}
+
 /// One row of `webhooks_dispatch_attempts`.
 #[derive(Debug)]
 pub struct AttemptRow {

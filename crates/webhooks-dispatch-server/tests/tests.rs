@@ -17,6 +17,8 @@ mod binary;
 mod events;
 /// Listing what was sent through `GET /v1/messages`.
 mod history;
+/// Lifecycle events as signed webhooks to the `operational_owner`, and the loop guard.
+mod operational;
 /// Probes, metrics and the OpenAPI document on a live server.
 mod ops;
 /// The database going away under a running server (through a proxy that cuts it) and coming back.

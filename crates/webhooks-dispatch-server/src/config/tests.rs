@@ -150,3 +150,40 @@ fn durations() {
     assert!(parse_duration("1.5s").is_err());
     assert!(parse_duration("s").is_err());
 }
+
+#[test]
+fn operational_owner_is_optional_flows_like_every_setting_and_must_be_an_owner_id() {
+    assert_eq!(Config::resolve(raw()).unwrap().operational_owner, None);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "operational_owner = \"ops-file\"\n").unwrap();
+    let file = RawSettings::from_file(&path).unwrap();
+    let from_file = Config::resolve(raw().or(file.clone())).unwrap();
+    assert_eq!(from_file.operational_owner.as_deref(), Some("ops-file"));
+    let flags = RawSettings {
+        operational_owner: Some("ops-flag".to_owned()),
+        ..raw()
+    };
+    let c = Config::resolve(flags.or(file)).unwrap();
+    assert_eq!(c.operational_owner.as_deref(), Some("ops-flag"));
+    // Global like every setting: accepted after the command name too.
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+        "webhooks-dispatch",
+        "worker",
+        "--operational-owner",
+        "ops-cli",
+    ])
+    .unwrap();
+    assert_eq!(cli.settings.operational_owner.as_deref(), Some("ops-cli"));
+    for bad in [
+        " ".to_owned(),
+        "o".repeat(webhooks_dispatch::MAX_OWNER_ID_CHARS + 1),
+    ] {
+        let raw = RawSettings {
+            operational_owner: Some(bad),
+            ..raw()
+        };
+        let err = Config::resolve(raw).unwrap_err().to_string();
+        assert!(err.contains("operational_owner"), "{err}");
+    }
+}
