@@ -1,4 +1,5 @@
-//! The command line: `serve`, `worker`, `migrate`, and client conveniences (`endpoint add|list|show|disable|enable`,
+//! The command line: `serve`, `worker`, `migrate`, and client conveniences
+//! (`endpoint add|list|show|update|disable|enable|delete`,
 //! `send`, `event send`, `message list`, `attempts`, `verify`).
 //!
 //! The client commands talk to the database directly through the library, with the same `--database-url`
@@ -11,10 +12,11 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::value::RawValue;
-use webhooks_dispatch::{
-    verify, Attempt, Endpoint, EndpointSecret, EndpointStatus, ListEndpoints, ListMessages, MessageState,
-    NewEndpoint, NewEvent, NewMessage,
-};
+use webhooks_dispatch::{verify, Attempt, EndpointSecret, ListMessages, MessageState, NewEvent, NewMessage};
+
+mod endpoint;
+
+use endpoint::{endpoint_command, EndpointCommand};
 
 use crate::config::{Config, RawSettings};
 use crate::{database, logging, server, Error};
@@ -74,54 +76,6 @@ pub enum Command {
     },
     /// Check a received webhook's signature (no database). Exit 0 when valid, 1 when not.
     Verify(VerifyArgs),
-}
-
-/// `endpoint …`.
-#[derive(Debug, Subcommand)]
-pub enum EndpointCommand {
-    /// Register an endpoint; prints its id and its signing secret (shown this once).
-    Add {
-        /// Your customer's id.
-        #[arg(long)]
-        owner: String,
-        /// https:// URL to deliver to.
-        #[arg(long)]
-        url: String,
-        /// Deliver only this event type (repeatable; none: all types).
-        #[arg(long = "event-type", value_name = "TYPE")]
-        event_types: Vec<String>,
-    },
-    /// List endpoints in registration order, one per line (id, owner, status, URL); the cursor of the next
-    /// page, if any, goes to standard error.
-    List {
-        /// Only this owner's.
-        #[arg(long)]
-        owner: Option<String>,
-        /// Only disabled (or active) endpoints.
-        #[arg(long, value_parser = ["active", "disabled"])]
-        status: Option<String>,
-        /// At most this many (1..=250).
-        #[arg(long, default_value_t = webhooks_dispatch::DEFAULT_LIST_LIMIT)]
-        limit: u32,
-        /// Where the previous page ended.
-        #[arg(long)]
-        cursor: Option<String>,
-    },
-    /// Show an endpoint (never its secret).
-    Show {
-        /// The ep_… id.
-        endpoint_id: String,
-    },
-    /// Disable an endpoint: new messages to it are refused, events skip it, its pending messages wait.
-    Disable {
-        /// The ep_… id.
-        endpoint_id: String,
-    },
-    /// Enable an endpoint again: its waiting messages are due at once.
-    Enable {
-        /// The ep_… id.
-        endpoint_id: String,
-    },
 }
 
 /// `event …`.
@@ -331,75 +285,6 @@ async fn execute(command: Command, config: Config) -> Result<(), Error> {
     }
 }
 
-async fn endpoint_command(command: EndpointCommand, config: &Config) -> Result<(), Error> {
-    let d = client(config).await?;
-    match command {
-        EndpointCommand::Add {
-            owner,
-            url,
-            event_types,
-        } => {
-            let mut input = NewEndpoint::new(owner, url);
-            if !event_types.is_empty() {
-                input = input.event_types(event_types);
-            }
-            let ep = d.register_endpoint(input).await?;
-            println!("id: {}", ep.id);
-            println!("secret: {}", ep.secret.expose());
-            eprintln!(
-                "The secret is shown only this once: store it now and give it to the endpoint's owner."
-            );
-        }
-        EndpointCommand::List {
-            owner,
-            status,
-            limit,
-            cursor,
-        } => {
-            // clap admits only the two names.
-            let status = status.as_deref().and_then(EndpointStatus::parse);
-            let filter = ListEndpoints {
-                owner_id: owner,
-                status,
-                limit: Some(limit),
-                cursor,
-            };
-            let page = d.list_endpoints(filter).await?;
-            for ep in &page.data {
-                println!("{}  {}  {}  {}", ep.id, ep.owner_id, ep.status.as_str(), ep.url);
-            }
-            if let Some(next) = page.next_cursor {
-                eprintln!("more: --cursor {next}");
-            }
-        }
-        EndpointCommand::Show { endpoint_id } => print_endpoint(&d.endpoint(&endpoint_id).await?),
-        EndpointCommand::Disable { endpoint_id } => print_endpoint(&d.disable_endpoint(&endpoint_id).await?),
-        EndpointCommand::Enable { endpoint_id } => print_endpoint(&d.enable_endpoint(&endpoint_id).await?),
-    }
-    Ok(())
-}
-
-fn print_endpoint(ep: &Endpoint) {
-    println!("id: {}", ep.id);
-    println!("owner: {}", ep.owner_id);
-    println!("url: {}", ep.url);
-    let types = if ep.event_types.is_empty() {
-        "(all)".to_owned()
-    } else {
-        ep.event_types.join(", ")
-    };
-    println!("event types: {types}");
-    println!("created: {}", ep.created_at.to_rfc3339());
-    match (ep.status, ep.disabled_reason, ep.disabled_at) {
-        (EndpointStatus::Active, ..) => println!("status: active"),
-        (_, reason, at) => println!(
-            "status: disabled ({}) since {}",
-            reason.map_or("unknown", |r| r.as_str()),
-            at.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
-        ),
-    }
-}
-
 async fn send_command(args: SendArgs, config: &Config) -> Result<(), Error> {
     let payload = json_arg(&args.data)?;
     let mut input = NewMessage::new(args.endpoint, args.event_type, payload);
@@ -468,7 +353,7 @@ fn json_arg(data: &str) -> Result<Box<RawValue>, Error> {
 }
 
 /// A dispatcher for the client commands (no migration: they should not create tables as a side effect).
-async fn client(config: &Config) -> Result<server::ServiceDispatcher, Error> {
+pub(crate) async fn client(config: &Config) -> Result<server::ServiceDispatcher, Error> {
     let db = database::open(&config.database_url, 2).await?;
     server::dispatcher(config, db.executor, None)
 }

@@ -16,7 +16,7 @@ use crate::support::{authorize, bounded, eventually, get, send, Engine, Fixture,
 
 engines!(
     cli_serve_send_attempts_and_verify,
-    cli_event_send_fans_out_and_endpoint_disable_enable,
+    cli_event_send_fans_out_and_endpoint_disable_enable_update_delete,
     cli_message_list_pages_newest_first_with_filters
 );
 
@@ -90,7 +90,7 @@ async fn cli_serve_send_attempts_and_verify(engine: Engine) {
     assert!(!logs.contains(API_KEY), "the API key was logged");
 }
 
-async fn cli_event_send_fans_out_and_endpoint_disable_enable(engine: Engine) {
+async fn cli_event_send_fans_out_and_endpoint_disable_enable_update_delete(engine: Engine) {
     let fixture = Fixture::new(engine).await;
     let mut migrate = command(&fixture);
     migrate.arg("migrate");
@@ -170,6 +170,35 @@ async fn cli_event_send_fans_out_and_endpoint_disable_enable(engine: Engine) {
     let unknown = run(endpoint("disable", "ep_nope"), None).await;
     assert!(!unknown.status.success());
     assert!(unknown.stderr.contains("unknown endpoint"), "{}", unknown.stderr);
+
+    let mut update = endpoint("update", &ids[0]);
+    update.args([
+        "--description",
+        "billing",
+        "--metadata",
+        "team=payments",
+        "--header",
+        "authorization=Bearer cli-credential",
+    ]);
+    let updated = run(update, None).await;
+    assert!(updated.status.success(), "{}", updated.stderr);
+    for line in [
+        "description: billing",
+        "metadata: team=payments",
+        "custom headers: authorization (values hidden)",
+    ] {
+        assert!(updated.stdout.contains(line), "{line} in {}", updated.stdout);
+    }
+    assert!(!updated.stdout.contains("cli-credential"), "{}", updated.stdout);
+    let deleted = run(endpoint("delete", &ids[0]), None).await;
+    assert!(deleted.status.success(), "{}", deleted.stderr);
+    assert!(
+        deleted.stdout.contains(&format!("deleted: {}", ids[0])),
+        "{}",
+        deleted.stdout
+    );
+    let gone = run(endpoint("show", &ids[0]), None).await;
+    assert!(gone.stderr.contains("unknown endpoint"), "{}", gone.stderr);
 }
 
 async fn cli_message_list_pages_newest_first_with_filters(engine: Engine) {

@@ -13,6 +13,7 @@ engines!(
     an_event_fans_out_to_the_owners_endpoints_and_skips_a_disabled_one,
     disabling_an_endpoint_refuses_its_messages_until_it_is_enabled,
     endpoints_are_listed_a_page_at_a_time_by_owner_and_status,
+    an_endpoint_is_changed_with_patch_and_deleted_with_delete,
 );
 
 /// `POST /v1/events` with an `Idempotency-Key`.
@@ -222,4 +223,67 @@ async fn endpoints_are_listed_a_page_at_a_time_by_owner_and_status(engine: Engin
         );
     }
     server.stop().await;
+}
+
+async fn an_endpoint_is_changed_with_patch_and_deleted_with_delete(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (id, _) = server.endpoint().await;
+    let path = format!("/v1/endpoints/{id}");
+    let patch = json!({
+        "description": "billing",
+        "metadata": {"team": "payments"},
+        "headers": {"Authorization": "Bearer api-credential"},
+        "event_types": ["invoice.paid"]
+    });
+    let changed = server.call(Method::PATCH, &path, Some(patch)).await;
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    let json = changed.json();
+    assert_eq!(json["description"], "billing");
+    assert_eq!(json["metadata"], json!({"team": "payments"}));
+    assert_eq!(json["header_names"], json!(["authorization"]));
+    assert_eq!(json["event_types"], json!(["invoice.paid"]));
+    assert!(!changed.text().contains("api-credential"), "{}", changed.text());
+
+    // The header goes out with the delivery.
+    let body = json!({"endpoint_id": id, "event_type": "invoice.paid", "payload": {"n": 1}});
+    let sent = server.call(Method::POST, "/v1/messages", Some(body)).await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    let receiver = &server.fixture.receiver;
+    assert!(receiver.wait_for(1, Duration::from_secs(30)).await, "delivered");
+    assert_eq!(
+        receiver.received()[0].headers["authorization"],
+        "Bearer api-credential"
+    );
+
+    for (patch, code) in [
+        (json!({"headers": {"webhook-id": "x"}}), "invalid_input"),
+        (json!({"url": "https://10.1.2.3/hook"}), "invalid_url"),
+        (json!({"colour": "red"}), "invalid_json"),
+    ] {
+        let refused = server.call(Method::PATCH, &path, Some(patch.clone())).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (400, code.to_owned()),
+            "{patch}"
+        );
+    }
+
+    let deleted = server.call(Method::DELETE, &path, None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json(), json!({"id": id, "messages_ended": 0}));
+    for (method, body) in [
+        (Method::GET, None),
+        (Method::DELETE, None),
+        (Method::PATCH, Some(json!({"description": "x"}))),
+    ] {
+        let gone = server.call(method.clone(), &path, body).await;
+        assert_eq!(
+            (gone.status, gone.code()),
+            (404, "unknown_endpoint".to_owned()),
+            "{method}"
+        );
+    }
+    let body = json!({"endpoint_id": id, "event_type": "invoice.paid", "payload": {}});
+    let refused = server.call(Method::POST, "/v1/messages", Some(body)).await;
+    assert_eq!(refused.status, 404, "{}", refused.text());
 }
