@@ -209,7 +209,7 @@ async fn provoke_every_error(client: &Recorded, endpoint: &str) {
     client
         .expect(404, Method::POST, "/v1/messages/batch", Some(batch))
         .await;
-    client.expect(405, Method::DELETE, &path, None).await;
+    client.expect(405, Method::PUT, &path, None).await;
 
     for (payload, status) in [(1, 201), (2, 409)] {
         let mut req = build(
