@@ -181,6 +181,32 @@ pub struct RawSettings {
         global = true
     )]
     pub operational_owner: Option<String>,
+
+    /// Disable an endpoint (reason failing) after this long without a delivery while its messages go dead,
+    /// e.g. 5d or 36h; `off` never does [default: 5d].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_DISABLE_FAILING_AFTER",
+        value_name = "DURATION|off",
+        global = true
+    )]
+    pub disable_failing_after: Option<String>,
+
+    /// What a 410 Gone answer does besides killing its message: `disable` the endpoint (the Standard
+    /// Webhooks advice) or only `dead` [default: disable].
+    #[arg(long, env = "WEBHOOKS_DISPATCH_ON_GONE", value_enum, global = true)]
+    pub on_gone: Option<GoneSetting>,
+}
+
+/// The `on_gone` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum GoneSetting {
+    /// Disable the endpoint (reason `gone`).
+    #[default]
+    Disable,
+    /// Only end the message as dead.
+    Dead,
 }
 
 impl RawSettings {
@@ -223,6 +249,8 @@ impl RawSettings {
             allow_net: self.allow_net.or(lower.allow_net),
             ca_file: self.ca_file.or(lower.ca_file),
             operational_owner: self.operational_owner.or(lower.operational_owner),
+            disable_failing_after: self.disable_failing_after.or(lower.disable_failing_after),
+            on_gone: self.on_gone.or(lower.on_gone),
         }
     }
 
@@ -290,6 +318,10 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// The owner lifecycle events are dispatched to as operational webhooks; `None` turns them off.
     pub operational_owner: Option<String>,
+    /// How long a failing endpoint may go without a delivery before it is disabled; `None`: never.
+    pub disable_failing_after: Option<Duration>,
+    /// What a 410 Gone does to its endpoint.
+    pub on_gone: GoneSetting,
 }
 
 impl Config {
@@ -409,6 +441,15 @@ impl Config {
             allow_net,
             ca_file: raw.ca_file,
             operational_owner: raw.operational_owner,
+            disable_failing_after: match raw.disable_failing_after.as_deref().map(str::trim) {
+                Some("off") => None,
+                other => Some(duration(
+                    "disable_failing_after",
+                    other.map(str::to_owned),
+                    webhooks_dispatch::DEFAULT_DISABLE_FAILING_AFTER,
+                )?),
+            },
+            on_gone: raw.on_gone.unwrap_or_default(),
         })
     }
 
@@ -442,7 +483,7 @@ impl fmt::Debug for ApiKeys {
     }
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h` (a whole number and a unit; no unit is an error, so `10` cannot be
+/// Parses `500ms`, `10s`, `2m`, `1h`, `5d` (a whole number and a unit; no unit is an error, so `10` cannot be
 /// misread as milliseconds or seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -456,6 +497,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
         _ => return Err(format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h")),
     };
     if d.is_zero() {

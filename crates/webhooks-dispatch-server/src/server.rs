@@ -14,11 +14,11 @@ use webhooks_dispatch::rustls::pki_types::pem::PemObject;
 use webhooks_dispatch::rustls::pki_types::CertificateDer;
 use webhooks_dispatch::rustls::RootCertStore;
 use webhooks_dispatch::store::Executor;
-use webhooks_dispatch::{Dispatcher, Observer, Worker, WorkerReport};
+use webhooks_dispatch::{Dispatcher, Observer, OnGone, Worker, WorkerReport};
 
 use crate::api::{self, AppState};
 use crate::auth::Keys;
-use crate::config::Config;
+use crate::config::{Config, GoneSetting};
 use crate::database::{self, Database};
 use crate::metrics::Metrics;
 use crate::operational::{self, Inbox, Observers};
@@ -155,7 +155,12 @@ pub fn dispatcher(
         .coalesce_dispatches()
         .attempt_timeout(config.attempt_timeout)
         .concurrency(config.concurrency)
-        .per_endpoint_concurrency(config.per_endpoint_concurrency);
+        .per_endpoint_concurrency(config.per_endpoint_concurrency)
+        .disable_failing_after(config.disable_failing_after)
+        .on_gone(match config.on_gone {
+            GoneSetting::Disable => OnGone::Disable,
+            GoneSetting::Dead => OnGone::Dead,
+        });
     for net in &config.allow_net {
         builder = builder.allow_net(*net);
     }

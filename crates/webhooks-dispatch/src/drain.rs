@@ -355,11 +355,16 @@ impl<E: Executor> Dispatcher<E> {
 
     fn completion_params(&self, chunk: &[Record]) -> [Value; 10] {
         let settings = self.settings();
-        // An endpoint failing since before this instant, with a message gone dead since, is disabled.
+        // An endpoint failing since before this instant, with a message gone dead since, is disabled. With the
+        // rule off the cutoff is year 1, which no failure precedes: a time is always bound, never NULL,
+        // because a driver that caches a statement with its first call's parameter types (sqlx) would read a
+        // later timestamp after a NULL (sent as text) wrongly.
+        let never = DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
         let failing_cutoff = settings
             .disable_failing_after
             .and_then(|after| chrono::Duration::from_std(after).ok())
-            .and_then(|after| settings.clock.now().checked_sub_signed(after));
+            .and_then(|after| settings.clock.now().checked_sub_signed(after))
+            .map_or(never, |cutoff| cutoff.max(never));
         [
             Value::from(chunk.iter().map(|r| r.id.clone()).collect::<Vec<String>>()),
             Value::from(chunk.iter().map(|r| r.token.to_string()).collect::<Vec<String>>()),

@@ -169,10 +169,14 @@ impl<E: Executor> Dispatcher<E> {
         update: UpdateEndpoint,
     ) -> Result<Endpoint, DispatchError> {
         check_chars("endpoint_id", endpoint_id, MAX_KEY_CHARS, false)?;
+        // Always an array, with a flag saying whether it applies: a NULL (sent as text) in its place would
+        // make a driver that caches statements with their first call's parameter types (sqlx) misread a
+        // later array.
         let event_types = match &update.event_types {
-            Some(types) => Value::from(normalize_event_types(Some(types))?),
-            None => Value::Null,
+            Some(types) => normalize_event_types(Some(types))?,
+            None => Vec::new(),
         };
+        let change_types = Value::Bool(update.event_types.is_some());
         if let Some(description) = &update.description {
             check_description(description)?;
         }
@@ -189,7 +193,8 @@ impl<E: Executor> Dispatcher<E> {
         let params = [
             Value::from(endpoint_id),
             Value::from(update.url),
-            event_types,
+            Value::from(event_types),
+            change_types,
             Value::from(update.description),
             Value::from(metadata),
             Value::from(headers),

@@ -187,3 +187,30 @@ fn operational_owner_is_optional_flows_like_every_setting_and_must_be_an_owner_i
         assert!(err.contains("operational_owner"), "{err}");
     }
 }
+
+#[test]
+fn disable_failing_after_takes_days_or_off_and_on_gone_takes_its_two_words() {
+    let c = Config::resolve(raw()).unwrap();
+    assert_eq!(
+        c.disable_failing_after,
+        Some(webhooks_dispatch::DEFAULT_DISABLE_FAILING_AFTER)
+    );
+    assert_eq!(c.on_gone, GoneSetting::Disable);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "disable_failing_after = \"2d\"\non_gone = \"dead\"\n").unwrap();
+    let c = Config::resolve(RawSettings::from_file(&path).unwrap().or(raw())).unwrap();
+    assert_eq!(c.disable_failing_after, Some(Duration::from_secs(2 * 86_400)));
+    assert_eq!(c.on_gone, GoneSetting::Dead);
+    let off = RawSettings {
+        disable_failing_after: Some("off".to_owned()),
+        ..raw()
+    };
+    assert_eq!(Config::resolve(off).unwrap().disable_failing_after, None);
+    let bad = RawSettings {
+        disable_failing_after: Some("soon".to_owned()),
+        ..raw()
+    };
+    let err = Config::resolve(bad).unwrap_err().to_string();
+    assert!(err.contains("disable_failing_after"), "{err}");
+}

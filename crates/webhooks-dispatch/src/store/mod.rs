@@ -138,7 +138,7 @@ pub struct Statements {
     /// limit, $7 messages held per endpoint of $5 → id, endpoint_id, payload, attempts, url, secret, custom headers.
     pub claim_due: &'static str,
     /// Parallel arrays $1 ids, $2 tokens, $3 outcomes, $4 attempted_at, $5 status codes, $6 latencies,
-    /// $7 next attempt times, $8 errors; $9 whether a 410 disables, $10 the failing cutoff or NULL →
+    /// $7 next attempt times, $8 errors; $9 whether a 410 disables, $10 the failing cutoff (year 1: off) →
     /// (message_id, NULL, NULL, NULL) per recorded attempt, (NULL, endpoint id, owner id, reason) per
     /// endpoint disabled.
     pub complete_attempts: &'static str,
@@ -161,8 +161,8 @@ pub struct Statements {
     pub disable_endpoint: &'static str,
     /// $1 endpoint id, $2 now → the endpoint (no row: unknown).
     pub enable_endpoint: &'static str,
-    /// $1 endpoint id, $2 url, $3 event types, $4 description, $5 metadata, $6 headers (NULL: unchanged) →
-    /// the endpoint (no row: unknown).
+    /// $1 endpoint id, $2 url, $3 event types, $4 whether $3 applies, $5 description, $6 metadata, $7 headers
+    /// (NULL: unchanged) → the endpoint (no row: unknown).
     pub update_endpoint: &'static str,
     /// $1 endpoint id, $2 now → endpoint id, messages ended (no row: unknown).
     pub delete_endpoint: &'static str,

@@ -166,7 +166,7 @@ RETURNING o.id, o.endpoint_id,
 /// attempt: $1 message ids, $2 lease tokens, $3 outcomes ('delivered' | 'retrying' | 'dead'), $4 attempted_at,
 /// $5 status codes (NULL: no response), $6 latency_ms, $7 next_attempt_at (NULL unless retrying), $8 errors;
 /// $9 whether a `410 Gone` disables its endpoint, $10 the failing cutoff (an endpoint failing since before
-/// it, with a message gone dead meanwhile, is disabled; NULL: never) → (message_id, NULL, NULL, NULL) for
+/// it, with a message gone dead meanwhile, is disabled; year 1 when the rule is off) → (message_id, NULL, NULL, NULL) for
 /// each attempt recorded, and (NULL, endpoint id, owner id, reason) for each endpoint this statement
 /// disabled (reason `gone` or `failing`).
 /// Matching on the lease token refuses a stale drain whose lease expired and was re-claimed; matching on
@@ -230,7 +230,7 @@ WITH input AS (
 ), health AS (
     -- What becomes of each such active endpoint: a 410 Gone is the receiver saying the endpoint is no more
     -- (Standard Webhooks), so it is disabled in this same statement; an endpoint failing since before the
-    -- cutoff $10 (NULL: never) with a message gone dead since then is disabled as failing.
+    -- cutoff $10 (year 1 when the rule is off) with a message gone dead since then is disabled as failing.
     SELECT b.*, CASE
         WHEN ep.status <> 'active' THEN NULL
         WHEN b.gone_at IS NOT NULL THEN 'gone'
@@ -412,16 +412,16 @@ RETURNING ",
     ", was = 'disabled'"
 );
 
-/// $1 endpoint id, $2 url, $3 event types, $4 description, $5 metadata (JSON), $6 custom headers (JSON);
-/// NULL leaves a field as it is → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown or deleted).
+/// $1 endpoint id, $2 url, $3 event types, $4 whether $3 applies, $5 description, $6 metadata (JSON), $7
+/// custom headers (JSON); NULL (or $4 false) leaves a field as it is → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown or deleted).
 /// Claims read the URL and headers at each claim, so pending messages go to the new URL from their next
 /// attempt.
 pub const UPDATE_ENDPOINT: &str = concat!(
     "\
 UPDATE webhooks_dispatch_endpoints
-SET url = COALESCE($2::text, url), event_types = COALESCE($3::text[], event_types),
-    description = COALESCE($4::text, description), metadata = COALESCE($5::text, metadata),
-    headers = COALESCE($6::text, headers)
+SET url = COALESCE($2::text, url), event_types = CASE WHEN $4::bool THEN $3::text[] ELSE event_types END,
+    description = COALESCE($5::text, description), metadata = COALESCE($6::text, metadata),
+    headers = COALESCE($7::text, headers)
 WHERE id = $1::text AND deleted_at IS NULL
 RETURNING ",
     endpoint_columns!()

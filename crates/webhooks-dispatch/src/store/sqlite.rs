@@ -346,8 +346,8 @@ WHERE id = $1 AND deleted_at IS NULL AND changes() = 0"
 /// See [`super::postgres::UPDATE_ENDPOINT`].
 pub const UPDATE_ENDPOINT: &str = concat!("\
 UPDATE webhooks_dispatch_endpoints
-SET url = COALESCE($2, url), event_types = COALESCE($3, event_types),
-    description = COALESCE($4, description), metadata = COALESCE($5, metadata), headers = COALESCE($6, headers)
+SET url = COALESCE($2, url), event_types = CASE WHEN $4 THEN $3 ELSE event_types END,
+    description = COALESCE($5, description), metadata = COALESCE($6, metadata), headers = COALESCE($7, headers)
 WHERE id = $1 AND deleted_at IS NULL
 RETURNING ", endpoint_columns!());
 

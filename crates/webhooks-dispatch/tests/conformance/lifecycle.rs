@@ -20,6 +20,7 @@ conformance!(
     an_endpoint_failing_without_a_delivery_for_the_limit_is_disabled_as_failing,
     a_delivery_resets_the_failure_clock_and_none_turns_auto_disable_off,
     lifecycle_changes_are_reported_to_the_observer_once_each,
+    updates_with_and_without_each_field_work_on_every_pooled_connection,
 );
 
 type D = webhooks_dispatch::Dispatcher<Exec>;
@@ -422,4 +423,45 @@ async fn lifecycle_changes_are_reported_to_the_observer_once_each(engine: Engine
         ],
         "repeated disables and enables change nothing and report nothing"
     );
+}
+
+/// A statement whose parameter is sometimes NULL must not depend on which came first on a connection: sqlx
+/// caches a statement with the parameter types of its first call, so a NULL (sent as text) followed by an
+/// array once failed there. Enough calls of each kind that every pooled connection sees both, in the order
+/// that broke.
+async fn updates_with_and_without_each_field_work_on_every_pooled_connection(engine: Engine) {
+    let ctx = Ctx::new(engine).await;
+    let d = ctx.dispatcher();
+    let (id, _) = ctx.endpoint(&d).await;
+    for _ in 0..12 {
+        let update = UpdateEndpoint {
+            description: Some("only this".into()),
+            ..UpdateEndpoint::default()
+        };
+        d.update_endpoint(&id, update)
+            .await
+            .expect("update without event types");
+    }
+    for i in 0..12 {
+        let update = UpdateEndpoint {
+            event_types: Some(vec![format!("t{i}")]),
+            metadata: Some(BTreeMap::from([("i".to_owned(), i.to_string())])),
+            ..UpdateEndpoint::default()
+        };
+        let updated = d
+            .update_endpoint(&id, update)
+            .await
+            .expect("update with event types");
+        assert_eq!(updated.event_types, [format!("t{i}")]);
+    }
+    // The same for completion's failing cutoff: a dispatcher with the rule off, then one with it on.
+    let (off, _, _) = failing_setup(&ctx, None);
+    let (on, _, _) = failing_setup(&ctx, Some(5 * DAY));
+    let (target, _) = ctx.endpoint(&off).await;
+    for d in [&off, &off, &off, &on, &on, &on] {
+        for _ in 0..4 {
+            d.dispatch(NewMessage::new(&target, "a", 1)).await.unwrap();
+        }
+        assert_eq!(deliver(d).await.dead, 4);
+    }
 }
