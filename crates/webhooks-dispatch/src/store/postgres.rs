@@ -1,4 +1,5 @@
-//! Every statement the core runs on PostgreSQL, in one place.
+//! Every statement the core runs on PostgreSQL, in one place: this file and its two children
+//! (`endpoints`: the endpoint lifecycle; `history`: message listings), re-exported here.
 //!
 //! Rules kept here: each statement touches only `webhooks_dispatch_*` tables; each parameter carries an
 //! explicit cast so all drivers agree on its type; nothing is ever formatted into these strings.
@@ -371,84 +372,6 @@ WHERE p.endpoint_id IS NOT NULL
                  WHERE d.id = p.endpoint_id AND d.status = 'disabled')"
 );
 
-/// $1 endpoint id, $2 reason, $3 now → the endpoint as `SELECT_ENDPOINT` reads it, then whether this call
-/// disabled it (no row: unknown). An endpoint already disabled keeps its first reason and time. The status
-/// before is read under the row lock, so of two racing calls exactly one reports the change.
-pub const DISABLE_ENDPOINT: &str = concat!(
-    "\
-WITH before AS (
-    SELECT id AS before_id, status AS was FROM webhooks_dispatch_endpoints
-    WHERE id = $1::text AND deleted_at IS NULL FOR UPDATE
-)
-UPDATE webhooks_dispatch_endpoints
-SET status = 'disabled',
-    disabled_reason = CASE WHEN was = 'disabled' THEN disabled_reason ELSE $2::text END,
-    disabled_at = CASE WHEN was = 'disabled' THEN disabled_at ELSE $3::timestamptz END
-FROM before WHERE id = before_id
-RETURNING ",
-    endpoint_columns!(),
-    ", was = 'active'"
-);
-
-/// $1 endpoint id, $2 now → the endpoint as `SELECT_ENDPOINT` reads it, then whether this call enabled it
-/// (no row: unknown). When it was disabled, its unleased pending messages scheduled after now become due now
-/// (their attempt counts kept).
-pub const ENABLE_ENDPOINT: &str = concat!(
-    "\
-WITH before AS (
-    SELECT id AS before_id, status AS was FROM webhooks_dispatch_endpoints
-    WHERE id = $1::text AND deleted_at IS NULL FOR UPDATE
-), resumed AS (
-    UPDATE webhooks_dispatch_outbox AS o SET next_attempt_at = $2::timestamptz
-    WHERE o.endpoint_id = $1::text AND o.status = 'pending' AND o.next_attempt_at > $2::timestamptz
-      AND o.lease_token IS NULL AND (SELECT was FROM before) = 'disabled'
-    RETURNING o.id
-)
-UPDATE webhooks_dispatch_endpoints
-SET status = 'active', disabled_reason = NULL, disabled_at = NULL
-FROM before WHERE id = before_id
-RETURNING ",
-    endpoint_columns!(),
-    ", was = 'disabled'"
-);
-
-/// $1 endpoint id, $2 url, $3 event types, $4 whether $3 applies, $5 description, $6 metadata (JSON), $7
-/// custom headers (JSON); NULL (or $4 false) leaves a field as it is → the endpoint as `SELECT_ENDPOINT` reads it (no row: unknown or deleted).
-/// Claims read the URL and headers at each claim, so pending messages go to the new URL from their next
-/// attempt.
-pub const UPDATE_ENDPOINT: &str = concat!(
-    "\
-UPDATE webhooks_dispatch_endpoints
-SET url = COALESCE($2::text, url), event_types = CASE WHEN $4::bool THEN $3::text[] ELSE event_types END,
-    description = COALESCE($5::text, description), metadata = COALESCE($6::text, metadata),
-    headers = COALESCE($7::text, headers)
-WHERE id = $1::text AND deleted_at IS NULL
-RETURNING ",
-    endpoint_columns!()
-);
-
-/// $1 endpoint id, $2 now → (endpoint id, owner id, messages ended) when this call deleted it (no row: unknown or
-/// already deleted). Soft: the row stays so its messages and attempts stay readable, but every statement
-/// that finds endpoints by id or owner passes over it. Its pending messages end as dead with reason
-/// `endpoint_deleted` — leased ones too, so an attempt in flight is discarded like a stale drain's. The
-/// endpoint is also marked disabled, so a dispatch that raced with the deletion (its snapshot still saw the
-/// endpoint) leaves a message that claims never visit.
-pub const DELETE_ENDPOINT: &str = "\
-WITH ep AS (
-    UPDATE webhooks_dispatch_endpoints
-    SET deleted_at = $2::timestamptz, status = 'disabled',
-        disabled_reason = COALESCE(disabled_reason, 'manual'), disabled_at = COALESCE(disabled_at, $2::timestamptz)
-    WHERE id = $1::text AND deleted_at IS NULL
-    RETURNING id, owner_id
-), ended AS (
-    UPDATE webhooks_dispatch_outbox AS o
-    SET status = 'dead', dead_reason = 'endpoint_deleted', lease_token = NULL, lease_expires_at = NULL,
-        updated_at = $2::timestamptz
-    WHERE o.endpoint_id = $1::text AND o.status = 'pending' AND EXISTS (SELECT 1 FROM ep)
-    RETURNING o.id
-)
-SELECT id, owner_id, (SELECT count(*) FROM ended)::int8 FROM ep";
-
 /// Fans events out, all or nothing. Parallel arrays: $1 event ids, $2 owner ids, $3 event types, $4
 /// payloads, $5 idempotency keys (NULL: none); $6 now → rows ordered by (ordinal, kind): per event one
 /// `event` row (ordinal, 'event', event id, outcome, NULL) whose outcome is `created`, `existing` (the key
@@ -529,87 +452,12 @@ SELECT 'skip', s.endpoint_id, NULL::text, s.reason, s.disabled_reason
 FROM webhooks_dispatch_event_skips AS s WHERE s.event_id = $1::text
 ORDER BY 1, 2";
 
-/// $1 status (NULL: any), $2 the last id of the previous page ('' for the first), $3 how many → endpoints as
-/// `SELECT_ENDPOINT` reads them, in id order (a range of the primary key).
-pub const LIST_ENDPOINTS: &str = concat!(
-    "SELECT ",
-    endpoint_columns!(),
-    " FROM webhooks_dispatch_endpoints
-WHERE id > $2::text AND ($1::text IS NULL OR status = $1::text) AND deleted_at IS NULL
-ORDER BY id LIMIT $3::int8"
-);
-
-/// $1 owner id, $2 status (NULL: any), $3 the last id of the previous page ('' for the first), $4 how many
-/// → that owner's endpoints in id order (a range of the `(owner_id, id)` index).
-pub const LIST_OWNER_ENDPOINTS: &str = concat!(
-    "SELECT ",
-    endpoint_columns!(),
-    " FROM webhooks_dispatch_endpoints
-WHERE owner_id = $1::text AND id > $3::text AND ($2::text IS NULL OR status = $2::text) AND deleted_at IS NULL
-ORDER BY owner_id, id LIMIT $4::int8"
-);
-
-/// The first page of a newest-first listing has no cursor: the bound is then just above the newest id (a
-/// longer string than the greatest id sorts after it under any collation), so `id < bound` stays one index
-/// range whatever plan the server caches. `id < $n OR $n IS NULL` would read the same on a custom plan but,
-/// on a generic one, turns the bound into a filter and every later page into a scan from the newest row.
-macro_rules! before_cursor {
-    ($n:literal) => {
-        concat!(
-            "o.id < COALESCE($",
-            $n,
-            "::text, (SELECT max(n.id) FROM webhooks_dispatch_outbox AS n) || 'z')"
-        )
-    };
-}
-
-/// $1 status (NULL: any), $2 created at or after, $3 created before (never NULL: the widest window when the
-/// caller sets none), $4 the last id of the previous page (NULL for the first), $5 how many → messages as
-/// `SELECT_MESSAGE` reads them, newest first (a backward range of the primary key; the filters are checked on
-/// the rows it walks).
-pub const LIST_MESSAGES: &str = concat!(
-    "\
-SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
-       o.event_id, o.dead_reason
-FROM webhooks_dispatch_outbox AS o
-WHERE ",
-    before_cursor!(4),
-    "
-  AND ($1::text IS NULL OR o.status = $1::text)
-  AND o.created_at >= $2::timestamptz AND o.created_at < $3::timestamptz
-ORDER BY o.id DESC LIMIT $5::int8"
-);
-
-/// $1 endpoint id, $2 status (NULL: any), $3 created at or after, $4 created before, $5 the last id of the
-/// previous page (NULL for the first), $6 how many → that endpoint's messages, newest first (a backward range of the `(endpoint_id, id)` index). Disabled endpoints' messages included.
-pub const LIST_ENDPOINT_MESSAGES: &str = concat!(
-    "\
-SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
-       o.event_id, o.dead_reason
-FROM webhooks_dispatch_outbox AS o
-WHERE o.endpoint_id = $1::text AND ",
-    before_cursor!(5),
-    "
-  AND ($2::text IS NULL OR o.status = $2::text)
-  AND o.created_at >= $3::timestamptz AND o.created_at < $4::timestamptz
-ORDER BY o.endpoint_id DESC, o.id DESC LIMIT $6::int8"
-);
-
-/// $1 event id, $2 endpoint id (NULL: any), $3 status (NULL: any), $4 created at or after, $5 created before,
-/// $6 the last id of the previous page (NULL for the first), $7 how many → the event's messages, newest first. Found by `webhooks_dispatch_outbox_event_idx` and sorted: an event has
-/// at most one message per endpoint of its owner.
-pub const LIST_EVENT_MESSAGES: &str = concat!(
-    "\
-SELECT o.id, o.endpoint_id, o.event_type, o.status, o.attempts, o.next_attempt_at, o.created_at, o.updated_at,
-       o.event_id, o.dead_reason
-FROM webhooks_dispatch_outbox AS o
-WHERE o.event_id = $1::text AND ($2::text IS NULL OR o.endpoint_id = $2::text) AND ",
-    before_cursor!(6),
-    "
-  AND ($3::text IS NULL OR o.status = $3::text)
-  AND o.created_at >= $4::timestamptz AND o.created_at < $5::timestamptz
-ORDER BY o.id DESC LIMIT $7::int8"
-);
+/// Endpoint lifecycle statements: disable, enable, update, delete, list.
+mod endpoints;
+/// Listing messages, newest first.
+mod history;
+pub use endpoints::*;
+pub use history::*;
 
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {

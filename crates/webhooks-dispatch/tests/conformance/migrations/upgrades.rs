@@ -1,14 +1,21 @@
 //! Upgrades from the schema of each earlier numbered release: the release's executor (knowing only its
 //! migrations) creates the database, old rows go in with plain SQL, and this release migrates it in place.
 
+use chrono::Utc;
 use webhooks_dispatch::store::{BoxFuture, Executor, Row, Statements, Value};
-use webhooks_dispatch::{verify, DeliverDue, Dispatcher, EndpointStatus, StorageError};
+use webhooks_dispatch::{
+    verify, DeliverDue, Dispatcher, EndpointStatus, MessageState, Outcome, StorageError,
+};
 
-use super::{dump, known, rows, seed_old_rows, table_names, unmigrated, versions, DUE, TABLES};
+use super::{
+    dump, known, new_index, old_database_with_rows, recorded, rows, seed_old_rows, table_names, unmigrated,
+    versions, DUE, SETTLED, TABLES,
+};
 use crate::conformance;
 use crate::support::{Engine, Exec};
 
 conformance!(
+    upgrade_from_the_unnumbered_schema_keeps_every_row_and_delivers_what_was_pending,
     upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out,
     upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle_columns,
 );
@@ -197,4 +204,80 @@ async fn upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle
         d.endpoint(endpoints[1].0).await.unwrap_err().code(),
         "unknown_endpoint"
     );
+}
+
+async fn upgrade_from_the_unnumbered_schema_keeps_every_row_and_delivers_what_was_pending(engine: Engine) {
+    let (ctx, endpoints, before) = old_database_with_rows(engine).await;
+    let d = ctx.dispatcher();
+    let started = Utc::now();
+    d.migrate().await.expect("upgrade");
+
+    assert_eq!(dump(ctx.exec.as_ref()).await, before, "the upgrade changed a row");
+    assert_eq!(table_names(engine, ctx.exec.as_ref()).await, TABLES);
+    let records = recorded(ctx.exec.as_ref()).await;
+    let names: Vec<(i64, &str)> = records.iter().map(|(v, n, _)| (*v, n.as_str())).collect();
+    assert_eq!(
+        names[..2],
+        [(1, "0001_initial"), (2, "0002_endpoint_queue_index")]
+    );
+    assert_eq!(names.len(), ctx.exec.statements().migrations.len());
+    for (version, _, applied_at) in &records {
+        let drift = (*applied_at - started).num_seconds().abs();
+        assert!(
+            drift < 600,
+            "migration {version} applied at {applied_at}, started {started}"
+        );
+    }
+    let index = new_index(engine, ctx.exec.as_ref())
+        .await
+        .expect("the new index exists");
+    assert!(index.contains("(endpoint_id, next_attempt_at, id)"), "{index}");
+    assert!(index.contains("status = 'pending'"), "{index}");
+
+    // What the old release left due is delivered by this one, signed with the stored secrets.
+    let mut delivered = 0;
+    for _ in 0..DUE.len() {
+        let report = d.deliver_due(DeliverDue::default()).await.expect("deliver");
+        assert_eq!(report.attempted, report.delivered, "{report:?}");
+        delivered += report.delivered;
+    }
+    assert_eq!(delivered, DUE.len() as u64);
+    let received = ctx.receiver.received();
+    assert_eq!(received.len(), DUE.len());
+    for due in &DUE {
+        let got = received
+            .iter()
+            .find(|r| r.headers["webhook-id"] == due.id)
+            .unwrap_or_else(|| panic!("{} was not delivered", due.id));
+        assert_eq!(&got.body[..], due.payload.as_bytes());
+        let header = |name: &str| got.headers.get(name).and_then(|v| v.to_str().ok());
+        verify(&endpoints[due.endpoint].1, header, &got.body).expect("signed with the stored secret");
+        let message = d.message(due.id).await.unwrap();
+        assert_eq!(message.state, MessageState::Delivered);
+        assert_eq!(message.attempts, due.attempts_before + 1);
+        let attempts = d.list_attempts(due.id).await.unwrap();
+        let last = attempts.last().unwrap();
+        assert_eq!(
+            (last.attempt_no, last.outcome),
+            (due.attempts_before + 1, Outcome::Delivered)
+        );
+    }
+
+    // The rest is exactly as the old release left it, and every old attempt is still recorded.
+    let after = dump(ctx.exec.as_ref()).await;
+    assert_eq!(after[0], before[0], "endpoints");
+    let settled = |rows: &[Row]| {
+        rows.iter()
+            .filter(|r| SETTLED.contains(&r.text(0).unwrap().as_str()))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(settled(&after[1]), settled(&before[1]));
+    assert_eq!(settled(&before[1]).len(), SETTLED.len());
+    for attempt in &before[2] {
+        assert!(after[2].contains(attempt), "attempt lost or changed: {attempt:?}");
+    }
+    assert_eq!(after[2].len(), before[2].len() + DUE.len());
+    let report = d.deliver_due(DeliverDue::default()).await.unwrap();
+    assert_eq!(report.attempted, 0, "the message scheduled for later was not due");
 }
