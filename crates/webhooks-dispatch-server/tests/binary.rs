@@ -90,26 +90,37 @@ async fn cli_serve_send_attempts_and_verify(engine: Engine) {
     assert!(!logs.contains(API_KEY), "the API key was logged");
 }
 
-async fn cli_event_send_fans_out_and_endpoint_disable_enable_update_delete(engine: Engine) {
+/// A fixture whose database `migrate` has set up.
+async fn migrated_fixture(engine: Engine) -> Fixture {
     let fixture = Fixture::new(engine).await;
     let mut migrate = command(&fixture);
     migrate.arg("migrate");
     let migrated = run(migrate, None).await;
     assert!(migrated.status.success(), "{}", migrated.stderr);
+    fixture
+}
+
+/// `endpoint add` for owner acme on the fixture's receiver; returns the id it printed.
+async fn add_endpoint(fixture: &Fixture) -> String {
+    let mut add = command(fixture);
+    add.args([
+        "endpoint",
+        "add",
+        "--owner",
+        "acme",
+        "--url",
+        &fixture.receiver_url(),
+    ]);
+    let added = run(add, None).await;
+    assert!(added.status.success(), "{}", added.stderr);
+    field(&added.stdout, "id")
+}
+
+async fn cli_event_send_fans_out_and_endpoint_disable_enable_update_delete(engine: Engine) {
+    let fixture = migrated_fixture(engine).await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let mut add = command(&fixture);
-        add.args([
-            "endpoint",
-            "add",
-            "--owner",
-            "acme",
-            "--url",
-            &fixture.receiver_url(),
-        ]);
-        let added = run(add, None).await;
-        assert!(added.status.success(), "{}", added.stderr);
-        ids.push(field(&added.stdout, "id"));
+        ids.push(add_endpoint(&fixture).await);
     }
     let endpoint = |verb: &str, id: &str| {
         let mut c = command(&fixture);
@@ -202,22 +213,8 @@ async fn cli_event_send_fans_out_and_endpoint_disable_enable_update_delete(engin
 }
 
 async fn cli_message_list_pages_newest_first_with_filters(engine: Engine) {
-    let fixture = Fixture::new(engine).await;
-    let mut migrate = command(&fixture);
-    migrate.arg("migrate");
-    assert!(run(migrate, None).await.status.success());
-    let mut add = command(&fixture);
-    add.args([
-        "endpoint",
-        "add",
-        "--owner",
-        "acme",
-        "--url",
-        &fixture.receiver_url(),
-    ]);
-    let added = run(add, None).await;
-    assert!(added.status.success(), "{}", added.stderr);
-    let endpoint = field(&added.stdout, "id");
+    let fixture = migrated_fixture(engine).await;
+    let endpoint = add_endpoint(&fixture).await;
     let mut sent = Vec::new();
     for n in 0..2 {
         let mut send = command(&fixture);
