@@ -7,6 +7,9 @@
 //!
 //! Secrets (API keys, the database password) never appear in `Debug` output, help text or error messages.
 
+use crate::listen::{
+    ServerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -192,6 +195,34 @@ pub struct RawSettings {
     )]
     pub disable_failing_after: Option<String>,
 
+    /// The API's limit on receiving a request head, also closing idle keep-alive connections
+    /// [default: 10s].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_HEADER_READ_TIMEOUT",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub header_read_timeout: Option<String>,
+
+    /// The API's limit on one request, body included; slower ones are answered 408 [default: 30s].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_REQUEST_TIMEOUT",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub request_timeout: Option<String>,
+
+    /// API connections open at once; more are closed on arrival [default: 512].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_MAX_CONNECTIONS",
+        value_name = "N",
+        global = true
+    )]
+    pub max_connections: Option<usize>,
+
     /// What a 410 Gone answer does besides killing its message: `disable` the endpoint (the Standard
     /// Webhooks advice) or only `dead` [default: disable].
     #[arg(long, env = "WEBHOOKS_DISPATCH_ON_GONE", value_enum, global = true)]
@@ -251,6 +282,9 @@ impl RawSettings {
             operational_owner: self.operational_owner.or(lower.operational_owner),
             disable_failing_after: self.disable_failing_after.or(lower.disable_failing_after),
             on_gone: self.on_gone.or(lower.on_gone),
+            header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
+            request_timeout: self.request_timeout.or(lower.request_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
         }
     }
 
@@ -322,6 +356,8 @@ pub struct Config {
     pub disable_failing_after: Option<Duration>,
     /// What a 410 Gone does to its endpoint.
     pub on_gone: GoneSetting,
+    /// The API server's timeouts and connection cap.
+    pub server_limits: ServerLimits,
 }
 
 impl Config {
@@ -450,6 +486,15 @@ impl Config {
                 )?),
             },
             on_gone: raw.on_gone.unwrap_or_default(),
+            server_limits: ServerLimits {
+                header_read_timeout: duration(
+                    "header_read_timeout",
+                    raw.header_read_timeout,
+                    DEFAULT_HEADER_READ_TIMEOUT,
+                )?,
+                request_timeout: duration("request_timeout", raw.request_timeout, DEFAULT_REQUEST_TIMEOUT)?,
+                max_connections: positive("max_connections", raw.max_connections, DEFAULT_MAX_CONNECTIONS)?,
+            },
         })
     }
 

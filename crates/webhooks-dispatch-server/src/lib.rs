@@ -32,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod database;
 mod error;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;

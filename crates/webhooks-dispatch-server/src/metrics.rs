@@ -9,6 +9,7 @@
 //! | `webhooks_dispatch_oldest_due_age_seconds` | gauge | how long the oldest of them has been due (0 when none) |
 //! | `webhooks_dispatch_queue_stats_errors_total` | counter | scrapes whose backlog read failed (gauges then keep their last value) |
 //! | `webhooks_dispatch_operational_events_dropped_total` | counter | lifecycle events not sent as operational webhooks because their queue was full |
+//! | `webhooks_dispatch_api_connections_shed_total` | counter | API connections closed on arrival because `max_connections` were open |
 //!
 //! Counters come from the library's [`Observer`] hook (the dispatcher reports every created message and every
 //! *recorded* attempt, with no secret or payload); the backlog gauges from `Dispatcher::queue_stats`, read at
@@ -43,6 +44,7 @@ pub struct Metrics {
     oldest_due_age: Gauge<f64, AtomicU64>,
     stats_errors: Counter,
     operational_dropped: Counter,
+    connections_shed: Counter,
     /// Serializes "read the backlog, set the gauges, encode" so two concurrent scrapes cannot interleave
     /// and report one scrape's count with the other's age.
     scrape: tokio::sync::Mutex<()>,
@@ -63,6 +65,7 @@ impl Metrics {
         let oldest_due_age = Gauge::<f64, AtomicU64>::default();
         let stats_errors = Counter::default();
         let operational_dropped = Counter::default();
+        let connections_shed = Counter::default();
         let attempts = Family::<OutcomeLabel, Counter>::default();
         // Created up front so every outcome is exported from the first scrape, at 0.
         for outcome in OUTCOMES {
@@ -104,6 +107,11 @@ impl Metrics {
             "Lifecycle events not sent as operational webhooks because their queue was full",
             operational_dropped.clone(),
         );
+        registry.register(
+            "api_connections_shed",
+            "API connections closed on arrival because max_connections were already open",
+            connections_shed.clone(),
+        );
         Metrics {
             registry,
             dispatched,
@@ -113,8 +121,14 @@ impl Metrics {
             oldest_due_age,
             stats_errors,
             operational_dropped,
+            connections_shed,
             scrape: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The counter of API connections shed at the cap, for the accept loop to increment.
+    pub fn connections_shed(&self) -> Counter {
+        self.connections_shed.clone()
     }
 
     /// The counter of dropped operational events, for the forwarder to increment.

@@ -20,6 +20,7 @@ use crate::api::{self, AppState};
 use crate::auth::Keys;
 use crate::config::{Config, GoneSetting};
 use crate::database::{self, Database};
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::operational::{self, Inbox, Observers};
 use crate::Error;
@@ -62,6 +63,7 @@ pub async fn run(
     } else {
         Some(Keys::new(&config.api_keys))
     };
+    let shed = metrics.connections_shed();
     let state = Arc::new(AppState {
         dispatcher,
         database: db,
@@ -81,9 +83,15 @@ pub async fn run(
             let _ = stop_tx.send(true);
         })
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped(stop_rx))
-        .await;
+    listen::serve(
+        listener,
+        app,
+        config.server_limits,
+        shed,
+        stopped(stop_rx),
+        config.shutdown_grace,
+    )
+    .await;
     // Whatever ended the HTTP server also ends the worker.
     let _ = stop_tx.send(true);
     trigger.abort();
@@ -94,7 +102,6 @@ pub async fn run(
     if let Some(operational) = operational {
         operational.shutdown(config.shutdown_grace).await;
     }
-    served.map_err(|e| Error::io("serving HTTP", e))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,6 +17,8 @@ mod binary;
 mod events;
 /// Listing what was sent through `GET /v1/messages`.
 mod history;
+/// The API server's limits: header read timeout, connection cap, request timeout, under a flood.
+mod limits;
 /// Lifecycle events as signed webhooks to the `operational_owner`, and the loop guard.
 mod operational;
 /// Probes, metrics and the OpenAPI document on a live server.

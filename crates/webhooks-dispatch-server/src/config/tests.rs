@@ -214,3 +214,36 @@ fn disable_failing_after_takes_days_or_off_and_on_gone_takes_its_two_words() {
     let err = Config::resolve(bad).unwrap_err().to_string();
     assert!(err.contains("disable_failing_after"), "{err}");
 }
+
+#[test]
+fn server_limits_have_defaults_and_take_settings() {
+    let c = Config::resolve(raw()).unwrap();
+    assert_eq!(c.server_limits, crate::listen::ServerLimits::default());
+    let set = RawSettings {
+        header_read_timeout: Some("2s".to_owned()),
+        request_timeout: Some("1m".to_owned()),
+        max_connections: Some(7),
+        ..raw()
+    };
+    let limits = Config::resolve(set).unwrap().server_limits;
+    assert_eq!(
+        (
+            limits.header_read_timeout,
+            limits.request_timeout,
+            limits.max_connections
+        ),
+        (Duration::from_secs(2), Duration::from_secs(60), 7)
+    );
+    for bad in [
+        RawSettings {
+            max_connections: Some(0),
+            ..raw()
+        },
+        RawSettings {
+            request_timeout: Some("0s".to_owned()),
+            ..raw()
+        },
+    ] {
+        assert!(Config::resolve(bad).is_err());
+    }
+}
