@@ -109,6 +109,7 @@ pub async fn serve(
             }
             continue;
         };
+        // Answers are small and written whole: Nagle's algorithm would only hold them back.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = TowerToHyperService::new(tower::service_fn(move |req: Request<Incoming>| {
