@@ -309,19 +309,28 @@ WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_expires_at I
 pub const CONNECTION_SETUP: &str =
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
 
+/// The tail of a status change on endpoint `$1`: the UPDATE before it returns the endpoint and 1 when it
+/// changed a row; otherwise the SELECT, which runs only when that changed nothing (`changes()` counts the
+/// previous statement), returns it as it was and 0.
+macro_rules! changed_or_as_it_was {
+    () => {
+        concat!(
+            "\nRETURNING ",
+            endpoint_columns!(),
+            ", 1;\nSELECT ",
+            endpoint_columns!(),
+            ", 0 FROM webhooks_dispatch_endpoints\nWHERE id = $1 AND deleted_at IS NULL AND changes() = 0"
+        )
+    };
+}
+
 /// See [`super::postgres::DISABLE_ENDPOINT`]. Either the UPDATE of an active endpoint reports it (changed),
 /// or the SELECT, which runs only when that changed nothing, reports it as it was.
 pub const DISABLE_ENDPOINT: &str = concat!(
     "\
 UPDATE webhooks_dispatch_endpoints SET status = 'disabled', disabled_reason = $2, disabled_at = $3
-WHERE id = $1 AND deleted_at IS NULL AND status = 'active'
-RETURNING ",
-    endpoint_columns!(),
-    ", 1;
-SELECT ",
-    endpoint_columns!(),
-    ", 0 FROM webhooks_dispatch_endpoints
-WHERE id = $1 AND deleted_at IS NULL AND changes() = 0"
+WHERE id = $1 AND deleted_at IS NULL AND status = 'active'",
+    changed_or_as_it_was!()
 );
 
 /// See [`super::postgres::ENABLE_ENDPOINT`]: the messages first, while the endpoint still reads disabled;
@@ -333,14 +342,8 @@ WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > $2 AND lease
   AND (SELECT status FROM webhooks_dispatch_endpoints WHERE id = $1 AND deleted_at IS NULL) = 'disabled';
 UPDATE webhooks_dispatch_endpoints
 SET status = 'active', disabled_reason = NULL, disabled_at = NULL
-WHERE id = $1 AND deleted_at IS NULL AND status = 'disabled'
-RETURNING ",
-    endpoint_columns!(),
-    ", 1;
-SELECT ",
-    endpoint_columns!(),
-    ", 0 FROM webhooks_dispatch_endpoints
-WHERE id = $1 AND deleted_at IS NULL AND changes() = 0"
+WHERE id = $1 AND deleted_at IS NULL AND status = 'disabled'",
+    changed_or_as_it_was!()
 );
 
 /// See [`super::postgres::UPDATE_ENDPOINT`].
