@@ -8,9 +8,10 @@ use http::HeaderValue;
 use ipnet::IpNet;
 use rustls::RootCertStore;
 
-use crate::concurrency::EndpointLimiter;
+use crate::concurrency::{Caps, EndpointLimiter};
 use crate::delivery::{default_roots, Deliverer, DeliveryOptions};
 use crate::dispatcher::Dispatcher;
+use crate::hold_back::HoldBack;
 use crate::notify::Debounce;
 use crate::observe::{NoopObserver, Observer};
 use crate::retry::RetryPolicy;
@@ -88,6 +89,8 @@ pub(crate) struct Settings {
     pub observer: Arc<dyn Observer>,
     pub on_gone: OnGone,
     pub disable_failing_after: Option<Duration>,
+    /// None: endpoints are never held back.
+    pub hold_back: Option<HoldBack>,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -101,6 +104,10 @@ pub struct DispatcherBuilder<E> {
     clock: Arc<dyn Clock>,
     concurrency: usize,
     per_endpoint: usize,
+    /// None: half of `concurrency`.
+    per_owner: Option<usize>,
+    per_host: Option<usize>,
+    hold_back: Option<HoldBack>,
     notify: Option<Duration>,
     max_response_body: usize,
     user_agent: HeaderValue,
@@ -137,6 +144,9 @@ impl<E> DispatcherBuilder<E> {
             clock: Arc::new(SystemClock),
             concurrency: DEFAULT_CONCURRENCY,
             per_endpoint: DEFAULT_PER_ENDPOINT_CONCURRENCY,
+            per_owner: None,
+            per_host: None,
+            hold_back: Some(HoldBack::default()),
             notify: Some(DEFAULT_NOTIFY_DEBOUNCE),
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             observer: Arc::new(NoopObserver),
@@ -215,6 +225,30 @@ impl<E> DispatcherBuilder<E> {
     /// hanging endpoint cannot take every delivery slot.
     pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
         self.per_endpoint = n.max(1);
+        self
+    }
+
+    /// Most attempts in flight, in this process, to all the endpoints of one owner together (default: half of
+    /// [`concurrency`](Self::concurrency); at least 1), so one tenant whose endpoints all hang holds at most
+    /// this many slots and the rest stay for everyone else.
+    pub fn per_owner_concurrency(mut self, n: usize) -> Self {
+        self.per_owner = Some(n.max(1));
+        self
+    }
+
+    /// Most attempts in flight, in this process, to one destination host (the URL's host name, whatever the
+    /// endpoint or owner) (default: half of [`concurrency`](Self::concurrency); at least 1), so a shared
+    /// receiver that hangs cannot take every slot either.
+    pub fn per_host_concurrency(mut self, n: usize) -> Self {
+        self.per_host = Some(n.max(1));
+        self
+    }
+
+    /// Whether and how an endpoint that keeps failing is held back, new messages included (default
+    /// [`HoldBack::default`]: after 3 transient failures in a row, 1 s doubling up to 1 minute; `None`: never,
+    /// only each message's own backoff applies). Kept in the database, so every process honours it.
+    pub fn hold_back(mut self, hold_back: Option<HoldBack>) -> Self {
+        self.hold_back = hold_back.map(HoldBack::clamped);
         self
     }
 
@@ -301,12 +335,17 @@ impl<E> DispatcherBuilder<E> {
             deliverer,
             attempt_timeout: self.attempt_timeout,
             concurrency: self.concurrency,
-            limiter: Arc::new(EndpointLimiter::new(self.per_endpoint)),
+            limiter: Arc::new(EndpointLimiter::new(Caps {
+                per_endpoint: self.per_endpoint,
+                per_owner: self.per_owner.unwrap_or(self.concurrency.div_ceil(2)),
+                per_host: self.per_host.unwrap_or(self.concurrency.div_ceil(2)),
+            })),
             notify: self.notify.map(Debounce::new),
             local_wake: tokio::sync::Notify::new(),
             observer: self.observer,
             on_gone: self.on_gone,
             disable_failing_after: self.disable_failing_after,
+            hold_back: self.hold_back,
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
             .with_coalescer(self.coalesce.map(crate::coalesce::Coalescer::new))
@@ -327,6 +366,13 @@ mod tests {
         assert_eq!(s.deliverer.limits(), (Duration::from_secs(10), 4 * 1024));
         assert_eq!(s.concurrency, 256);
         assert_eq!(s.limiter.cap(), 16);
+        let caps = s.limiter.caps();
+        assert_eq!(
+            (caps.per_owner, caps.per_host),
+            (128, 128),
+            "half of the concurrency each"
+        );
+        assert_eq!(s.hold_back, Some(HoldBack::default()));
         assert_eq!(
             (s.retry.max_attempts, s.retry.base_delay, s.retry.max_delay),
             (6, Duration::from_secs(60), Duration::from_secs(3600))

@@ -17,7 +17,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::attempt::Outcome;
-use crate::concurrency::{EndpointLimiter, Held};
+use crate::concurrency::{self, EndpointLimiter, Held, Route, Slot};
 use crate::config::OnGone;
 use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
@@ -75,6 +75,8 @@ impl DeliveryReport {
 pub(crate) struct Claimed {
     pub id: String,
     pub endpoint_id: String,
+    /// The keys of its endpoint's, owner's and host's caps.
+    pub route: Route,
     pub token: Arc<str>,
     payload: String,
     attempt_no: u32,
@@ -91,14 +93,21 @@ impl Claimed {
         let endpoint_id = row.text(1)?;
         let attempts =
             u32::try_from(row.int(3)?).map_err(|_| StorageError::decode("attempts out of range"))?;
+        let url = row.text(4)?;
+        let route = Route {
+            endpoint_id: endpoint_id.clone(),
+            owner_id: row.text(7)?.into(),
+            host: concurrency::host_of(&url),
+        };
         Ok(Claimed {
             id: row.text(0)?,
-            _held: limiter.hold(&endpoint_id),
+            _held: limiter.hold(&route),
+            route,
             endpoint_id,
             token: token.clone(),
             payload: row.text(2)?,
             attempt_no: attempts.saturating_add(1),
-            url: row.text(4)?,
+            url,
             secret: EndpointSecret::parse(&row.text(5)?).ok(),
             headers: WireHeaders::decode(&row.text(6)?),
         })
@@ -109,17 +118,32 @@ impl Claimed {
 impl Claimed {
     /// A claimed message with nothing to deliver, for tests of the worker's queues.
     pub(crate) fn for_test(id: &str, endpoint_id: &str) -> Claimed {
-        let limiter = Arc::new(EndpointLimiter::new(1));
+        Claimed::for_test_of(id, endpoint_id, "owner", "host")
+    }
+
+    /// [`for_test`](Self::for_test) of a given owner and host.
+    pub(crate) fn for_test_of(id: &str, endpoint_id: &str, owner_id: &str, host: &str) -> Claimed {
+        let limiter = Arc::new(EndpointLimiter::new(crate::concurrency::Caps {
+            per_endpoint: 1,
+            per_owner: 1,
+            per_host: 1,
+        }));
+        let route = Route {
+            endpoint_id: endpoint_id.to_owned(),
+            owner_id: owner_id.into(),
+            host: host.into(),
+        };
         Claimed {
             id: id.to_owned(),
             endpoint_id: endpoint_id.to_owned(),
+            _held: limiter.hold(&route),
+            route,
             token: "token".into(),
             payload: String::new(),
             attempt_no: 1,
             url: String::new(),
             secret: None,
             headers: None,
-            _held: limiter.hold(endpoint_id),
         }
     }
 }
@@ -152,6 +176,10 @@ impl Record {
     pub(crate) fn endpoint_id(&self) -> &str {
         &self.endpoint_id
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -269,16 +297,29 @@ impl<E: Executor> Dispatcher<E> {
             .collect()
     }
 
-    /// Attempts one claimed message (waiting for a slot on its endpoint first) and decides what follows.
-    /// `base` and `started` place the attempt on the drain's clock: attempted_at = base + time since started.
+    /// Attempts one claimed message (waiting for a slot on its endpoint, owner and host first) and decides
+    /// what follows. `base` and `started` place the attempt on the drain's clock: attempted_at = base + time
+    /// since started.
     pub(crate) async fn attempt_claimed(
         &self,
         msg: &Claimed,
         base: DateTime<Utc>,
         started: Instant,
     ) -> Record {
+        let slot = self.settings().limiter.acquire(&msg.route).await;
+        self.attempt_in_slot(msg, slot, base, started).await
+    }
+
+    /// [`attempt_claimed`](Self::attempt_claimed) with its slots already taken (a worker takes them before it
+    /// starts the task, so a task never waits for one).
+    pub(crate) async fn attempt_in_slot(
+        &self,
+        msg: &Claimed,
+        _slot: Slot,
+        base: DateTime<Utc>,
+        started: Instant,
+    ) -> Record {
         let settings = self.settings();
-        let _slot = settings.limiter.acquire(&msg.endpoint_id).await;
         let attempted_at = base + chrono_duration(started.elapsed());
         let attempted = match (&msg.secret, &msg.headers) {
             (Some(secret), Some(headers)) => {
@@ -353,7 +394,7 @@ impl<E: Executor> Dispatcher<E> {
         Ok(recorded)
     }
 
-    fn completion_params(&self, chunk: &[Record]) -> [Value; 10] {
+    fn completion_params(&self, chunk: &[Record]) -> [Value; 13] {
         let settings = self.settings();
         // An endpoint failing since before this instant, with a message gone dead since, is disabled. With the
         // rule off the cutoff is year 1, which no failure precedes: a time is always bound, never NULL,
@@ -386,6 +427,14 @@ impl<E: Executor> Dispatcher<E> {
             ),
             Value::Bool(settings.on_gone == OnGone::Disable),
             Value::from(failing_cutoff),
+            // Off is a threshold no run of failures reaches (the count is capped far below it).
+            Value::from(
+                settings
+                    .hold_back
+                    .map_or(i64::from(i32::MAX), |h| i64::from(h.after)),
+            ),
+            Value::from(settings.hold_back.map_or(0, |h| millis(h.first))),
+            Value::from(settings.hold_back.map_or(0, |h| millis(h.longest))),
         ]
     }
 

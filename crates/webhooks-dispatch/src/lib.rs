@@ -57,6 +57,7 @@ pub mod error;
 mod event;
 mod headers;
 mod history;
+mod hold_back;
 mod id;
 mod lifecycle;
 mod message;
@@ -87,6 +88,7 @@ pub use error::{DispatchError, StorageError, StorageErrorKind};
 pub use event::{DispatchedEvent, Event, EventMessage, NewEvent, SkipReason, SkippedEndpoint};
 pub use headers::{CustomHeaders, MAX_CUSTOM_HEADERS, MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_BYTES};
 pub use history::{ListMessages, MessagePage};
+pub use hold_back::HoldBack;
 pub use lifecycle::{
     DeletedEndpoint, EndpointPage, ListEndpoints, UpdateEndpoint, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };

@@ -35,6 +35,7 @@ const FUNCTIONS: &[&str] = &[
     "min",
     "max",
     "least",
+    "greatest",
     "substr",
     "coalesce",
     "unnest",

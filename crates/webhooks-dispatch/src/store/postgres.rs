@@ -102,7 +102,8 @@ macro_rules! pending_endpoints {
 /// $1 lease token, $2 lease expiry, $3 now, $4 limit, $5 endpoints this process already holds messages for,
 /// $6 most messages per endpoint in this process, $7 how many it holds for each of $5 (a worker that claims
 /// ahead for an endpoint that keeps up reports fewer, even below zero, which raises that endpoint's quota)
-/// → id, endpoint_id, payload, attempts, url, secret.
+/// → id, endpoint_id, payload, attempts, url, secret, headers, owner_id. Endpoints disabled or held back
+/// (`blocked_until` after $3) are passed over.
 ///
 /// Driven by endpoints, not by a global scan of the due index: a skip scan of the per-endpoint queue index
 /// lists the endpoints with pending work (one index probe each), endpoints at their quota in this process are
@@ -122,14 +123,14 @@ pub const CLAIM_DUE: &str = concat!(
     ", busy AS (
     SELECT * FROM unnest($5::text[], $7::int8[]) AS b(endpoint_id, held)
 ), open_endpoints AS (
-    -- A disabled endpoint's backlog waits: it costs the skip scan's probe and a probe of the index of disabled
-    -- endpoints, which is empty while none is (cheaper than reading every open endpoint's row).
+    -- A disabled or held-back endpoint's backlog waits: it costs the skip scan's probe and a probe of the
+    -- index of such endpoints, which is empty while none is (cheaper than reading every open endpoint's row).
     SELECT p.endpoint_id, $6::int8 - COALESCE(busy.held, 0) AS quota
     FROM pending_endpoints AS p
     LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
     WHERE p.endpoint_id IS NOT NULL AND $6::int8 - COALESCE(busy.held, 0) > 0
       AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
-                     WHERE d.id = p.endpoint_id AND d.status = 'disabled')
+                     WHERE d.id = p.endpoint_id AND (d.status = 'disabled' OR d.blocked_until > $3::timestamptz))
 ), heads AS (
     SELECT e.endpoint_id, e.quota, h.head
     FROM open_endpoints AS e CROSS JOIN LATERAL (
@@ -160,14 +161,16 @@ WHERE o.id = ANY (ARRAY(SELECT due.id FROM due)) AND e.id = o.endpoint_id
 RETURNING o.id, o.endpoint_id,
     CASE WHEN o.event_id IS NULL THEN o.payload
          ELSE (SELECT ev.payload FROM webhooks_dispatch_events AS ev WHERE ev.id = o.event_id) END,
-    o.attempts, e.url, e.secret, e.headers"
+    o.attempts, e.url, e.secret, e.headers, e.owner_id"
 );
 
 /// Records many attempts and moves their messages on, in one round trip. Parallel arrays, one element per
 /// attempt: $1 message ids, $2 lease tokens, $3 outcomes ('delivered' | 'retrying' | 'dead'), $4 attempted_at,
 /// $5 status codes (NULL: no response), $6 latency_ms, $7 next_attempt_at (NULL unless retrying), $8 errors;
 /// $9 whether a `410 Gone` disables its endpoint, $10 the failing cutoff (an endpoint failing since before
-/// it, with a message gone dead meanwhile, is disabled; year 1 when the rule is off) → (message_id, NULL, NULL, NULL) for
+/// it, with a message gone dead meanwhile, is disabled; year 1 when the rule is off), $11 after how many
+/// transient failures in a row an endpoint is held back, $12 the first hold in ms (doubling with each further
+/// failure), $13 the longest hold in ms → (message_id, NULL, NULL, NULL) for
 /// each attempt recorded, and (NULL, endpoint id, owner id, reason) for each endpoint this statement
 /// disabled (reason `gone` or `failing`).
 /// Matching on the lease token refuses a stale drain whose lease expired and was re-claimed; matching on
@@ -182,6 +185,10 @@ RETURNING o.id, o.endpoint_id,
 /// other unclaimed pending messages are moved to that retry time too, so a down endpoint costs one attempt
 /// per backoff step rather than one timeout per queued message — and its backlog leaves the head of the due
 /// index, which every claim would otherwise scan past.
+/// Holding back: every retried attempt (a timeout, no connection, 408, 429 or 5xx) counts against its
+/// endpoint until one is delivered; from $11 in a row on, the endpoint's `blocked_until` moves to the last
+/// attempt plus $12 ms doubled per failure beyond $11, at most $13 ms (or a 429's own Retry-After, if later),
+/// and no claim takes any of its messages, new ones included, before then. A delivery clears both.
 pub const COMPLETE_ATTEMPTS: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], $6::int8[],
@@ -223,6 +230,8 @@ WITH input AS (
     -- Per endpoint of this batch: whether anything was delivered (which resets the failure clock), the first
     -- failure (which starts it), the last message gone dead, and the first 410 when a 410 disables.
     SELECT endpoint_id, bool_or(outcome = 'delivered') AS ok,
+           count(*) FILTER (WHERE outcome = 'retrying') AS failed,
+           max(next_attempt_at) FILTER (WHERE outcome = 'retrying' AND status_code = 429) AS asked_until,
            min(attempted_at) FILTER (WHERE outcome <> 'delivered') AS first_failure,
            max(attempted_at) FILTER (WHERE outcome = 'dead') AS dead_at,
            min(attempted_at) FILTER (WHERE outcome = 'dead' AND status_code = 410 AND $9::bool) AS gone_at,
@@ -247,13 +256,21 @@ WITH input AS (
     UPDATE webhooks_dispatch_endpoints AS ep
     SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(ep.failing_since, h.first_failure) END,
         last_dead_at = COALESCE(h.dead_at, ep.last_dead_at),
+        consecutive_failures = CASE WHEN h.ok THEN 0 ELSE least(ep.consecutive_failures + h.failed, 1000000) END,
+        blocked_until = CASE
+            WHEN h.ok THEN NULL
+            WHEN ep.consecutive_failures + h.failed < $11::int8 THEN ep.blocked_until
+            ELSE greatest(ep.blocked_until, h.asked_until, h.at + interval '1 millisecond'
+                 * least($13::int8, $12::int8 << least(ep.consecutive_failures + h.failed - $11::int8, 40)::int4))
+            END,
         status = CASE WHEN h.why IS NULL THEN ep.status ELSE 'disabled' END,
         disabled_reason = COALESCE(h.why, ep.disabled_reason),
         disabled_at = CASE WHEN h.why IS NULL THEN ep.disabled_at ELSE COALESCE(h.gone_at, h.at) END
     FROM health AS h
     WHERE ep.id = h.endpoint_id
-      AND (h.why IS NOT NULL OR h.dead_at IS NOT NULL
-           OR (h.ok AND ep.failing_since IS NOT NULL) OR (NOT h.ok AND ep.failing_since IS NULL))
+      AND (h.why IS NOT NULL OR h.dead_at IS NOT NULL OR h.failed > 0
+           OR (h.ok AND (ep.failing_since IS NOT NULL OR ep.consecutive_failures > 0))
+           OR (NOT h.ok AND ep.failing_since IS NULL))
       AND (h.why IS NULL OR ep.status = 'active')
       AND (h.why IS NULL OR h.why <> 'failing' OR ep.failing_since IS NOT NULL)
     RETURNING ep.id, ep.owner_id, h.why
@@ -278,20 +295,24 @@ WHERE o.id = r.id AND o.lease_token = r.lease_token AND o.status NOT IN ('delive
 RETURNING o.id";
 
 /// $1 now → the earliest future next_attempt_at among pending messages (NULL if none), so an idle worker
-/// sleeps exactly until the next retry. The same skip scan of the per-endpoint index as `CLAIM_DUE`, then one
-/// probe per endpoint: cost grows with the endpoints that have pending work, not with the messages.
+/// sleeps exactly until the next retry; for an endpoint held back, the end of its hold instead (its messages,
+/// due or not, wait for that). The same skip scan of the per-endpoint index as `CLAIM_DUE`, then a probe or
+/// two per endpoint: cost grows with the endpoints that have pending work, not with the messages.
 pub const NEXT_DUE: &str = concat!(
     pending_endpoints!(),
     "
-SELECT min(h.next_attempt_at) FROM pending_endpoints AS p
-CROSS JOIN LATERAL (
+SELECT min(CASE WHEN b.blocked_until > $1::timestamptz THEN b.blocked_until ELSE h.next_attempt_at END)
+FROM pending_endpoints AS p
+LEFT JOIN LATERAL (
+    SELECT d.status, d.blocked_until FROM webhooks_dispatch_endpoints AS d
+    WHERE d.id = p.endpoint_id AND (d.status = 'disabled' OR d.blocked_until IS NOT NULL)
+) AS b ON true
+LEFT JOIN LATERAL (
     SELECT o.next_attempt_at FROM webhooks_dispatch_outbox AS o
     WHERE o.endpoint_id = p.endpoint_id AND o.status = 'pending' AND o.next_attempt_at > $1::timestamptz
     ORDER BY o.endpoint_id, o.next_attempt_at LIMIT 1
-) AS h
-WHERE p.endpoint_id IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
-                 WHERE d.id = p.endpoint_id AND d.status = 'disabled')"
+) AS h ON true
+WHERE p.endpoint_id IS NOT NULL AND COALESCE(b.status, 'active') <> 'disabled'"
 );
 
 /// The channel workers LISTEN on.
@@ -369,7 +390,7 @@ CROSS JOIN LATERAL (
 ) AS d
 WHERE p.endpoint_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
-                 WHERE d.id = p.endpoint_id AND d.status = 'disabled')"
+                 WHERE d.id = p.endpoint_id AND (d.status = 'disabled' OR d.blocked_until > $1::timestamptz))"
 );
 
 /// Fans events out, all or nothing. Parallel arrays: $1 event ids, $2 owner ids, $3 event types, $4

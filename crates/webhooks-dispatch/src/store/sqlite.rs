@@ -140,7 +140,8 @@ WITH RECURSIVE busy AS (
     LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
     WHERE p.endpoint_id IS NOT NULL AND $6 - COALESCE(busy.held, 0) > 0
       AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
-                      WHERE d.id = p.endpoint_id AND d.status = 'disabled')
+                      WHERE d.id = p.endpoint_id AND (d.status = 'disabled' OR d.blocked_until IS NOT NULL)
+                        AND (d.status = 'disabled' OR d.blocked_until > $3))
 ), queue AS (
     -- Each open endpoint's due messages in (next_attempt_at, id) order, one index seek per step: the next id
     -- at the same time, else the first at a later time. (A row-value `>` would seek on the time alone, as
@@ -183,7 +184,8 @@ RETURNING id, endpoint_id,
     attempts,
     (SELECT ep.url FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
     (SELECT ep.secret FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
-    (SELECT ep.headers FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id)";
+    (SELECT ep.headers FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
+    (SELECT ep.owner_id FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id)";
 
 /// Per endpoint of a completion batch (the attempts the script's first statement recorded): whether anything
 /// was delivered, the first failure, the last message gone dead, the first 410 when $9 says a 410 disables,
@@ -194,6 +196,8 @@ macro_rules! health_of_batch {
     SELECT value ->> 0 AS id, value ->> 3 AS attempted_at FROM json_each($zip_1_2_3_4_5_6_7_8)
 ), health AS (
     SELECT m.endpoint_id, max(a.outcome = 'delivered') AS ok,
+           sum(a.outcome = 'retrying') AS failed,
+           max(CASE WHEN a.outcome = 'retrying' AND a.status_code = 429 THEN a.next_attempt_at END) AS asked_until,
            min(CASE WHEN a.outcome <> 'delivered' THEN a.attempted_at END) AS first_failure,
            max(CASE WHEN a.outcome = 'dead' THEN a.attempted_at END) AS dead_at,
            min(CASE WHEN $9 AND a.outcome = 'dead' AND a.status_code = 410 THEN a.attempted_at END) AS gone_at,
@@ -271,10 +275,19 @@ RETURNING NULL, id, owner_id, disabled_reason;
 ", health_of_batch!(), "
 UPDATE webhooks_dispatch_endpoints
 SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(failing_since, h.first_failure) END,
-    last_dead_at = COALESCE(h.dead_at, last_dead_at)
+    last_dead_at = COALESCE(h.dead_at, last_dead_at),
+    consecutive_failures = CASE WHEN h.ok THEN 0 ELSE min(consecutive_failures + h.failed, 1000000) END,
+    -- SQLite's scalar max() is NULL if any argument is: each possibly-NULL time is defaulted to 0 (1970).
+    blocked_until = CASE
+        WHEN h.ok THEN NULL
+        WHEN consecutive_failures + h.failed < $11 THEN blocked_until
+        ELSE max(COALESCE(blocked_until, 0), COALESCE(h.asked_until, 0), h.at + 1000
+                 * min($13, $12 << min(consecutive_failures + h.failed - $11, 40)))
+        END
 FROM health AS h
 WHERE webhooks_dispatch_endpoints.id = h.endpoint_id
-  AND (h.dead_at IS NOT NULL OR (h.ok AND failing_since IS NOT NULL) OR (NOT h.ok AND failing_since IS NULL))");
+  AND (h.dead_at IS NOT NULL OR h.failed > 0 OR (h.ok AND (failing_since IS NOT NULL OR consecutive_failures > 0))
+       OR (NOT h.ok AND failing_since IS NULL))");
 
 /// See [`super::postgres::RELEASE_CLAIMS`].
 pub const RELEASE_CLAIMS: &str = "\
@@ -289,9 +302,16 @@ RETURNING webhooks_dispatch_outbox.id";
 
 /// See [`super::postgres::NEXT_DUE`].
 pub const NEXT_DUE: &str = "\
-SELECT min(o.next_attempt_at) FROM webhooks_dispatch_outbox AS o
-JOIN webhooks_dispatch_endpoints AS ep ON ep.id = o.endpoint_id AND ep.status = 'active'
-WHERE o.status = 'pending' AND o.next_attempt_at > $1";
+SELECT min(t) FROM (
+    SELECT min(o.next_attempt_at) AS t FROM webhooks_dispatch_outbox AS o
+    JOIN webhooks_dispatch_endpoints AS ep ON ep.id = o.endpoint_id AND ep.status = 'active'
+    WHERE o.status = 'pending' AND o.next_attempt_at > $1
+      AND (ep.blocked_until IS NULL OR ep.blocked_until <= $1)
+    UNION ALL
+    SELECT min(ep.blocked_until) FROM webhooks_dispatch_endpoints AS ep
+    WHERE (ep.status = 'disabled' OR ep.blocked_until IS NOT NULL) AND ep.status = 'active' AND ep.blocked_until > $1
+      AND EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS o WHERE o.endpoint_id = ep.id AND o.status = 'pending')
+)";
 
 /// See [`super::postgres::SELECT_ATTEMPTS`].
 pub const SELECT_ATTEMPTS: &str = "\
@@ -302,6 +322,7 @@ FROM webhooks_dispatch_attempts WHERE message_id = $1 ORDER BY attempt_no";
 pub const QUEUE_STATS: &str = "\
 SELECT count(*), min(o.next_attempt_at) FROM webhooks_dispatch_outbox AS o
 JOIN webhooks_dispatch_endpoints AS ep ON ep.id = o.endpoint_id AND ep.status = 'active'
+    AND (ep.blocked_until IS NULL OR ep.blocked_until <= $1)
 WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= $1)";
 
 /// Settings of every connection the adapter opens: write-ahead logging (readers never block the writer),
@@ -341,7 +362,7 @@ UPDATE webhooks_dispatch_outbox SET next_attempt_at = $2
 WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at > $2 AND lease_token IS NULL
   AND (SELECT status FROM webhooks_dispatch_endpoints WHERE id = $1 AND deleted_at IS NULL) = 'disabled';
 UPDATE webhooks_dispatch_endpoints
-SET status = 'active', disabled_reason = NULL, disabled_at = NULL
+SET status = 'active', disabled_reason = NULL, disabled_at = NULL, consecutive_failures = 0, blocked_until = NULL
 WHERE id = $1 AND deleted_at IS NULL AND status = 'disabled'",
     changed_or_as_it_was!()
 );

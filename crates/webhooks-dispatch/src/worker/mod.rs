@@ -246,13 +246,15 @@ impl State {
         records: &mpsc::UnboundedSender<Record>,
     ) {
         while self.tasks.len() < self.concurrency {
-            let Some(msg) = self.ready.start_next() else { break };
+            let Some((msg, slot)) = self.ready.start_next(&d.settings().limiter) else {
+                break;
+            };
             let d = d.clone();
             let tx = records.clone();
             let key = (msg.id.clone(), msg.token.clone(), msg.endpoint_id.clone());
             let handle = self.tasks.spawn(async move {
                 let record = d
-                    .attempt_claimed(&msg, d.settings().clock.now(), Instant::now())
+                    .attempt_in_slot(&msg, slot, d.settings().clock.now(), Instant::now())
                     .await;
                 let finished = Finished {
                     endpoint_id: record.endpoint_id().to_owned(),

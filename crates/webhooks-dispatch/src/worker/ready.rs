@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::concurrency::{EndpointLimiter, Slot};
 use crate::drain::Claimed;
 
 /// Per-endpoint queues of claimed, not yet started messages, and the attempts each endpoint has in flight.
@@ -48,20 +49,25 @@ impl ReadyQueues {
         }
     }
 
-    /// The next message whose endpoint has a free slot, taking endpoints in turn; counts it as in flight
-    /// until [`finished`](Self::finished). `None` when every queued message's endpoint is at its cap.
-    pub(super) fn start_next(&mut self) -> Option<Claimed> {
+    /// The next message whose endpoint, owner and host have a free slot (taken from `limiter` and returned
+    /// with it), taking endpoints in turn; counts it as in flight until [`finished`](Self::finished). `None`
+    /// when every queued message's endpoint, owner or host is at its cap.
+    pub(super) fn start_next(&mut self, limiter: &EndpointLimiter) -> Option<(Claimed, Slot)> {
         for _ in 0..self.turn.len() {
             let endpoint = self.turn.pop_front()?;
             let running = self.in_flight.get(&endpoint).copied().unwrap_or(0);
-            if running >= self.cap {
-                self.turn.push_back(endpoint);
-                continue;
-            }
             let queue = self
                 .queues
                 .get_mut(&endpoint)
                 .expect("a queued endpoint has a queue");
+            let slot = match running < self.cap {
+                true => limiter.try_acquire(&queue.front().expect("a queued endpoint has a message").route),
+                false => None,
+            };
+            let Some(slot) = slot else {
+                self.turn.push_back(endpoint);
+                continue;
+            };
             let msg = queue.pop_front().expect("a queued endpoint has a message");
             if queue.is_empty() {
                 self.queues.remove(&endpoint);
@@ -70,7 +76,7 @@ impl ReadyQueues {
             }
             *self.in_flight.entry(endpoint).or_insert(0) += 1;
             self.queued -= 1;
-            return Some(msg);
+            return Some((msg, slot));
         }
         None
     }
@@ -119,7 +125,32 @@ impl ReadyQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::concurrency::Caps;
     use crate::drain::Claimed;
+    use std::sync::Arc;
+
+    /// A limiter that never binds before the queues' own per-endpoint cap does.
+    fn roomy() -> Arc<EndpointLimiter> {
+        limiter(100, 100)
+    }
+
+    fn limiter(per_owner: usize, per_host: usize) -> Arc<EndpointLimiter> {
+        Arc::new(EndpointLimiter::new(Caps {
+            per_endpoint: 100,
+            per_owner,
+            per_host,
+        }))
+    }
+
+    /// Starts what can start, keeping the slots as running attempts would.
+    fn start_all(q: &mut ReadyQueues, limiter: &EndpointLimiter, slots: &mut Vec<Slot>) -> Vec<String> {
+        std::iter::from_fn(|| q.start_next(limiter))
+            .map(|(m, slot)| {
+                slots.push(slot);
+                m.id
+            })
+            .collect()
+    }
 
     fn queues(cap: usize, endpoints: &[(&str, usize)]) -> ReadyQueues {
         let mut q = ReadyQueues::new(cap);
@@ -131,27 +162,33 @@ mod tests {
 
     #[test]
     fn endpoints_take_turns_and_none_exceeds_its_cap() {
+        let l = roomy();
         let mut q = queues(2, &[("hot", 10), ("a", 1), ("b", 1)]);
-        let started: Vec<String> = std::iter::from_fn(|| q.start_next()).map(|m| m.id).collect();
+        let started: Vec<String> = std::iter::from_fn(|| q.start_next(&l))
+            .map(|(m, _)| m.id)
+            .collect();
         // Round robin: the hot endpoint's backlog does not go first in full; it stops at its cap of 2.
         assert_eq!(started, ["hot-0", "a-0", "b-0", "hot-1"]);
         assert_eq!(q.len(), 8);
         q.finished("hot");
-        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("hot-2"));
-        assert!(q.start_next().is_none(), "hot is at its cap again");
+        assert_eq!(q.start_next(&l).map(|(m, _)| m.id).as_deref(), Some("hot-2"));
+        assert!(q.start_next(&l).is_none(), "hot is at its cap again");
     }
 
     #[test]
     fn only_what_the_free_slots_cannot_start_is_taken_back() {
+        let l = roomy();
         let mut q = queues(2, &[("x", 5), ("y", 2)]);
-        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("x-0"));
+        assert_eq!(q.start_next(&l).map(|(m, _)| m.id).as_deref(), Some("x-0"));
         // x: 1 in flight, so 1 free slot: x-1 stays, x-2..x-4 go back.
         let back: Vec<String> = q.take_surplus("x").into_iter().map(|m| m.id).collect();
         assert_eq!(back, ["x-2", "x-3", "x-4"]);
         assert_eq!(q.len(), 3);
         assert!(q.take_surplus("x").is_empty());
         assert!(q.take_surplus("y").is_empty(), "within its free slots");
-        let started: Vec<String> = std::iter::from_fn(|| q.start_next()).map(|m| m.id).collect();
+        let started: Vec<String> = std::iter::from_fn(|| q.start_next(&l))
+            .map(|(m, _)| m.id)
+            .collect();
         assert_eq!(started, ["y-0", "x-1", "y-1"]);
         q.finished("x");
         q.finished("x");
@@ -160,13 +197,52 @@ mod tests {
 
     #[test]
     fn draining_hands_back_everything_queued() {
+        let l = roomy();
         let mut q = queues(1, &[("x", 3), ("y", 2)]);
-        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("x-0"));
-        assert_eq!(q.start_next().map(|m| m.id).as_deref(), Some("y-0"));
-        assert!(q.start_next().is_none(), "both at their cap of 1");
+        assert_eq!(q.start_next(&l).map(|(m, _)| m.id).as_deref(), Some("x-0"));
+        assert_eq!(q.start_next(&l).map(|(m, _)| m.id).as_deref(), Some("y-0"));
+        assert!(q.start_next(&l).is_none(), "both at their cap of 1");
         assert_eq!(q.drain().len(), 3);
         assert_eq!(q.len(), 0);
         q.finished("x");
-        assert!(q.start_next().is_none());
+        assert!(q.start_next(&l).is_none());
+    }
+
+    #[test]
+    fn an_owner_at_its_cap_waits_while_other_owners_start() {
+        let l = limiter(2, 100);
+        let mut q = ReadyQueues::new(4);
+        for i in 0..3 {
+            q.extend(
+                (0..3).map(|n| Claimed::for_test_of(&format!("t{i}-{n}"), &format!("t{i}"), "tarpit", "h")),
+            );
+        }
+        q.extend((0..2).map(|n| Claimed::for_test_of(&format!("ok-{n}"), "ok", "fine", "h")));
+        let mut slots = Vec::new();
+        let started = start_all(&mut q, &l, &mut slots);
+        // Two of the tarpit owner's (its cap, across its endpoints), then the other owner's, then nothing.
+        assert_eq!(started, ["t0-0", "t1-0", "ok-0", "ok-1"]);
+        assert_eq!(q.len(), 7, "the tarpit owner's others wait queued");
+        slots.remove(0);
+        q.finished("t0");
+        assert_eq!(
+            start_all(&mut q, &l, &mut slots),
+            ["t0-1"],
+            "a freed owner slot is taken again, one only"
+        );
+    }
+
+    #[test]
+    fn a_host_at_its_cap_waits_whoever_owns_the_endpoints() {
+        let l = limiter(100, 1);
+        let mut q = ReadyQueues::new(4);
+        q.extend([
+            Claimed::for_test_of("a-0", "a", "o1", "shared"),
+            Claimed::for_test_of("b-0", "b", "o2", "shared"),
+            Claimed::for_test_of("c-0", "c", "o3", "elsewhere"),
+        ]);
+        let mut slots = Vec::new();
+        assert_eq!(start_all(&mut q, &l, &mut slots), ["a-0", "c-0"]);
+        assert_eq!(q.len(), 1);
     }
 }

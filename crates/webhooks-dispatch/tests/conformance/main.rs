@@ -13,6 +13,8 @@ mod claims;
 mod destinations;
 /// Fan-out of an owner's events, and disabled endpoints.
 mod events;
+/// Fairness: failing endpoints held back, per-owner and per-host caps against tarpits.
+mod fairness;
 /// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
 mod faults;
 /// What was sent: listing messages by endpoint, event, state and time, newest first, a page at a time.

@@ -113,6 +113,9 @@ async fn claim_completion_and_release_reach_their_rows_by_id_whatever_the_statis
         Value::from(vec![None::<String>; TAKEN]),
         Value::Bool(true),
         Value::from(now - chrono::Duration::days(5)),
+        Value::from(3_i64),
+        Value::from(1_000_i64),
+        Value::from(60_000_i64),
     ];
     let released = &ids[TAKEN..2 * TAKEN];
     let release = [

@@ -176,7 +176,13 @@ async fn aborted_drain_leaves_every_message_deliverable_after_the_lease(engine: 
 
 async fn graceful_shutdown_leaves_no_message_claimed(engine: Engine) {
     let ctx = Ctx::new(engine).await;
-    let d = ctx.builder().concurrency(8).build();
+    // One owner and host: their caps raised to the concurrency, so 8 attempts hang at once.
+    let d = ctx
+        .builder()
+        .concurrency(8)
+        .per_owner_concurrency(8)
+        .per_host_concurrency(8)
+        .build();
     let ids = enqueue(&ctx, &d, 8, 40).await;
     // First: attempts outlive the grace period, so they are aborted and released.
     ctx.receiver.set_default_reply(Reply::Hang);
@@ -434,12 +440,18 @@ async fn worker_keeps_a_single_busy_endpoint_flowing_without_polling(engine: Eng
 }
 
 /// `concurrency` bounds attempts in flight across all endpoints, for a worker and for `deliver_due`, while
-/// the per-endpoint cap (default 16) would allow far more.
+/// the per-endpoint cap (default 16) would allow far more. (The endpoints share one owner and one host, whose
+/// caps default to half the concurrency: raised here so that only the global cap binds.)
 async fn global_concurrency_cap_is_used_and_never_exceeded(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     ctx.receiver
         .set_default_reply(Reply::Delayed(Duration::from_millis(100)));
-    let d = ctx.builder().concurrency(4).build();
+    let d = ctx
+        .builder()
+        .concurrency(4)
+        .per_owner_concurrency(4)
+        .per_host_concurrency(4)
+        .build();
     let ids = enqueue(&ctx, &d, 8, 40).await;
     let running = RunningWorker::spawn(Worker::new(d.clone()));
     assert!(

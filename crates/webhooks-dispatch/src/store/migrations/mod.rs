@@ -59,6 +59,7 @@ pub(super) const POSTGRES: &[Migration] = &[
     postgres!(2, "0002_endpoint_queue_index"),
     postgres!(3, "0003_events_and_endpoint_status"),
     postgres!(4, "0004_endpoint_lifecycle"),
+    postgres!(5, "0005_endpoint_hold_back"),
 ];
 
 /// SQLite's migrations: the same versions and names as [`POSTGRES`].
@@ -67,6 +68,7 @@ pub(super) const SQLITE: &[Migration] = &[
     sqlite!(2, "0002_endpoint_queue_index"),
     sqlite!(3, "0003_events_and_endpoint_status"),
     sqlite!(4, "0004_endpoint_lifecycle"),
+    sqlite!(5, "0005_endpoint_hold_back"),
 ];
 
 #[cfg(test)]

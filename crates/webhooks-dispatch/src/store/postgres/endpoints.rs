@@ -34,7 +34,10 @@ WITH before AS (
     RETURNING o.id
 )
 UPDATE webhooks_dispatch_endpoints
-SET status = 'active', disabled_reason = NULL, disabled_at = NULL
+SET status = 'active', disabled_reason = NULL, disabled_at = NULL,
+    -- Enabling a disabled endpoint also ends a hold from before it was disabled: try it now.
+    consecutive_failures = CASE WHEN was = 'disabled' THEN 0 ELSE consecutive_failures END,
+    blocked_until = CASE WHEN was = 'disabled' THEN NULL ELSE blocked_until END
 FROM before WHERE id = before_id
 RETURNING ",
     endpoint_columns!(),

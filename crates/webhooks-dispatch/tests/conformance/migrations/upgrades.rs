@@ -18,6 +18,7 @@ conformance!(
     upgrade_from_the_unnumbered_schema_keeps_every_row_and_delivers_what_was_pending,
     upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out,
     upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle_columns,
+    upgrade_from_schema_4_keeps_every_row_and_starts_every_endpoint_unheld,
 );
 
 /// The executor of an earlier release, which knew only the first `known` migrations.
@@ -280,4 +281,58 @@ async fn upgrade_from_the_unnumbered_schema_keeps_every_row_and_delivers_what_wa
     assert_eq!(after[2].len(), before[2].len() + DUE.len());
     let report = d.deliver_due(DeliverDue::default()).await.unwrap();
     assert_eq!(report.attempted, 0, "the message scheduled for later was not due");
+}
+
+const HELD_BACK: &str = "SELECT count(*) FROM webhooks_dispatch_endpoints
+    WHERE consecutive_failures <> 0 OR blocked_until IS NOT NULL";
+
+// 0005 (holding back failing endpoints) on a database made by the release before it: every row stays, no
+// endpoint starts held back, what was pending is delivered, and an old endpoint that then fails three times
+// in a row is held back for a new message.
+async fn upgrade_from_schema_4_keeps_every_row_and_starts_every_endpoint_unheld(engine: Engine) {
+    let ctx = unmigrated(engine).await;
+    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), 4))
+        .migrate()
+        .await
+        .expect("the schema of the release before");
+    assert_eq!(versions(ctx.exec.as_ref()).await, [1, 2, 3, 4]);
+    let endpoints = seed_old_rows(&ctx, engine).await;
+    let exec = ctx.exec.as_ref();
+    let before = dump(exec).await;
+
+    let d = ctx.dispatcher();
+    d.migrate().await.expect("upgrade");
+    assert_eq!(versions(exec).await, known(exec.statements()));
+    assert_eq!(dump(exec).await, before, "the upgrade changed a row");
+    assert_eq!(
+        ctx.scalar(HELD_BACK, &[]).await,
+        0,
+        "an endpoint started held back"
+    );
+    let mut delivered = 0;
+    for _ in 0..=DUE.len() {
+        delivered += d
+            .deliver_due(DeliverDue::default())
+            .await
+            .expect("deliver")
+            .delivered;
+    }
+    assert_eq!(delivered, DUE.len() as u64, "what the old release left due");
+
+    ctx.receiver
+        .set_default_reply(webhooks_dispatch_testkit::receiver::Reply::status(503));
+    let old = endpoints[0].0;
+    for i in 0..3 {
+        let m = webhooks_dispatch::NewMessage::new(old, "invoice.paid", i).idempotency_key(format!("k{i}"));
+        d.dispatch(m).await.expect("dispatch to an old endpoint");
+    }
+    assert_eq!(d.deliver_due(DeliverDue::default()).await.unwrap().retried, 3);
+    assert_eq!(ctx.scalar(HELD_BACK, &[]).await, 1);
+    let new = d
+        .dispatch(webhooks_dispatch::NewMessage::new(old, "invoice.paid", 9))
+        .await
+        .unwrap()
+        .message_id;
+    assert_eq!(d.deliver_due(DeliverDue::default()).await.unwrap().attempted, 0);
+    assert_eq!(d.message(&new).await.unwrap().attempts, 0);
 }
