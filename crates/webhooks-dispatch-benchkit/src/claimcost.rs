@@ -160,6 +160,8 @@ impl Params {
             .bind(&self.held_endpoints)
             .bind(CAP)
             .bind(&self.held_counts)
+            // No owner at its cap.
+            .bind(Vec::<String>::new())
     }
 }
 

@@ -25,8 +25,8 @@ use webhooks_dispatch_testkit::receiver::{Receiver, Reply};
 use crate::baseline;
 use crate::disabled::{self, Backlog};
 use crate::env::{
-    endpoint_url, enqueue_all, enqueue_events, register_endpoints, register_owned_endpoints, Database, Env,
-    Result, Tuning, EVENT_OWNER,
+    endpoint_url, enqueue_all, enqueue_events, register_endpoints, register_endpoints_by,
+    register_owned_endpoints, Database, Env, Result, Tuning, EVENT_OWNER,
 };
 use crate::fanout;
 use crate::report::{Report, Sample, Samples};
@@ -64,6 +64,8 @@ pub struct Plan {
     pub healthy_endpoints: usize,
     /// Endpoints on a receiver that never answers.
     pub hanging_endpoints: usize,
+    /// The one owner of all the hanging endpoints (none: each endpoint is of its own owner).
+    pub hanging_owner: Option<&'static str>,
     /// Messages enqueued per measurement, round-robin over all endpoints (healthy ones first).
     pub messages: usize,
     /// How long the answering receiver takes to answer (none: at once).
@@ -83,6 +85,7 @@ impl Plan {
             disabled_backlog: 0,
             healthy_endpoints: crate::env::ENDPOINTS,
             hanging_endpoints: 0,
+            hanging_owner: None,
             messages,
             receiver_delay: None,
             enqueue: Enqueue::Messages,
@@ -195,9 +198,17 @@ impl Targets {
         if let Some(h) = &hanging {
             urls.extend((0..plan.hanging_endpoints).map(|i| endpoint_url(h.port(), i)));
         }
-        let endpoints = match plan.enqueue {
-            Enqueue::Messages => register_endpoints(&stage.setup, &urls).await?,
-            Enqueue::Events => register_owned_endpoints(&stage.setup, EVENT_OWNER, &urls).await?,
+        let endpoints = match (plan.enqueue, plan.hanging_owner) {
+            (Enqueue::Messages, None) => register_endpoints(&stage.setup, &urls).await?,
+            (Enqueue::Messages, Some(owner)) => {
+                let healthy = plan.healthy_endpoints;
+                let owner_of = |i: usize| match i < healthy {
+                    true => format!("customer_{i}"),
+                    false => owner.to_owned(),
+                };
+                register_endpoints_by(&stage.setup, &urls, owner_of).await?
+            }
+            (Enqueue::Events, _) => register_owned_endpoints(&stage.setup, EVENT_OWNER, &urls).await?,
         };
         Ok(Targets {
             healthy,

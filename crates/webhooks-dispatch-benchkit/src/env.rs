@@ -78,9 +78,14 @@ impl Tuning {
     /// Builds a dispatcher with these settings on `executor` (a pool, or a SQLite file), wired to the loopback
     /// receivers.
     pub fn dispatcher<E: Executor>(&self, env: &Env, executor: E) -> Dispatcher<E> {
+        // Every endpoint here is on one loopback receiver, where in production each customer's would be on
+        // its own host: the per-host cap (a guard against one shared receiver hanging) is lifted to the
+        // concurrency so it does not stand in for a limit production would not have. The per-owner cap stays
+        // at its default (each endpoint has its own owner, except in fan-out and the tarpit scenario).
         env.builder(executor)
             .concurrency(self.concurrency)
             .per_endpoint_concurrency(self.per_endpoint)
+            .per_host_concurrency(self.concurrency)
             .attempt_timeout(Duration::from_millis(self.attempt_timeout_ms))
             .build()
     }
@@ -318,6 +323,14 @@ pub async fn register_owned_endpoints<E: Executor>(
 }
 
 /// Registers one endpoint per URL, endpoint `i` of `owner(i)`; returns their ids in order.
+pub async fn register_endpoints_by<E: Executor>(
+    d: &Dispatcher<E>,
+    urls: &[String],
+    owner: impl Fn(usize) -> String,
+) -> Result<Vec<String>> {
+    register(d, urls, owner).await
+}
+
 async fn register<E: Executor>(
     d: &Dispatcher<E>,
     urls: &[String],

@@ -30,6 +30,7 @@ mod sizing;
 mod sqlite;
 mod suite;
 mod tablesize;
+mod tarpit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

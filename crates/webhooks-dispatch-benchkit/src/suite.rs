@@ -9,6 +9,7 @@ use crate::machine::{self, Machine};
 use crate::report::{Report, Samples};
 use crate::{
     api, claimcost, delivery, disabled, enqueue, fanout, hot, isolation, latency, sizing, sqlite, tablesize,
+    tarpit,
 };
 
 /// Steady rate of the HTTP API's send → receipt latency measurement, as the brief fixes it.
@@ -43,6 +44,8 @@ pub enum Scenario {
     FanOut,
     /// 12: delivery with a backlog of pending messages on disabled endpoints, against empty tables.
     DisabledBacklog,
+    /// 13: delivery to 100 owners while one more owner's 100 endpoints are on a tarpit, against all healthy.
+    TarpitOwner,
 }
 
 /// How big each scenario is.
@@ -108,7 +111,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let n = sizes.messages;
 
     if sizes.wants(Scenario::Enqueue) {
-        progress("1/13 enqueue throughput");
+        progress("1/14 enqueue throughput");
         if let Err(e) = enqueue::run(env, &mut report, n, sizes.enqueue_tasks).await {
             report.error("enqueue", &chain(&*e));
         }
@@ -117,7 +120,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let mut hot_rounds = Samples::default();
     let hot_inside_delivery = sizes.wants(Scenario::Delivery) && sizes.wants(Scenario::HotEndpoint);
     if sizes.wants(Scenario::Delivery) {
-        progress("2/13 end-to-end delivery throughput and baselines");
+        progress("2/14 end-to-end delivery throughput and baselines");
         let hot = hot_inside_delivery.then_some(&mut hot_rounds);
         delivery::scenario(env, &mut report, tuning, n, sizes.rounds, hot).await;
         if sizes.synchronous_commit_off_variant {
@@ -125,69 +128,74 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
         }
     }
     if sizes.wants(Scenario::Latency) {
-        progress("3/13 latency");
+        progress("3/14 latency");
         let duration = Duration::from_secs(sizes.latency_secs);
         latency::scenario(env, &mut report, tuning, sizes.latency_rate_per_sec, duration).await;
     }
     if sizes.wants(Scenario::TableSize) {
         match sizes.finished_rows {
             Some(rows) => {
-                progress("4/13 table-size independence");
+                progress("4/14 table-size independence");
                 tablesize::scenario(env, &mut report, tuning, n, rows, sizes.rounds).await;
             }
-            None => progress("4/13 table-size independence: skipped (--skip-million)"),
+            None => progress("4/14 table-size independence: skipped (--skip-million)"),
         }
     }
     if sizes.wants(Scenario::Isolation) {
-        progress("5/13 slow-endpoint isolation");
+        progress("5/14 slow-endpoint isolation");
         isolation::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if hot_inside_delivery {
-        progress("6/13 hot endpoint (measured in scenario 2's rounds)");
+        progress("6/14 hot endpoint (measured in scenario 2's rounds)");
         hot::report(&mut report, &hot_rounds, n);
     } else if sizes.wants(Scenario::HotEndpoint) {
-        progress("6/13 hot endpoint, with its references");
+        progress("6/14 hot endpoint, with its references");
         hot::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::ClaimCost) {
-        progress("7/13 claim cost");
+        progress("7/14 claim cost");
         claimcost::scenario(env, &mut report, sizes.claim_backlog_divisor).await;
     }
     if sizes.wants(Scenario::Api) {
-        progress("8/13 HTTP API");
+        progress("8/14 HTTP API");
         api::scenario(env, &mut report, n, sizes.rounds, sizes.latency_secs).await;
     }
     if sizes.wants(Scenario::Sqlite) {
-        progress("9/13 SQLite");
+        progress("9/14 SQLite");
         sqlite::scenario(env, &mut report, tuning, n, sizes.rounds, sizes.enqueue_tasks).await;
     }
     if sizes.wants(Scenario::Sizing) {
-        progress("10/13 sizing");
+        progress("10/14 sizing");
         sizing::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::FanOut) {
-        progress("11/13 fan-out");
+        progress("11/14 fan-out");
         fanout::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::DisabledBacklog) {
-        progress("12/13 disabled-endpoint backlog");
+        progress("12/14 disabled-endpoint backlog");
         let backlog = sizes.disabled_backlog;
         disabled::scenario(env, &mut report, tuning, n, backlog, sizes.rounds).await;
     }
 
-    progress("13/13 peak memory");
+    if sizes.wants(Scenario::TarpitOwner) {
+        progress("13/14 tarpit owner");
+        tarpit::scenario(env, &mut report, tuning, n, sizes.rounds).await;
+    }
+
+    progress("14/14 peak memory");
     memory(&mut report);
     env.drop_leftovers().await;
     Ok(report)
 }
 
-/// Scenario 13: this process's peak memory, always reported.
+/// Scenario 14: this process's peak memory, always reported.
 fn memory(report: &mut Report) {
     match machine::peak_rss_mib() {
         Some(mib) => {
             report
                 .add(
-                    "13. memory",
+                    "14. memory",
                     "memory.peak_rss",
                     "peak resident memory of this process (VmHWM)",
                     mib,

@@ -290,6 +290,7 @@ impl<E: Executor> Dispatcher<E> {
             Value::from(held_endpoints),
             Value::from(per_endpoint),
             Value::from(held_counts),
+            Value::from(limiter.full_owners()),
         ];
         let rows = self.query(self.sql().claim_due, &params).await?;
         rows.iter()

@@ -44,6 +44,7 @@ const FUNCTIONS: &[&str] = &[
     "bool_or",
     "row_number",
     "json_each",
+    "json_array_length",
     // SQLite: rows the previous statement of a script changed.
     "changes",
     "pg_advisory_xact_lock",

@@ -101,7 +101,8 @@ macro_rules! pending_endpoints {
 /// Claims up to $4 due messages for one drain by stamping them with a lease, visiting only the rows it takes.
 /// $1 lease token, $2 lease expiry, $3 now, $4 limit, $5 endpoints this process already holds messages for,
 /// $6 most messages per endpoint in this process, $7 how many it holds for each of $5 (a worker that claims
-/// ahead for an endpoint that keeps up reports fewer, even below zero, which raises that endpoint's quota)
+/// ahead for an endpoint that keeps up reports fewer, even below zero, which raises that endpoint's quota),
+/// $8 owners whose per-owner cap this process has in flight (their endpoints are passed over)
 /// → id, endpoint_id, payload, attempts, url, secret, headers, owner_id. Endpoints disabled or held back
 /// (`blocked_until` after $3) are passed over.
 ///
@@ -131,6 +132,11 @@ pub const CLAIM_DUE: &str = concat!(
     WHERE p.endpoint_id IS NOT NULL AND $6::int8 - COALESCE(busy.held, 0) > 0
       AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
                      WHERE d.id = p.endpoint_id AND (d.status = 'disabled' OR d.blocked_until > $3::timestamptz))
+      -- Owners with every slot of this process in flight: their endpoints wait too. Only then is each open
+      -- endpoint's row read (by its primary key); with no owner at its cap this test reads nothing.
+      AND (cardinality($8::text[]) = 0
+           OR NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS f
+                          WHERE f.id = p.endpoint_id AND f.owner_id = ANY ($8::text[])))
 ), heads AS (
     SELECT e.endpoint_id, e.quota, h.head
     FROM open_endpoints AS e CROSS JOIN LATERAL (

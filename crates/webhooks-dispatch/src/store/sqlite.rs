@@ -142,6 +142,9 @@ WITH RECURSIVE busy AS (
       AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
                       WHERE d.id = p.endpoint_id AND (d.status = 'disabled' OR d.blocked_until IS NOT NULL)
                         AND (d.status = 'disabled' OR d.blocked_until > $3))
+      AND (json_array_length($8) = 0
+           OR NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS f
+                          WHERE f.id = p.endpoint_id AND f.owner_id IN (SELECT value FROM json_each($8))))
 ), queue AS (
     -- Each open endpoint's due messages in (next_attempt_at, id) order, one index seek per step: the next id
     -- at the same time, else the first at a later time. (A row-value `>` would seek on the time alone, as

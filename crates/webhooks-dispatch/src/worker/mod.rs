@@ -276,7 +276,11 @@ impl State {
 
     /// Starts a claim if none is running, there is reason to, and room for a worthwhile batch.
     fn maybe_claim<E: Executor + Clone + 'static>(&mut self, d: &Dispatcher<E>) {
-        let held = self.tasks.len() + self.ready.len();
+        let waiting = match self.ready.len() {
+            0 => 0,
+            _ => self.ready.waiting_for_owner_or_host(&d.settings().limiter),
+        };
+        let held = self.tasks.len() + self.ready.len() - waiting;
         let room = (self.concurrency + self.claim_batch as usize).saturating_sub(held);
         self.cooling_until = None;
         if self.claiming.is_some() || !self.more || (held > 0 && room < self.claim_threshold) {

@@ -91,6 +91,19 @@ impl ReadyQueues {
         }
     }
 
+    /// Queued messages that wait for their owner's or host's cap rather than for their endpoint's: they
+    /// cannot start before one of that owner's (host's) attempts ends, so they do not count against the
+    /// room for the next claim, which would otherwise shrink behind a tarpit tenant's queue while every other
+    /// tenant's messages stay in the table. (Claims take nothing more of a full owner meanwhile, so this is at
+    /// most what was claimed before it filled.)
+    pub(super) fn waiting_for_owner_or_host(&self, limiter: &EndpointLimiter) -> usize {
+        self.queues
+            .values()
+            .filter(|q| q.front().is_some_and(|m| limiter.owner_or_host_full(&m.route)))
+            .map(VecDeque::len)
+            .sum()
+    }
+
     /// Removes and returns the queued messages of `endpoint_id` that its free slots cannot start now, newest
     /// first: it stopped keeping up, so its claim-ahead goes back to the table (where endpoint backoff reaches
     /// it and another claim takes it at the endpoint's pace) instead of waiting here, possibly past its lease,

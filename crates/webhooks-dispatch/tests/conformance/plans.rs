@@ -156,6 +156,7 @@ async fn claim_completion_and_release_reach_their_rows_by_id_whatever_the_statis
         Value::TextArray(Vec::new()),
         Value::I64(CAP as i64),
         Value::I64Array(Vec::new()),
+        Value::TextArray(Vec::new()),
     ];
     let plan = explain(exec, s.claim_due, &claim).await;
     let visited: u64 = outbox_scans(&plan).iter().map(|(_, rows)| rows).sum();
