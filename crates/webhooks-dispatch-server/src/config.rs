@@ -21,6 +21,11 @@ use serde::Deserialize;
 use crate::database::DatabaseUrl;
 use crate::Error;
 
+mod duration;
+
+pub use duration::parse_duration;
+use duration::{duration, MAX_DISABLE_FAILING_AFTER, MAX_SHORT};
+
 /// Default listen address: loopback only, so a fresh install is not reachable from the network by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default database when none is configured: an embedded SQLite file in the working directory.
@@ -117,7 +122,7 @@ pub struct RawSettings {
     )]
     pub per_endpoint_concurrency: Option<usize>,
 
-    /// Longest sleep between two looks at the queue, e.g. 500ms, 1s [default: 1s].
+    /// Longest sleep between two looks at the queue, e.g. 500ms, 1s [default: 1s; at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_POLL_INTERVAL",
@@ -126,7 +131,8 @@ pub struct RawSettings {
     )]
     pub poll_interval: Option<String>,
 
-    /// Absolute deadline of one delivery attempt (DNS, connect, TLS, response head) [default: 10s].
+    /// Absolute deadline of one delivery attempt (DNS, connect, TLS, response head) [default: 10s; at
+    /// most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_ATTEMPT_TIMEOUT",
@@ -135,7 +141,7 @@ pub struct RawSettings {
     )]
     pub attempt_timeout: Option<String>,
 
-    /// Time in-flight attempts get to finish at shutdown [default: 15s].
+    /// Time in-flight attempts get to finish at shutdown [default: 15s; at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_SHUTDOWN_GRACE",
@@ -186,7 +192,7 @@ pub struct RawSettings {
     pub operational_owner: Option<String>,
 
     /// Disable an endpoint (reason failing) after this long without a delivery while its messages go dead,
-    /// e.g. 5d or 36h; `off` never does [default: 5d].
+    /// e.g. 5d or 36h, at most 3650d; `off` never does [default: 5d].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_DISABLE_FAILING_AFTER",
@@ -196,7 +202,7 @@ pub struct RawSettings {
     pub disable_failing_after: Option<String>,
 
     /// The API's limit on receiving a request head, also closing idle keep-alive connections
-    /// [default: 10s].
+    /// [default: 10s; at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_HEADER_READ_TIMEOUT",
@@ -205,7 +211,8 @@ pub struct RawSettings {
     )]
     pub header_read_timeout: Option<String>,
 
-    /// The API's limit on one request, body included; slower ones are answered 408 [default: 30s].
+    /// The API's limit on one request, body included; slower ones are answered 408 [default: 30s;
+    /// at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_REQUEST_TIMEOUT",
@@ -461,16 +468,19 @@ impl Config {
                 "poll_interval",
                 raw.poll_interval,
                 webhooks_dispatch::DEFAULT_POLL_INTERVAL,
+                MAX_SHORT,
             )?,
             attempt_timeout: duration(
                 "attempt_timeout",
                 raw.attempt_timeout,
                 webhooks_dispatch::DEFAULT_ATTEMPT_TIMEOUT,
+                MAX_SHORT,
             )?,
             shutdown_grace: duration(
                 "shutdown_grace",
                 raw.shutdown_grace,
                 webhooks_dispatch::DEFAULT_SHUTDOWN_GRACE,
+                MAX_SHORT,
             )?,
             body_limit: positive("body_limit", raw.body_limit, DEFAULT_BODY_LIMIT)?,
             log_format: raw.log_format.unwrap_or_default(),
@@ -483,6 +493,7 @@ impl Config {
                     "disable_failing_after",
                     other.map(str::to_owned),
                     webhooks_dispatch::DEFAULT_DISABLE_FAILING_AFTER,
+                    MAX_DISABLE_FAILING_AFTER,
                 )?),
             },
             on_gone: raw.on_gone.unwrap_or_default(),
@@ -491,8 +502,14 @@ impl Config {
                     "header_read_timeout",
                     raw.header_read_timeout,
                     DEFAULT_HEADER_READ_TIMEOUT,
+                    MAX_SHORT,
                 )?,
-                request_timeout: duration("request_timeout", raw.request_timeout, DEFAULT_REQUEST_TIMEOUT)?,
+                request_timeout: duration(
+                    "request_timeout",
+                    raw.request_timeout,
+                    DEFAULT_REQUEST_TIMEOUT,
+                    MAX_SHORT,
+                )?,
                 max_connections: positive("max_connections", raw.max_connections, DEFAULT_MAX_CONNECTIONS)?,
             },
         })
@@ -525,36 +542,6 @@ impl ApiKeys {
 impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{} key(s) redacted]", self.0.len())
-    }
-}
-
-/// Parses `500ms`, `10s`, `2m`, `1h`, `5d` (a whole number and a unit; no unit is an error, so `10` cannot be
-/// misread as milliseconds or seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "d" => Duration::from_secs(n.saturating_mul(86_400)),
-        _ => return Err(format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h")),
-    };
-    if d.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    Ok(d)
-}
-
-fn duration(setting: &str, raw: Option<String>, default: Duration) -> Result<Duration, Error> {
-    match raw {
-        Some(text) => parse_duration(&text).map_err(|why| Error::Config(format!("{setting}: {why}"))),
-        None => Ok(default),
     }
 }
 
