@@ -9,6 +9,7 @@ use tokio::process::Command;
 use webhooks_dispatch::signing::sign;
 use webhooks_dispatch::EndpointSecret;
 use webhooks_dispatch_testkit::receiver::ClosedPort;
+use webhooks_dispatch_testkit::PasswordForms;
 
 use crate::engines;
 use crate::process::{command, field, run, service_command, Service, BIN};
@@ -475,4 +476,62 @@ async fn generated_key_scenario() {
             out.stderr
         );
     }
+}
+
+// Catches: a database password written as `?password=`, `sslpassword=` or in a keyword/value string (quoted
+// or not) reaching stderr through any path of the binary — the "starting" log line (the configuration's
+// Debug), the connection error, or a configuration error that quotes the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_passwords_in_any_form_stay_out_of_stderr_and_logs() {
+    bounded(
+        "binary::database_passwords_in_any_form_stay_out_of_stderr_and_logs",
+        async {
+            let port = ClosedPort::bind(Ipv4Addr::LOCALHOST.into()).expect("a closed port");
+            let (query, ssl, kv, bare) = ("query-pass-7c1e", "ssl pass'9d2f", "kv pass 4b8a", "kv:pass-5e6f");
+            let url = format!(
+                "postgres://app@127.0.0.1:{}/x?password={}&sslpassword={}",
+                port.port(),
+                PasswordForms::in_query(query),
+                PasswordForms::in_query(ssl),
+            );
+            let keyword_value = format!(
+                "host=127.0.0.1 port={} user=app password={}",
+                port.port(),
+                PasswordForms::quoted(kv)
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let cases: [(&[&str], String, &str); 4] = [
+                (&["serve"], url.clone(), "password=redacted&sslpassword=redacted"),
+                (
+                    &["worker"],
+                    url,
+                    "cannot connect to the database at postgres://app@127.0.0.1:",
+                ),
+                (&["migrate"], keyword_value, "database_url"),
+                (&["migrate"], format!("host=db password={bare}"), "database_url"),
+            ];
+            for (args, database_url, expected) in cases {
+                let mut cmd = Command::new(BIN);
+                cmd.env_clear()
+                    .args(args)
+                    .env("WEBHOOKS_DISPATCH_DATABASE_URL", &database_url)
+                    .env("WEBHOOKS_DISPATCH_API_KEYS", API_KEY)
+                    .env("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")
+                    .env("WEBHOOKS_DISPATCH_LOG_FORMAT", "json")
+                    .env("RUST_LOG", "trace")
+                    .current_dir(dir.path());
+                let out = run(cmd, None).await;
+                assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
+                assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+                if args == ["serve"] {
+                    assert!(out.stderr.contains("\"message\":\"starting\""), "{}", out.stderr);
+                }
+                for password in [query, ssl, kv, bare] {
+                    let place = format!("stderr of {args:?}");
+                    PasswordForms::of(password).assert_absent(&place, out.stderr.as_bytes());
+                }
+            }
+        },
+    )
+    .await
 }
