@@ -230,6 +230,22 @@ pub struct RawSettings {
     )]
     pub max_connections: Option<usize>,
 
+    /// How old the backlog gauges of `/metrics` may get: the backlog is counted at most once per this
+    /// interval, however often it is scraped [default: 5s; at most 1h].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_METRICS_REFRESH",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub metrics_refresh: Option<String>,
+
+    /// Serve `/metrics` only with an API key (`Authorization: Bearer`, the keys of `/v1`) [default: open,
+    /// like the probes].
+    #[arg(long, env = "WEBHOOKS_DISPATCH_METRICS_REQUIRE_KEY", global = true)]
+    #[serde(default)]
+    pub metrics_require_key: bool,
+
     /// What a 410 Gone answer does besides killing its message: `disable` the endpoint (the Standard
     /// Webhooks advice) or only `dead` [default: disable].
     #[arg(long, env = "WEBHOOKS_DISPATCH_ON_GONE", value_enum, global = true)]
@@ -292,6 +308,8 @@ impl RawSettings {
             header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
             request_timeout: self.request_timeout.or(lower.request_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
+            metrics_refresh: self.metrics_refresh.or(lower.metrics_refresh),
+            metrics_require_key: self.metrics_require_key || lower.metrics_require_key,
         }
     }
 
@@ -365,6 +383,10 @@ pub struct Config {
     pub on_gone: GoneSetting,
     /// The API server's timeouts and connection cap.
     pub server_limits: ServerLimits,
+    /// Longest the backlog gauges of `/metrics` are served from the last count.
+    pub metrics_refresh: Duration,
+    /// `/metrics` needs an API key.
+    pub metrics_require_key: bool,
 }
 
 impl Config {
@@ -400,6 +422,12 @@ impl Config {
                     format!("key #{n} must be printable ASCII without spaces"),
                 ));
             }
+        }
+        if raw.insecure_no_auth && raw.metrics_require_key {
+            return Err(bad(
+                "metrics_require_key",
+                "needs API keys, so it cannot be combined with insecure_no_auth".to_owned(),
+            ));
         }
         if raw.insecure_no_auth && !api_keys.is_empty() {
             return Err(bad(
@@ -512,6 +540,13 @@ impl Config {
                 )?,
                 max_connections: positive("max_connections", raw.max_connections, DEFAULT_MAX_CONNECTIONS)?,
             },
+            metrics_refresh: duration(
+                "metrics_refresh",
+                raw.metrics_refresh,
+                crate::metrics::DEFAULT_BACKLOG_REFRESH,
+                MAX_SHORT,
+            )?,
+            metrics_require_key: raw.metrics_require_key,
         })
     }
 

@@ -6,7 +6,8 @@
 //! `http_status()`.
 //!
 //! Decisions: `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open (no data, only counts), `/v1`
-//! needs a key. A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
+//! needs a key; `metrics_require_key` puts `/metrics` behind the key too (default off, so existing scrapers
+//! keep working). A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
 //! than from tower-http's `RequestBodyLimitLayer`, whose early 413 is plain text. An idempotency key replayed
 //! with the same message answers 200 with the first message's id; reused for a different message (another
 //! event type or payload) it is the library's `idempotency_conflict`, 409.
@@ -104,17 +105,21 @@ pub fn routes() -> Vec<Route> {
         ),
         route(Method::GET, "/healthz", false, ops::healthz),
         route(Method::GET, "/readyz", false, ops::readyz),
-        route(Method::GET, "/metrics", false, ops::metrics),
+        route(Method::GET, METRICS_PATH, false, ops::metrics),
         route(Method::GET, "/openapi.json", false, ops::openapi),
     ]
 }
 
-/// The complete application. `keys: None` serves `/v1` without authentication (`--insecure-no-auth`).
-pub fn router(state: Shared, keys: Option<Keys>, body_limit: usize) -> Router {
+/// Where the metrics are served: open by default, behind the key with `metrics_require_key`.
+const METRICS_PATH: &str = "/metrics";
+
+/// The complete application. `keys: None` serves `/v1` without authentication (`--insecure-no-auth`);
+/// `metrics_require_key` puts `/metrics` behind the same keys (the configuration refuses it without keys).
+pub fn router(state: Shared, keys: Option<Keys>, body_limit: usize, metrics_require_key: bool) -> Router {
     let mut open = Router::new();
     let mut protected = Router::new();
     for r in routes() {
-        if r.protected {
+        if r.protected || (metrics_require_key && r.path == METRICS_PATH) {
             protected = protected.route(r.path, r.handler);
         } else {
             open = open.route(r.path, r.handler);

@@ -265,6 +265,7 @@ fn duration_settings() -> Vec<(&'static str, fn(&mut RawSettings, String), Durat
             hour,
         ),
         ("request_timeout", |r, v| r.request_timeout = Some(v), hour),
+        ("metrics_refresh", |r, v| r.metrics_refresh = Some(v), hour),
         (
             "disable_failing_after",
             |r, v| r.disable_failing_after = Some(v),
@@ -282,6 +283,7 @@ fn resolved(c: &Config, setting: &str) -> Option<Duration> {
         "header_read_timeout" => Some(c.server_limits.header_read_timeout),
         "request_timeout" => Some(c.server_limits.request_timeout),
         "disable_failing_after" => c.disable_failing_after,
+        "metrics_refresh" => Some(c.metrics_refresh),
         other => panic!("unknown setting {other}"),
     }
 }
@@ -352,4 +354,24 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn metrics_settings_default_to_open_and_five_seconds_and_a_key_needs_keys() {
+    let c = Config::resolve(raw()).unwrap();
+    assert_eq!(c.metrics_refresh, crate::metrics::DEFAULT_BACKLOG_REFRESH);
+    assert!(!c.metrics_require_key);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "metrics_refresh = \"30s\"\nmetrics_require_key = true\n").unwrap();
+    let c = Config::resolve(RawSettings::from_file(&path).unwrap().or(raw())).unwrap();
+    assert_eq!(c.metrics_refresh, Duration::from_secs(30));
+    assert!(c.metrics_require_key);
+    let both = RawSettings {
+        metrics_require_key: true,
+        insecure_no_auth: true,
+        ..raw()
+    };
+    let err = Config::resolve(both).unwrap_err().to_string();
+    assert!(err.contains("metrics_require_key"), "{err}");
 }
