@@ -36,6 +36,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 16;
 /// Default deliveries in flight per endpoint: the library's default.
 pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = webhooks_dispatch::DEFAULT_PER_ENDPOINT_CONCURRENCY;
+/// File name of a generated API key (see [`Config::generated_key_file`]).
+pub const GENERATED_KEY_FILE: &str = "webhooks-dispatch.api-key";
 /// Shortest accepted API key. Keys are bearer credentials compared in constant time; short ones could be
 /// guessed, so a typo like an empty variable is refused rather than silently accepted.
 pub const MIN_API_KEY_CHARS: usize = 16;
@@ -102,6 +104,17 @@ pub struct RawSettings {
         global = true
     )]
     pub api_keys: Option<Vec<String>>,
+
+    /// Where `serve` writes the API key it generates when none is configured (mode 0600, replaced on each
+    /// run) [default: webhooks-dispatch.api-key beside the SQLite file, or in the working directory]. Without
+    /// it the key is shown on stderr when that is a terminal, and written to the default file otherwise.
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_API_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub api_key_file: Option<PathBuf>,
 
     /// Serve the API without authentication. Only for local experiments; must be given explicitly (flag or
     /// environment), never from the file.
@@ -292,6 +305,7 @@ impl RawSettings {
             database_url: self.database_url.or(lower.database_url),
             database_max_connections: self.database_max_connections.or(lower.database_max_connections),
             api_keys: self.api_keys.or(lower.api_keys),
+            api_key_file: self.api_key_file.or(lower.api_key_file),
             insecure_no_auth: self.insecure_no_auth || lower.insecure_no_auth,
             concurrency: self.concurrency.or(lower.concurrency),
             per_endpoint_concurrency: self.per_endpoint_concurrency.or(lower.per_endpoint_concurrency),
@@ -353,6 +367,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Accepted bearer keys; empty only with `insecure_no_auth`.
     pub api_keys: ApiKeys,
+    /// Where a generated key is written, if set explicitly (see [`Config::generated_key_file`]).
+    pub api_key_file: Option<PathBuf>,
     /// Serve `/v1` without authentication.
     pub insecure_no_auth: bool,
     /// Whether `serve` also runs the delivery worker (`serve --no-worker` turns it off).
@@ -480,6 +496,7 @@ impl Config {
                 None => DEFAULT_DATABASE_MAX_CONNECTIONS,
             },
             api_keys: ApiKeys(api_keys),
+            api_key_file: raw.api_key_file,
             insecure_no_auth: raw.insecure_no_auth,
             worker: true,
             concurrency: positive(
@@ -548,6 +565,22 @@ impl Config {
             )?,
             metrics_require_key: raw.metrics_require_key,
         })
+    }
+
+    /// Where `serve` writes a generated API key: `api_key_file`, else [`GENERATED_KEY_FILE`] in the SQLite
+    /// file's directory (which the service can write, and whose files are already private), else in the
+    /// working directory.
+    pub fn generated_key_file(&self) -> PathBuf {
+        if let Some(path) = &self.api_key_file {
+            return path.clone();
+        }
+        match &self.database_url {
+            DatabaseUrl::Sqlite(db) => db.parent().map_or_else(
+                || PathBuf::from(GENERATED_KEY_FILE),
+                |dir| dir.join(GENERATED_KEY_FILE),
+            ),
+            DatabaseUrl::Postgres(_) => PathBuf::from(GENERATED_KEY_FILE),
+        }
     }
 
     /// The extra check for serving the HTTP API: without keys, only an explicit `--insecure-no-auth` will do.
