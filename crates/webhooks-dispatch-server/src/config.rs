@@ -12,7 +12,8 @@ use crate::listen::{
 };
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -22,6 +23,7 @@ use crate::database::DatabaseUrl;
 use crate::Error;
 
 mod duration;
+mod file;
 
 pub use duration::parse_duration;
 use duration::{duration, MAX_DISABLE_FAILING_AFTER, MAX_SHORT};
@@ -36,8 +38,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 16;
 /// Default deliveries in flight per endpoint: the library's default.
 pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = webhooks_dispatch::DEFAULT_PER_ENDPOINT_CONCURRENCY;
-/// File name of a generated API key (see [`Config::generated_key_file`]).
-pub const GENERATED_KEY_FILE: &str = "webhooks-dispatch.api-key";
 /// Shortest accepted API key. Keys are bearer credentials compared in constant time; short ones could be
 /// guessed, so a typo like an empty variable is refused rather than silently accepted.
 pub const MIN_API_KEY_CHARS: usize = 16;
@@ -277,26 +277,6 @@ pub enum GoneSetting {
 }
 
 impl RawSettings {
-    /// Reads a TOML file. Parse errors keep their line number but not the quoted values, which could be
-    /// secrets (an API key written where a number was expected).
-    pub fn from_file(path: &Path) -> Result<RawSettings, Error> {
-        let file_error = |message: String| Error::ConfigFile {
-            path: path.to_owned(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        toml::from_str(&text).map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let message = elide_quoted(e.message());
-            file_error(match line {
-                Some(n) => format!("line {n}: {message}"),
-                None => message,
-            })
-        })
-    }
-
     /// Field by field, `self` where set, else `lower`: flags and environment (`self`) over the file.
     pub fn or(self, lower: RawSettings) -> RawSettings {
         RawSettings {
@@ -367,7 +347,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Accepted bearer keys; empty only with `insecure_no_auth`.
     pub api_keys: ApiKeys,
-    /// Where a generated key is written, if set explicitly (see [`Config::generated_key_file`]).
+    /// Where a generated key is written, if set explicitly (else beside the SQLite file or in the working
+    /// directory).
     pub api_key_file: Option<PathBuf>,
     /// Serve `/v1` without authentication.
     pub insecure_no_auth: bool,
@@ -403,6 +384,19 @@ pub struct Config {
     pub metrics_refresh: Duration,
     /// `/metrics` needs an API key.
     pub metrics_require_key: bool,
+    /// How endpoint host names are resolved; `None` (what [`Config::resolve`] gives): the system resolver.
+    pub resolver: Option<EndpointResolver>,
+}
+
+/// A resolver for endpoint host names — not a setting but a seam for embedders and tests, which must not
+/// ask real DNS. `Debug` shows only that one is set.
+#[derive(Clone)]
+pub struct EndpointResolver(pub Arc<dyn webhooks_dispatch::ssrf::Resolver>);
+
+impl fmt::Debug for EndpointResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EndpointResolver(custom)")
+    }
 }
 
 impl Config {
@@ -564,23 +558,8 @@ impl Config {
                 MAX_SHORT,
             )?,
             metrics_require_key: raw.metrics_require_key,
+            resolver: None,
         })
-    }
-
-    /// Where `serve` writes a generated API key: `api_key_file`, else [`GENERATED_KEY_FILE`] in the SQLite
-    /// file's directory (which the service can write, and whose files are already private), else in the
-    /// working directory.
-    pub fn generated_key_file(&self) -> PathBuf {
-        if let Some(path) = &self.api_key_file {
-            return path.clone();
-        }
-        match &self.database_url {
-            DatabaseUrl::Sqlite(db) => db.parent().map_or_else(
-                || PathBuf::from(GENERATED_KEY_FILE),
-                |dir| dir.join(GENERATED_KEY_FILE),
-            ),
-            DatabaseUrl::Postgres(_) => PathBuf::from(GENERATED_KEY_FILE),
-        }
     }
 
     /// The extra check for serving the HTTP API: without keys, only an explicit `--insecure-no-auth` will do.
@@ -611,25 +590,6 @@ impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{} key(s) redacted]", self.0.len())
     }
-}
-
-/// Replaces every double-quoted part of a parser message with `"…"`.
-fn elide_quoted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut inside = false;
-    for c in message.chars() {
-        if c == '"' {
-            if inside {
-                out.push_str("…\"");
-            } else {
-                out.push('"');
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -171,6 +171,9 @@ pub fn dispatcher(
     for net in &config.allow_net {
         builder = builder.allow_net(*net);
     }
+    if let Some(resolver) = &config.resolver {
+        builder = builder.resolver(resolver.0.clone());
+    }
     if let Some(path) = &config.ca_file {
         builder = builder.root_certificates(roots_with(path)?);
     }

@@ -8,7 +8,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::database::DatabaseUrl;
 use crate::Error;
+
+/// File name of a generated API key (see [`key_file`]).
+pub const KEY_FILE_NAME: &str = "webhooks-dispatch.api-key";
 
 /// Where a generated key was put, to tell the operator once logging is up.
 pub enum Shown {
@@ -19,7 +23,7 @@ pub enum Shown {
 }
 
 /// Generates a key for this run, adds it to `config` and shows it: on stderr if that is a terminal and no
-/// `api_key_file` is set, else in [`Config::generated_key_file`].
+/// `api_key_file` is set, else in [`key_file`].
 pub fn generate(config: &mut Config) -> Result<Shown, Error> {
     let key = generated_api_key()?;
     let shown = if config.api_key_file.is_none() && std::io::stderr().is_terminal() {
@@ -29,13 +33,27 @@ pub fn generate(config: &mut Config) -> Result<Shown, Error> {
         );
         Shown::Terminal
     } else {
-        let path = config.generated_key_file();
+        let path = key_file(config);
         write_private(&path, &format!("{key}\n"))
             .map_err(|e| Error::io(format!("writing the generated API key to {}", path.display()), e))?;
         Shown::File(path)
     };
     config.api_keys.0.push(key);
     Ok(shown)
+}
+
+/// Where a generated key is written: `api_key_file`, else [`KEY_FILE_NAME`] in the SQLite file's directory
+/// (which the service can write, and whose files are private already), else in the working directory.
+pub fn key_file(config: &Config) -> PathBuf {
+    if let Some(path) = &config.api_key_file {
+        return path.clone();
+    }
+    match &config.database_url {
+        DatabaseUrl::Sqlite(db) => db
+            .parent()
+            .map_or_else(|| PathBuf::from(KEY_FILE_NAME), |dir| dir.join(KEY_FILE_NAME)),
+        DatabaseUrl::Postgres(_) => PathBuf::from(KEY_FILE_NAME),
+    }
 }
 
 /// Logs where the key went (the key itself never goes through the log).
