@@ -564,3 +564,38 @@ async fn database_passwords_in_any_form_stay_out_of_stderr_and_logs() {
     )
     .await
 }
+
+// Catches: the reason of a destination refusal lost altogether (callers get one generic text, so the
+// operators' log is the only place that says what was refused, whose it was and why), or logged without the
+// owner or host that let an operator act on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_destination_is_logged_for_operators_with_owner_host_and_reason() {
+    bounded(
+        "binary::a_refused_destination_is_logged_for_operators_with_owner_host_and_reason",
+        async {
+            let fixture = Fixture::new(Engine::Sqlite).await;
+            let (served, addr) = Service::serve(service_command(&fixture, &["serve", "--no-worker"])).await;
+            // An IP literal: refused without any lookup.
+            let body =
+                serde_json::json!({"owner_id": "acme-ops", "url": "https://10.9.8.7/hook?token=t0k3n"});
+            let reply = crate::support::call(addr, hyper::Method::POST, "/v1/endpoints", Some(body)).await;
+            assert_eq!(reply.status, 400, "{}", reply.text());
+            assert!(!reply.text().contains("private"), "{}", reply.text());
+            let logged = served
+                .wait_for_log(|e| e["message"] == "endpoint URL refused for its destination")
+                .await;
+            assert_eq!(logged["owner_id"], "acme-ops", "{logged}");
+            assert_eq!(logged["host"], "10.9.8.7", "{logged}");
+            assert!(
+                logged["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("address refused: private"),
+                "{logged}"
+            );
+            let (_, _, logs) = served.terminate().await;
+            assert!(!logs.contains("t0k3n"), "the URL's query was logged:\n{logs}");
+        },
+    )
+    .await
+}

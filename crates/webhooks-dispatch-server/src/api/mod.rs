@@ -177,6 +177,40 @@ impl ApiError {
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
+
+    /// `e` for an API caller, with a destination refusal (an endpoint URL refused for where its host
+    /// resolves, or because it does not resolve) turned into one generic answer: its reason would tell the
+    /// caller how names resolve inside our network. The reason goes to the operators' log instead, with
+    /// whose endpoint it was and the URL's host (never the whole URL, whose path or query may hold a token).
+    pub fn refusing_destination(
+        e: DispatchError,
+        owner_id: Option<&str>,
+        endpoint_id: Option<&str>,
+        url: &str,
+    ) -> Self {
+        if !e.is_destination_refusal() {
+            return e.into();
+        }
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        tracing::warn!(
+            owner_id,
+            endpoint_id,
+            host,
+            reason = %e,
+            "endpoint URL refused for its destination"
+        );
+        Self::destination_refused(e.code())
+    }
+
+    fn destination_refused(code: &'static str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            "destination refused: the URL must resolve to a public address",
+        )
+    }
 }
 
 impl From<DispatchError> for ApiError {
@@ -186,6 +220,15 @@ impl From<DispatchError> for ApiError {
             DispatchError::InBatch { index, .. } => Some(*index),
             _ => None,
         };
+        if e.is_destination_refusal() {
+            // Handlers that change URLs log the refusal with its context (`refusing_destination`); anything
+            // else still answers generically.
+            tracing::warn!(reason = %e, "URL refused for its destination");
+            return ApiError {
+                index,
+                ..Self::destination_refused(e.code())
+            };
+        }
         let message = match &e {
             // The library's storage message is already generic; the details go to the log only.
             DispatchError::Storage(s) => {
