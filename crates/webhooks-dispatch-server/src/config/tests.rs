@@ -253,8 +253,11 @@ fn server_limits_have_defaults_and_take_settings() {
     }
 }
 
+/// Sets one duration setting.
+type Setter = fn(&mut RawSettings, String);
+
 /// Every duration setting, how to set it, and its documented maximum.
-fn duration_settings() -> Vec<(&'static str, fn(&mut RawSettings, String), Duration)> {
+fn duration_settings() -> Vec<(&'static str, Setter, Duration)> {
     let hour = duration::MAX_SHORT;
     vec![
         ("poll_interval", |r, v| r.poll_interval = Some(v), hour),
