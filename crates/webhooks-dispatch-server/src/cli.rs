@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use webhooks_dispatch::{verify, Attempt, EndpointSecret, ListMessages, MessageState, NewEvent, NewMessage};
 
 mod endpoint;
+mod generated_key;
 
 use endpoint::{endpoint_command, EndpointCommand};
 
@@ -186,8 +187,8 @@ pub fn run(cli: Cli) -> ExitCode {
         // Offline and configuration-free: a broken service configuration must not stop a receiver check.
         return verify_command(args);
     }
-    let config = match resolve(cli.settings, &cli.command) {
-        Ok(config) => config,
+    let (config, generated) = match resolve(cli.settings, &cli.command) {
+        Ok(resolved) => resolved,
         Err(e) => return fail(&e),
     };
     let default_filter = match cli.command {
@@ -195,6 +196,9 @@ pub fn run(cli: Cli) -> ExitCode {
         _ => logging::CLIENT_FILTER,
     };
     logging::init(config.log_format, default_filter);
+    if let Some(shown) = &generated {
+        generated_key::announce(shown);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&Error::io("starting the async runtime", e)),
@@ -205,34 +209,23 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn resolve(settings: RawSettings, command: &Command) -> Result<Config, Error> {
+/// The configuration for `command`, and where `serve` put the API key it generated, if it did.
+fn resolve(
+    settings: RawSettings,
+    command: &Command,
+) -> Result<(Config, Option<generated_key::Shown>), Error> {
     let mut config = settings.load()?;
+    let mut generated = None;
     if let Command::Serve { no_worker } = command {
         config.worker = !no_worker;
         if config.api_keys.is_empty() && !config.insecure_no_auth {
             // Secure by default without setup: `serve` on a fresh machine works, but never unauthenticated.
-            // The key exists only in this process and is shown once, here, to the person who started it.
-            let key = generated_api_key()?;
-            eprintln!(
-                "No API key configured: generated one for this run (set WEBHOOKS_DISPATCH_API_KEYS to choose \
-                 your own):\n\n    {key}\n"
-            );
-            config.api_keys.0.push(key);
+            // The key exists only in this process and its file (or on the terminal of whoever started it).
+            generated = Some(generated_key::generate(&mut config)?);
         }
         config.check_serve()?;
     }
-    Ok(config)
-}
-
-/// `wdk_` + 32 bytes from the operating system's CSPRNG, URL-safe base64.
-fn generated_api_key() -> Result<String, Error> {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Error::io("generating an API key", std::io::Error::other(e)))?;
-    Ok(format!(
-        "wdk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
+    Ok((config, generated))
 }
 
 fn fail(e: &Error) -> ExitCode {

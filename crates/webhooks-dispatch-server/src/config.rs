@@ -12,7 +12,8 @@ use crate::listen::{
 };
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -20,6 +21,12 @@ use serde::Deserialize;
 
 use crate::database::DatabaseUrl;
 use crate::Error;
+
+mod duration;
+mod file;
+
+pub use duration::parse_duration;
+use duration::{duration, MAX_DISABLE_FAILING_AFTER, MAX_SHORT};
 
 /// Default listen address: loopback only, so a fresh install is not reachable from the network by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -98,6 +105,17 @@ pub struct RawSettings {
     )]
     pub api_keys: Option<Vec<String>>,
 
+    /// Where `serve` writes the API key it generates when none is configured (mode 0600, replaced on each
+    /// run) [default: webhooks-dispatch.api-key beside the SQLite file, or in the working directory]. Without
+    /// it the key is shown on stderr when that is a terminal, and written to the default file otherwise.
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_API_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub api_key_file: Option<PathBuf>,
+
     /// Serve the API without authentication. Only for local experiments; must be given explicitly (flag or
     /// environment), never from the file.
     #[arg(long, env = "WEBHOOKS_DISPATCH_INSECURE_NO_AUTH", global = true)]
@@ -117,7 +135,7 @@ pub struct RawSettings {
     )]
     pub per_endpoint_concurrency: Option<usize>,
 
-    /// Longest sleep between two looks at the queue, e.g. 500ms, 1s [default: 1s].
+    /// Longest sleep between two looks at the queue, e.g. 500ms, 1s [default: 1s; at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_POLL_INTERVAL",
@@ -126,7 +144,8 @@ pub struct RawSettings {
     )]
     pub poll_interval: Option<String>,
 
-    /// Absolute deadline of one delivery attempt (DNS, connect, TLS, response head) [default: 10s].
+    /// Absolute deadline of one delivery attempt (DNS, connect, TLS, response head) [default: 10s; at
+    /// most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_ATTEMPT_TIMEOUT",
@@ -135,7 +154,7 @@ pub struct RawSettings {
     )]
     pub attempt_timeout: Option<String>,
 
-    /// Time in-flight attempts get to finish at shutdown [default: 15s].
+    /// Time in-flight attempts get to finish at shutdown [default: 15s; at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_SHUTDOWN_GRACE",
@@ -186,7 +205,7 @@ pub struct RawSettings {
     pub operational_owner: Option<String>,
 
     /// Disable an endpoint (reason failing) after this long without a delivery while its messages go dead,
-    /// e.g. 5d or 36h; `off` never does [default: 5d].
+    /// e.g. 5d or 36h, at most 3650d; `off` never does [default: 5d].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_DISABLE_FAILING_AFTER",
@@ -196,7 +215,7 @@ pub struct RawSettings {
     pub disable_failing_after: Option<String>,
 
     /// The API's limit on receiving a request head, also closing idle keep-alive connections
-    /// [default: 10s].
+    /// [default: 10s; at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_HEADER_READ_TIMEOUT",
@@ -205,7 +224,8 @@ pub struct RawSettings {
     )]
     pub header_read_timeout: Option<String>,
 
-    /// The API's limit on one request, body included; slower ones are answered 408 [default: 30s].
+    /// The API's limit on one request, body included; slower ones are answered 408 [default: 30s;
+    /// at most 1h].
     #[arg(
         long,
         env = "WEBHOOKS_DISPATCH_REQUEST_TIMEOUT",
@@ -222,6 +242,22 @@ pub struct RawSettings {
         global = true
     )]
     pub max_connections: Option<usize>,
+
+    /// How old the backlog gauges of `/metrics` may get: the backlog is counted at most once per this
+    /// interval, however often it is scraped [default: 5s; at most 1h].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_METRICS_REFRESH",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub metrics_refresh: Option<String>,
+
+    /// Serve `/metrics` only with an API key (`Authorization: Bearer`, the keys of `/v1`) [default: open,
+    /// like the probes].
+    #[arg(long, env = "WEBHOOKS_DISPATCH_METRICS_REQUIRE_KEY", global = true)]
+    #[serde(default)]
+    pub metrics_require_key: bool,
 
     /// What a 410 Gone answer does besides killing its message: `disable` the endpoint (the Standard
     /// Webhooks advice) or only `dead` [default: disable].
@@ -241,26 +277,6 @@ pub enum GoneSetting {
 }
 
 impl RawSettings {
-    /// Reads a TOML file. Parse errors keep their line number but not the quoted values, which could be
-    /// secrets (an API key written where a number was expected).
-    pub fn from_file(path: &Path) -> Result<RawSettings, Error> {
-        let file_error = |message: String| Error::ConfigFile {
-            path: path.to_owned(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        toml::from_str(&text).map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let message = elide_quoted(e.message());
-            file_error(match line {
-                Some(n) => format!("line {n}: {message}"),
-                None => message,
-            })
-        })
-    }
-
     /// Field by field, `self` where set, else `lower`: flags and environment (`self`) over the file.
     pub fn or(self, lower: RawSettings) -> RawSettings {
         RawSettings {
@@ -269,6 +285,7 @@ impl RawSettings {
             database_url: self.database_url.or(lower.database_url),
             database_max_connections: self.database_max_connections.or(lower.database_max_connections),
             api_keys: self.api_keys.or(lower.api_keys),
+            api_key_file: self.api_key_file.or(lower.api_key_file),
             insecure_no_auth: self.insecure_no_auth || lower.insecure_no_auth,
             concurrency: self.concurrency.or(lower.concurrency),
             per_endpoint_concurrency: self.per_endpoint_concurrency.or(lower.per_endpoint_concurrency),
@@ -285,6 +302,8 @@ impl RawSettings {
             header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
             request_timeout: self.request_timeout.or(lower.request_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
+            metrics_refresh: self.metrics_refresh.or(lower.metrics_refresh),
+            metrics_require_key: self.metrics_require_key || lower.metrics_require_key,
         }
     }
 
@@ -328,6 +347,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Accepted bearer keys; empty only with `insecure_no_auth`.
     pub api_keys: ApiKeys,
+    /// Where a generated key is written, if set explicitly (else beside the SQLite file or in the working
+    /// directory).
+    pub api_key_file: Option<PathBuf>,
     /// Serve `/v1` without authentication.
     pub insecure_no_auth: bool,
     /// Whether `serve` also runs the delivery worker (`serve --no-worker` turns it off).
@@ -358,6 +380,23 @@ pub struct Config {
     pub on_gone: GoneSetting,
     /// The API server's timeouts and connection cap.
     pub server_limits: ServerLimits,
+    /// Longest the backlog gauges of `/metrics` are served from the last count.
+    pub metrics_refresh: Duration,
+    /// `/metrics` needs an API key.
+    pub metrics_require_key: bool,
+    /// How endpoint host names are resolved; `None` (what [`Config::resolve`] gives): the system resolver.
+    pub resolver: Option<EndpointResolver>,
+}
+
+/// A resolver for endpoint host names — not a setting but a seam for embedders and tests, which must not
+/// ask real DNS. `Debug` shows only that one is set.
+#[derive(Clone)]
+pub struct EndpointResolver(pub Arc<dyn webhooks_dispatch::ssrf::Resolver>);
+
+impl fmt::Debug for EndpointResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EndpointResolver(custom)")
+    }
 }
 
 impl Config {
@@ -393,6 +432,12 @@ impl Config {
                     format!("key #{n} must be printable ASCII without spaces"),
                 ));
             }
+        }
+        if raw.insecure_no_auth && raw.metrics_require_key {
+            return Err(bad(
+                "metrics_require_key",
+                "needs API keys, so it cannot be combined with insecure_no_auth".to_owned(),
+            ));
         }
         if raw.insecure_no_auth && !api_keys.is_empty() {
             return Err(bad(
@@ -445,6 +490,7 @@ impl Config {
                 None => DEFAULT_DATABASE_MAX_CONNECTIONS,
             },
             api_keys: ApiKeys(api_keys),
+            api_key_file: raw.api_key_file,
             insecure_no_auth: raw.insecure_no_auth,
             worker: true,
             concurrency: positive(
@@ -461,16 +507,19 @@ impl Config {
                 "poll_interval",
                 raw.poll_interval,
                 webhooks_dispatch::DEFAULT_POLL_INTERVAL,
+                MAX_SHORT,
             )?,
             attempt_timeout: duration(
                 "attempt_timeout",
                 raw.attempt_timeout,
                 webhooks_dispatch::DEFAULT_ATTEMPT_TIMEOUT,
+                MAX_SHORT,
             )?,
             shutdown_grace: duration(
                 "shutdown_grace",
                 raw.shutdown_grace,
                 webhooks_dispatch::DEFAULT_SHUTDOWN_GRACE,
+                MAX_SHORT,
             )?,
             body_limit: positive("body_limit", raw.body_limit, DEFAULT_BODY_LIMIT)?,
             log_format: raw.log_format.unwrap_or_default(),
@@ -483,6 +532,7 @@ impl Config {
                     "disable_failing_after",
                     other.map(str::to_owned),
                     webhooks_dispatch::DEFAULT_DISABLE_FAILING_AFTER,
+                    MAX_DISABLE_FAILING_AFTER,
                 )?),
             },
             on_gone: raw.on_gone.unwrap_or_default(),
@@ -491,10 +541,24 @@ impl Config {
                     "header_read_timeout",
                     raw.header_read_timeout,
                     DEFAULT_HEADER_READ_TIMEOUT,
+                    MAX_SHORT,
                 )?,
-                request_timeout: duration("request_timeout", raw.request_timeout, DEFAULT_REQUEST_TIMEOUT)?,
+                request_timeout: duration(
+                    "request_timeout",
+                    raw.request_timeout,
+                    DEFAULT_REQUEST_TIMEOUT,
+                    MAX_SHORT,
+                )?,
                 max_connections: positive("max_connections", raw.max_connections, DEFAULT_MAX_CONNECTIONS)?,
             },
+            metrics_refresh: duration(
+                "metrics_refresh",
+                raw.metrics_refresh,
+                crate::metrics::DEFAULT_BACKLOG_REFRESH,
+                MAX_SHORT,
+            )?,
+            metrics_require_key: raw.metrics_require_key,
+            resolver: None,
         })
     }
 
@@ -526,55 +590,6 @@ impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{} key(s) redacted]", self.0.len())
     }
-}
-
-/// Parses `500ms`, `10s`, `2m`, `1h`, `5d` (a whole number and a unit; no unit is an error, so `10` cannot be
-/// misread as milliseconds or seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "d" => Duration::from_secs(n.saturating_mul(86_400)),
-        _ => return Err(format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h")),
-    };
-    if d.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    Ok(d)
-}
-
-fn duration(setting: &str, raw: Option<String>, default: Duration) -> Result<Duration, Error> {
-    match raw {
-        Some(text) => parse_duration(&text).map_err(|why| Error::Config(format!("{setting}: {why}"))),
-        None => Ok(default),
-    }
-}
-
-/// Replaces every double-quoted part of a parser message with `"…"`.
-fn elide_quoted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut inside = false;
-    for c in message.chars() {
-        if c == '"' {
-            if inside {
-                out.push_str("…\"");
-            } else {
-                out.push('"');
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -19,7 +19,11 @@ use webhooks_dispatch::StorageError;
 
 use crate::Error;
 
-/// Where the data lives. `Debug` and `Display` redact the password.
+mod redact;
+
+pub use redact::{redact_url, scrub};
+
+/// Where the data lives. `Debug` and `Display` redact every password form ([`redact_url`]).
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `postgres://` or `postgresql://`, kept verbatim for the driver.
@@ -51,25 +55,12 @@ impl FromStr for DatabaseUrl {
                 }
                 Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
             }
-            "" => Err("expected postgres://… or sqlite://PATH".to_owned()),
-            other => Err(format!(
-                "unsupported scheme {other:?} (expected postgres://… or sqlite://PATH)"
-            )),
-        }
-    }
-}
-
-/// The URL with any password replaced by `redacted`, safe to log.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("redacted"));
+            // The scheme is not echoed: what precedes the first `:` may be a password (`host=h password=a:b`).
+            _ if redact::is_scheme(scheme) => {
+                Err("unsupported scheme (expected postgres://… or sqlite://PATH)".to_owned())
             }
-            url.to_string()
+            _ => Err("expected postgres://… or sqlite://PATH".to_owned()),
         }
-        // Unparseable: it might still contain a password somewhere, so show only the scheme.
-        Err(_) => format!("{}:[unparseable]", raw.split(':').next().unwrap_or_default()),
     }
 }
 
@@ -110,11 +101,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Database, Error> {
     match url {
         DatabaseUrl::Postgres(raw) => {
+            // The driver's reason is scrubbed of the URL's secrets too, in case one is ever quoted back.
             let failed = |reason: String| Error::Connect {
                 url: url.to_string(),
-                reason,
+                reason: scrub(&reason, raw),
             };
-            let options: PgConnectOptions = raw.parse().map_err(|e: sqlx::Error| failed(e.to_string()))?;
+            let options: PgConnectOptions = only_known_parameters(raw)
+                .parse()
+                .map_err(|e: sqlx::Error| failed(e.to_string()))?;
             // One plain connection first: a pool that cannot connect reports only "pool timed out", while
             // this reports the reason (connection refused, authentication failed, no such database).
             match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options)).await {
@@ -156,9 +150,133 @@ pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Database, E
     }
 }
 
+/// The query parameters sqlx 0.8 reads from a PostgreSQL URL (`sqlx_postgres::options::parse`), besides
+/// `options[…]`.
+const SQLX_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// `raw` without the query parameters sqlx does not read. sqlx ignores them anyway, but logs each one
+/// *with its value* — an `sslpassword=` included — so they are dropped here, with a warning naming the key.
+fn only_known_parameters(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    let known = |key: &str| SQLX_PARAMETERS.contains(&key) || key.starts_with("options[");
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    if pairs.iter().all(|(key, _)| known(key)) {
+        return raw.to_owned();
+    }
+    for (key, _) in pairs.iter().filter(|(key, _)| !known(key)) {
+        // A key is not a secret, but one with an odd shape may be a pasted value: named only when plain.
+        let plain = key.len() <= 40
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        let key = if plain { key.as_str() } else { "(unusual name)" };
+        tracing::warn!(
+            key,
+            "ignoring a database URL parameter the PostgreSQL driver does not read"
+        );
+    }
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs.iter().filter(|(key, _)| known(key)));
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use webhooks_dispatch_testkit::PasswordForms;
+
+    /// `password` in a connection string, written the `form`th of the ways PostgreSQL users write one.
+    fn with_password(form: usize, password: &str) -> String {
+        let userinfo = PasswordForms::in_userinfo(password);
+        let query = PasswordForms::in_query(password);
+        let quoted = PasswordForms::quoted(password);
+        let unquoted: String = password
+            .chars()
+            .flat_map(|c| match c {
+                '\\' | '\'' | ' ' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        match form % 10 {
+            0 => format!("postgres://app:{userinfo}@db.internal:5432/hooks"),
+            1 => format!("postgres://app@db.internal/hooks?sslmode=require&password={query}"),
+            2 => format!("postgresql://app@db.internal/hooks?sslpassword={query}&application_name=x"),
+            3 => format!("postgres://app@db.internal/hooks?PassWord={query}#frag"),
+            4 => format!("postgres://app:{userinfo}@db.internal/hooks?password={query}#{query}"),
+            5 => format!("host=/tmp user=x password={quoted}"),
+            6 => format!("host=/tmp user=x password = {quoted} dbname=y"),
+            7 => format!("password={unquoted} host=db.internal"),
+            8 => format!("sslpassword={quoted} host=db.internal sslmode=require"),
+            _ => format!("dbname=x password={unquoted}"),
+        }
+    }
+
+    /// Every text the service derives from a configured database URL: the redacted form, the parsed URL's
+    /// `Display` and `Debug` or its parse error, and the settings' and resolved configuration's `Debug` or
+    /// the configuration error.
+    fn every_text_of(url: &str) -> Vec<(&'static str, String)> {
+        let mut texts = vec![("redact_url", redact_url(url))];
+        match url.parse::<DatabaseUrl>() {
+            Ok(parsed) => {
+                texts.push(("Display", parsed.to_string()));
+                texts.push(("Debug", format!("{parsed:?}")));
+            }
+            Err(e) => texts.push(("parse error", e)),
+        }
+        let raw = crate::config::RawSettings {
+            database_url: Some(url.to_owned()),
+            ..Default::default()
+        };
+        texts.push(("RawSettings Debug", format!("{raw:?}")));
+        match crate::Config::resolve(raw) {
+            Ok(config) => texts.push(("Config Debug", format!("{config:?}"))),
+            Err(e) => texts.push(("configuration error", e.to_string())),
+        }
+        texts
+    }
+
+    proptest! {
+        // Catches: a password form the redaction misses (a `?password=` or `sslpassword=` parameter, a
+        // keyword/value string, quoted or not), or any text derived from the URL that skips the redaction.
+        #[test]
+        fn a_database_password_in_any_form_never_appears_in_any_text_derived_from_the_url(
+            password in "[ -~]{8,24}|\\PC{8,16}",
+            form in 0usize..10,
+        ) {
+            let url = with_password(form, &password);
+            let forms = PasswordForms::of(&password);
+            for (place, text) in every_text_of(&url) {
+                let found = forms.found_in(text.as_bytes());
+                prop_assert!(found.is_none(), "{found:?} in {place} of {url:?}: {text}");
+            }
+        }
+    }
 
     #[test]
     fn urls_parse_and_redact() {
@@ -177,6 +295,18 @@ mod tests {
             let err = bad.parse::<DatabaseUrl>().unwrap_err();
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    // Catches: an unknown parameter (whose value sqlx would log) reaching the driver, or a known one dropped.
+    #[test]
+    fn only_parameters_the_driver_reads_reach_it() {
+        assert_eq!(
+            only_known_parameters("postgres://u:p@h/db?sslmode=require&sslpassword=s%20p&options[x]=1"),
+            "postgres://u:p@h/db?sslmode=require&options%5Bx%5D=1"
+        );
+        assert_eq!(only_known_parameters("postgres://h/db?x=1"), "postgres://h/db");
+        let kept = "postgres://u@h/db?password=a%26b&application_name=x";
+        assert_eq!(only_known_parameters(kept), kept);
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ pub enum Error {
     Connect {
         /// The URL with its password redacted.
         url: String,
-        /// The driver's explanation (it never includes the password).
+        /// The driver's explanation, scrubbed of every secret value of the URL.
         reason: String,
     },
     /// A library call failed.

@@ -36,11 +36,14 @@ mod tests {
                 if method == "parameters" {
                     continue;
                 }
-                // An operation is protected iff it names the apiKey scheme (explicitly or via the default).
+                // An operation is protected iff it names the apiKey scheme (explicitly or via the default)
+                // and offers no anonymous alternative (an empty requirement, `{}`: /metrics, whose key is a
+                // setting).
                 let security = operation.get("security").unwrap_or(&doc["security"]);
-                let protected = security
-                    .as_array()
-                    .is_some_and(|list| list.iter().any(|s| s.get("apiKey").is_some()));
+                let protected = security.as_array().is_some_and(|list| {
+                    list.iter().any(|s| s.get("apiKey").is_some())
+                        && !list.iter().any(|s| s.as_object().is_some_and(|o| o.is_empty()))
+                });
                 documented.insert((method.to_uppercase(), path.clone(), protected));
             }
         }

@@ -40,7 +40,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.check_serve()?;
     let db = database::open(&config.database_url, config.database_max_connections).await?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_backlog_refresh(config.metrics_refresh));
     // The API and the worker share this dispatcher: one configuration, one observer, and (on SQLite) the
     // in-memory wake-up from a dispatch to the worker.
     let (observer, inbox) = observer(&config, Some(metrics.clone()));
@@ -69,7 +69,7 @@ pub async fn run(
         database: db,
         metrics,
     });
-    let app = api::router(state, keys, config.body_limit);
+    let app = api::router(state, keys, config.body_limit, config.metrics_require_key);
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listen address", e))?;
@@ -170,6 +170,9 @@ pub fn dispatcher(
         });
     for net in &config.allow_net {
         builder = builder.allow_net(*net);
+    }
+    if let Some(resolver) = &config.resolver {
+        builder = builder.resolver(resolver.0.clone());
     }
     if let Some(path) = &config.ca_file {
         builder = builder.root_certificates(roots_with(path)?);

@@ -1,12 +1,14 @@
 //! The HTTP API against a live server: the main path end to end, then authentication, errors and limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
 use serde_json::json;
+use webhooks_dispatch::ssrf::StaticResolver;
 use webhooks_dispatch::{verify, EndpointSecret};
 use webhooks_dispatch_server::api::routes;
-use webhooks_dispatch_server::config::ApiKeys;
+use webhooks_dispatch_server::config::{ApiKeys, EndpointResolver};
 
 use crate::engines;
 use crate::support::{authorize, build, get, send, set_header, Engine, TestServer, API_KEY};
@@ -22,6 +24,7 @@ engines!(
     idempotent_replay_is_200_with_the_same_id,
     batch_is_all_or_nothing,
     library_validation_errors_keep_their_codes,
+    destination_refusals_give_callers_one_answer_whatever_the_name_resolves_to,
 );
 
 async fn register_send_deliver_and_read_attempts(engine: Engine) {
@@ -355,5 +358,73 @@ async fn library_validation_errors_keep_their_codes(engine: Engine) {
     let blank = json!({"endpoint_id": endpoint, "event_type": " ", "payload": 1});
     let reply = server.call(Method::POST, "/v1/messages", Some(blank)).await;
     assert_eq!((reply.status, reply.code()), (400, "invalid_input".to_owned()));
+    server.stop().await;
+}
+
+// Catches: the API telling a caller where an internal name points — a loopback or private answer, a name
+// that does not resolve and an IP literal answered with different texts, so that registering URLs maps the
+// internal DNS — on registration and on update alike; and syntax refusals losing their specific texts.
+async fn destination_refusals_give_callers_one_answer_whatever_the_name_resolves_to(engine: Engine) {
+    let resolver = StaticResolver::new();
+    // 127.0.0.2 is loopback outside the test allowlist (127.0.0.1/32); ghost.internal resolves to nothing.
+    resolver.insert("billing.internal", vec!["127.0.0.2".parse().unwrap()]);
+    resolver.insert("vault.internal", vec!["10.0.0.7".parse().unwrap()]);
+    let server = TestServer::start_with(engine, move |c| {
+        c.worker = false;
+        c.resolver = Some(EndpointResolver(Arc::new(resolver)));
+    })
+    .await;
+    let (id, _) = server.endpoint().await;
+    let path = format!("/v1/endpoints/{id}");
+    let hosts = [
+        "billing.internal",
+        "ghost.internal",
+        "vault.internal",
+        "127.0.0.2",
+    ];
+    let mut answers = Vec::new();
+    for host in hosts {
+        let url = format!("https://{host}/hook");
+        let created = server
+            .call(
+                Method::POST,
+                "/v1/endpoints",
+                Some(json!({"owner_id": "acme", "url": url})),
+            )
+            .await;
+        let updated = server.call(Method::PATCH, &path, Some(json!({"url": url}))).await;
+        for reply in [created, updated] {
+            assert_eq!(
+                (reply.status, reply.code()),
+                (400, "invalid_url".to_owned()),
+                "{host}"
+            );
+            answers.push((host, reply.body));
+        }
+    }
+    let (first_host, first) = &answers[0];
+    for (host, body) in &answers {
+        assert_eq!(
+            body,
+            first,
+            "{host} and {first_host} are answered differently: {} vs {}",
+            String::from_utf8_lossy(body),
+            String::from_utf8_lossy(first)
+        );
+    }
+    let message: serde_json::Value = serde_json::from_slice(first).unwrap();
+    assert_eq!(
+        message["error"]["message"],
+        "destination refused: the URL must resolve to a public address"
+    );
+    // A URL's shape is the caller's own business: those refusals keep saying what is wrong.
+    for (url, says) in [
+        ("http://billing.internal/hook", "https"),
+        ("https://user:pw@billing.internal/hook", "credentials"),
+    ] {
+        let reply = server.call(Method::PATCH, &path, Some(json!({"url": url}))).await;
+        assert_eq!(reply.code(), "invalid_url", "{url}");
+        assert!(reply.text().contains(says), "{url}: {}", reply.text());
+    }
     server.stop().await;
 }

@@ -9,6 +9,7 @@ use tokio::process::Command;
 use webhooks_dispatch::signing::sign;
 use webhooks_dispatch::EndpointSecret;
 use webhooks_dispatch_testkit::receiver::ClosedPort;
+use webhooks_dispatch_testkit::PasswordForms;
 
 use crate::engines;
 use crate::process::{command, field, run, service_command, Service, BIN};
@@ -378,20 +379,6 @@ async fn bad_configuration_is_refused_at_start() {
     .await
 }
 
-/// The line `serve` prints its generated key under (cli.rs), and the key after it, if any.
-fn generated_key(stderr: &str) -> Option<String> {
-    const HEADER: &str = "No API key configured: generated one for this run \
-                          (set WEBHOOKS_DISPATCH_API_KEYS to choose your own):";
-    let lines: Vec<&str> = stderr.lines().collect();
-    let at = lines.iter().position(|l| *l == HEADER)?;
-    assert_eq!(lines.get(at + 1), Some(&""), "{stderr}");
-    let key = lines.get(at + 2).and_then(|l| l.strip_prefix("    "));
-    Some(
-        key.unwrap_or_else(|| panic!("no indented key after the header:\n{stderr}"))
-            .to_owned(),
-    )
-}
-
 /// Panics unless `key` is `wdk_` + 32 bytes in unpadded URL-safe base64.
 fn assert_well_formed(key: &str) {
     let encoded = key.strip_prefix("wdk_").unwrap_or_else(|| panic!("{key}"));
@@ -401,13 +388,36 @@ fn assert_well_formed(key: &str) {
     assert_eq!(bytes.len(), 32, "{key}");
 }
 
-// Catches: `serve` running unauthenticated or silently keyless when none is configured, a printed key that
-// is not the one the API accepts, a key printed twice (say, also in the "starting" log), malformed, the
-// same on every run, or generated although a key (or --insecure-no-auth) was configured.
+/// The generated key in `file`, which must be private to its owner (mode 0600).
+fn read_private_key(file: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "{} has mode {:o}",
+        file.display(),
+        mode & 0o777
+    );
+    let key = std::fs::read_to_string(file).expect("read the key file");
+    let key = key
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("one line: {key:?}"));
+    assert_well_formed(key);
+    key.to_owned()
+}
+
+// Catches: `serve` writing a generated API key to a non-terminal stderr (a log pipe, a journal), a key file
+// other users can read, a file whose key is not the one the API accepts, the same key on every run, a key
+// generated although one (or --insecure-no-auth) was configured, and a key file that follows a planted
+// file's permissions instead of replacing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_generates_and_prints_a_key_only_when_none_is_configured() {
+async fn a_generated_key_goes_to_a_private_file_never_to_a_piped_stderr() {
     bounded(
-        "binary::serve_generates_and_prints_a_key_only_when_none_is_configured",
+        "binary::a_generated_key_goes_to_a_private_file_never_to_a_piped_stderr",
         generated_key_scenario(),
     )
     .await
@@ -418,9 +428,14 @@ async fn generated_key_scenario() {
     let mut cmd = service_command(&fixture, &["serve"]);
     cmd.env_remove("WEBHOOKS_DISPATCH_API_KEYS");
     let (served, addr) = Service::serve(cmd).await;
-    let key = generated_key(&served.logs()).unwrap_or_else(|| panic!("no key:\n{}", served.logs()));
-    assert_well_formed(&key);
-    // The printed key is the one that opens /v1, and no other key does.
+    // By default the file sits beside the SQLite database.
+    let default_file = fixture.scratch.path().join("webhooks-dispatch.api-key");
+    let notice = served
+        .wait_for_log(|e| e["message"].as_str().is_some_and(|m| m.contains("generated one")))
+        .await;
+    assert_eq!(notice["file"], default_file.display().to_string(), "{notice}");
+    let key = read_private_key(&default_file);
+    // The key in the file is the one that opens /v1, and no other key does.
     let mut with_key = get("/v1/messages/msg_x");
     authorize(&mut with_key, &key);
     let reply = send(addr, with_key).await;
@@ -430,10 +445,14 @@ async fn generated_key_scenario() {
     assert_eq!(send(addr, other).await.status, 401);
     let (status, _, logs) = served.terminate().await;
     assert!(status.success(), "{status:?}");
-    assert_eq!(logs.matches(&key).count(), 1, "shown exactly once:\n{logs}");
+    assert!(!logs.contains(&key), "the key reached stderr:\n{logs}");
 
     // The key step comes before the database is opened, so a refusing database ends a run right after it.
     let dir = tempfile::tempdir().unwrap();
+    let chosen = dir.path().join("keys").join("api-key");
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    // A file already there (with a mode others can read) is replaced, not reused.
+    std::fs::write(&chosen, "planted\n").unwrap();
     let (_held, url) = refusing_database();
     let serve = |extra: &[(&str, &str)]| {
         let mut cmd = Command::new(BIN);
@@ -445,21 +464,32 @@ async fn generated_key_scenario() {
             .current_dir(dir.path());
         cmd
     };
-    let out = run(serve(&[]), None).await;
+    let chosen_text = chosen.to_str().unwrap();
+    let out = run(serve(&[("WEBHOOKS_DISPATCH_API_KEY_FILE", chosen_text)]), None).await;
     assert!(
         out.stderr.contains("cannot connect to the database"),
         "{}",
         out.stderr
     );
-    let again = generated_key(&out.stderr).unwrap_or_else(|| panic!("no key:\n{}", out.stderr));
-    assert_well_formed(&again);
+    assert!(
+        out.stderr.contains(chosen_text),
+        "the path is shown: {}",
+        out.stderr
+    );
+    let again = read_private_key(&chosen);
+    assert!(!out.stderr.contains(&again), "{}", out.stderr);
     assert_ne!(again, key, "each run generates a fresh key");
+    // PostgreSQL has no database file to sit beside: the default is the working directory.
+    let out = run(serve(&[]), None).await;
+    let in_cwd = read_private_key(&dir.path().join("webhooks-dispatch.api-key"));
+    assert!(!out.stderr.contains(&in_cwd), "{}", out.stderr);
 
     let configured = [
         [("WEBHOOKS_DISPATCH_API_KEYS", API_KEY)],
         [("WEBHOOKS_DISPATCH_INSECURE_NO_AUTH", "true")],
     ];
     for env in configured {
+        std::fs::remove_file(dir.path().join("webhooks-dispatch.api-key")).ok();
         let out = run(serve(&env), None).await;
         assert_eq!(out.status.code(), Some(1), "{env:?}: {}", out.stderr);
         assert!(
@@ -467,12 +497,105 @@ async fn generated_key_scenario() {
             "{}",
             out.stderr
         );
-        assert_eq!(generated_key(&out.stderr), None, "{env:?}: {}", out.stderr);
         assert!(!out.stderr.contains("wdk_"), "{env:?}: {}", out.stderr);
+        assert!(!dir.path().join("webhooks-dispatch.api-key").exists(), "{env:?}");
         assert!(
             !out.stderr.contains(API_KEY),
             "the configured key is printed: {}",
             out.stderr
         );
     }
+}
+
+// Catches: a database password written as `?password=`, `sslpassword=` or in a keyword/value string (quoted
+// or not) reaching stderr through any path of the binary — the "starting" log line (the configuration's
+// Debug), the connection error, or a configuration error that quotes the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_passwords_in_any_form_stay_out_of_stderr_and_logs() {
+    bounded(
+        "binary::database_passwords_in_any_form_stay_out_of_stderr_and_logs",
+        async {
+            let port = ClosedPort::bind(Ipv4Addr::LOCALHOST.into()).expect("a closed port");
+            let (query, ssl, kv, bare) = ("query-pass-7c1e", "ssl pass'9d2f", "kv pass 4b8a", "kv:pass-5e6f");
+            let url = format!(
+                "postgres://app@127.0.0.1:{}/x?password={}&sslpassword={}",
+                port.port(),
+                PasswordForms::in_query(query),
+                PasswordForms::in_query(ssl),
+            );
+            let keyword_value = format!(
+                "host=127.0.0.1 port={} user=app password={}",
+                port.port(),
+                PasswordForms::quoted(kv)
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let cases: [(&[&str], String, &str); 4] = [
+                (&["serve"], url.clone(), "password=redacted&sslpassword=redacted"),
+                (
+                    &["worker"],
+                    url,
+                    "cannot connect to the database at postgres://app@127.0.0.1:",
+                ),
+                (&["migrate"], keyword_value, "database_url"),
+                (&["migrate"], format!("host=db password={bare}"), "database_url"),
+            ];
+            for (args, database_url, expected) in cases {
+                let mut cmd = Command::new(BIN);
+                cmd.env_clear()
+                    .args(args)
+                    .env("WEBHOOKS_DISPATCH_DATABASE_URL", &database_url)
+                    .env("WEBHOOKS_DISPATCH_API_KEYS", API_KEY)
+                    .env("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")
+                    .env("WEBHOOKS_DISPATCH_LOG_FORMAT", "json")
+                    .env("RUST_LOG", "trace")
+                    .current_dir(dir.path());
+                let out = run(cmd, None).await;
+                assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
+                assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+                if args == ["serve"] {
+                    assert!(out.stderr.contains("\"message\":\"starting\""), "{}", out.stderr);
+                }
+                for password in [query, ssl, kv, bare] {
+                    let place = format!("stderr of {args:?}");
+                    PasswordForms::of(password).assert_absent(&place, out.stderr.as_bytes());
+                }
+            }
+        },
+    )
+    .await
+}
+
+// Catches: the reason of a destination refusal lost altogether (callers get one generic text, so the
+// operators' log is the only place that says what was refused, whose it was and why), or logged without the
+// owner or host that let an operator act on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_destination_is_logged_for_operators_with_owner_host_and_reason() {
+    bounded(
+        "binary::a_refused_destination_is_logged_for_operators_with_owner_host_and_reason",
+        async {
+            let fixture = Fixture::new(Engine::Sqlite).await;
+            let (served, addr) = Service::serve(service_command(&fixture, &["serve", "--no-worker"])).await;
+            // An IP literal: refused without any lookup.
+            let body =
+                serde_json::json!({"owner_id": "acme-ops", "url": "https://10.9.8.7/hook?token=t0k3n"});
+            let reply = crate::support::call(addr, hyper::Method::POST, "/v1/endpoints", Some(body)).await;
+            assert_eq!(reply.status, 400, "{}", reply.text());
+            assert!(!reply.text().contains("private"), "{}", reply.text());
+            let logged = served
+                .wait_for_log(|e| e["message"] == "endpoint URL refused for its destination")
+                .await;
+            assert_eq!(logged["owner_id"], "acme-ops", "{logged}");
+            assert_eq!(logged["host"], "10.9.8.7", "{logged}");
+            assert!(
+                logged["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("address refused: private"),
+                "{logged}"
+            );
+            let (_, _, logs) = served.terminate().await;
+            assert!(!logs.contains("t0k3n"), "the URL's query was logged:\n{logs}");
+        },
+    )
+    .await
 }

@@ -7,7 +7,10 @@ use serde_json::json;
 
 use crate::db;
 use crate::engines;
-use crate::support::{build, eventually, get, send, Engine, TestServer};
+use crate::process::{service_command, Service};
+use crate::support::{
+    authorize, bounded, build, eventually, get, send, Engine, Fixture, TestServer, API_KEY,
+};
 
 engines!(
     health_and_readiness_probes_are_open,
@@ -108,8 +111,9 @@ async fn metrics_count_dispatches_outcomes_and_backlog(engine: Engine) {
     idle.stop().await;
 
     // With a worker, a delivery is counted by outcome and timed. Attempt counters are process-wide and
-    // other tests deliver too, so compare against the value before.
-    let server = TestServer::start(engine).await;
+    // other tests deliver too, so compare against the value before. The backlog is read at every scrape
+    // here, so the last one sees the delivery.
+    let server = TestServer::start_with(engine, |c| c.metrics_refresh = Duration::from_millis(1)).await;
     let delivered = "webhooks_dispatch_attempts_total{outcome=\"delivered\"}";
     let count = "webhooks_dispatch_attempt_duration_seconds_count";
     let before = send(server.addr, get("/metrics")).await.text();
@@ -152,4 +156,37 @@ async fn openapi_document_matches_the_live_router(engine: Engine) {
     }
     assert!(checked >= 10);
     server.stop().await;
+}
+
+// Catches: `/metrics` answering without a key although `metrics_require_key` is on (or refusing the API's
+// own key), and the setting closing the probes too. Through the binary, so the environment variable is
+// the one documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_an_api_key_when_metrics_require_key_is_on() {
+    bounded(
+        "ops::metrics_need_an_api_key_when_metrics_require_key_is_on",
+        async {
+            let fixture = Fixture::new(Engine::Sqlite).await;
+            let mut cmd = service_command(&fixture, &["serve", "--no-worker"]);
+            cmd.env("WEBHOOKS_DISPATCH_METRICS_REQUIRE_KEY", "true");
+            let (served, addr) = Service::serve(cmd).await;
+            let open = send(addr, get("/metrics")).await;
+            assert_eq!((open.status, open.code()), (401, "unauthorized".to_owned()));
+            assert_eq!(open.headers["www-authenticate"], "Bearer");
+            let mut wrong = get("/metrics");
+            authorize(&mut wrong, "not-the-key-0123456789");
+            assert_eq!(send(addr, wrong).await.status, 401);
+            let mut keyed = get("/metrics");
+            authorize(&mut keyed, API_KEY);
+            let reply = send(addr, keyed).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert!(reply.text().contains("webhooks_dispatch_due_messages"));
+            for probe in ["/healthz", "/readyz"] {
+                assert_eq!(send(addr, get(probe)).await.status, 200, "{probe}");
+            }
+            let (status, _, _) = served.terminate().await;
+            assert!(status.success(), "{status:?}");
+        },
+    )
+    .await
 }

@@ -19,4 +19,4 @@ pub mod secret_forms;
 pub use pg::{fresh_database, require_loopback, shared_server, ClusterOptions, PgCluster, PgServer};
 pub use proxy::TcpProxy;
 pub use receiver::{ClosedPort, Received, Receiver, ReceiverOptions, Reply, TestCa};
-pub use secret_forms::SecretForms;
+pub use secret_forms::{PasswordForms, SecretForms};

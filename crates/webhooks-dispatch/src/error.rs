@@ -115,6 +115,34 @@ impl DispatchError {
         }
     }
 
+    /// Whether this is an `invalid_url` refusal because of where the URL leads — its host resolved to a
+    /// refused address, or did not resolve — rather than because of its shape (not https, malformed,
+    /// credentials, a fragment, too long). The reason of a destination refusal tells how a host name
+    /// resolves on this side, so a service answering tenants should give every one of them the same generic
+    /// text and keep the reason for its operators' log; shape refusals are the caller's own URL and may be
+    /// shown as they are.
+    ///
+    /// Every `invalid_url` that is not a known shape refusal counts as a destination refusal, so a refusal
+    /// added later errs on the side of the generic answer.
+    pub fn is_destination_refusal(&self) -> bool {
+        use crate::ssrf::UrlError;
+        match self {
+            DispatchError::InvalidUrl { reason } => {
+                let shape = [
+                    UrlError::Malformed,
+                    UrlError::NotHttps,
+                    UrlError::MissingHost,
+                    UrlError::Credentials,
+                    UrlError::Fragment,
+                ];
+                // "url too long" is endpoint.rs's length refusal (`vet_url`); the test below pins it.
+                reason != "url too long" && !shape.iter().any(|e| *reason == e.to_string())
+            }
+            DispatchError::InBatch { error, .. } => error.is_destination_refusal(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn input(field: &'static str, reason: &'static str) -> Self {
         DispatchError::InvalidInput { field, reason }
     }
@@ -261,6 +289,50 @@ impl StdError for StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Catches: a shape refusal classified as a destination refusal (its useful text hidden from the caller)
+    // or, worse, a refusal that depends on DNS classified as a shape one (its text then tells the caller how
+    // an internal name resolves).
+    #[tokio::test]
+    async fn destination_refusals_are_told_apart_from_shape_refusals() {
+        use crate::ssrf::{AddressPolicy, StaticResolver};
+        let resolver = StaticResolver::new();
+        resolver.insert("internal.test", vec!["10.0.0.7".parse().unwrap()]);
+        let policy = AddressPolicy::default();
+        let refusal = |url: String| {
+            let (policy, resolver) = (&policy, &resolver);
+            async move {
+                crate::endpoint::vet_url(&url, policy, resolver)
+                    .await
+                    .expect_err("refused")
+            }
+        };
+        for url in [
+            "https://internal.test/hook",
+            "https://unknown.test/hook",
+            "https://127.0.0.1/hook",
+            "https://[::1]/hook",
+        ] {
+            let e = refusal(url.to_owned()).await;
+            assert!(e.is_destination_refusal(), "{url}: {e}");
+            assert!(
+                DispatchError::in_batch(3, e).is_destination_refusal(),
+                "{url} in a batch"
+            );
+        }
+        for url in [
+            "http://internal.test/hook".to_owned(),
+            "not a url".to_owned(),
+            "https://u:p@internal.test/hook".to_owned(),
+            "https://internal.test/hook#x".to_owned(),
+            format!("https://internal.test/{}", "a".repeat(3000)),
+        ] {
+            let e = refusal(url.clone()).await;
+            assert_eq!(e.code(), "invalid_url", "{url}");
+            assert!(!e.is_destination_refusal(), "{url}: {e}");
+        }
+        assert!(!DispatchError::UnknownEndpoint.is_destination_refusal());
+    }
 
     #[test]
     fn sqlstate_classification_uses_codes_not_messages() {

@@ -66,12 +66,17 @@ pub async fn create(
     State(state): State<Shared>,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
+    let (owner_id, url) = (body.owner_id.clone(), body.url.clone());
     let mut input = NewEndpoint::new(body.owner_id, body.url)
         .description(body.description)
         .headers(body.headers.0);
     input.event_types = body.event_types;
     input.metadata = body.metadata;
-    let registered = state.dispatcher.register_endpoint(input).await?;
+    let registered = state
+        .dispatcher
+        .register_endpoint(input)
+        .await
+        .map_err(|e| ApiError::refusing_destination(e, Some(&owner_id), None, &url))?;
     // Read back so the response shows what was stored (event types normalized, creation time).
     let endpoint = state.dispatcher.endpoint(&registered.id).await?;
     tracing::info!(endpoint_id = %endpoint.id, owner_id = %endpoint.owner_id, "endpoint registered");
@@ -150,6 +155,7 @@ pub async fn update(
     ApiPath(id): ApiPath,
     ApiJson(body): ApiJson<PatchEndpoint>,
 ) -> Result<Json<Endpoint>, ApiError> {
+    let url = body.url.clone();
     let update = UpdateEndpoint {
         url: body.url,
         event_types: body.event_types,
@@ -157,7 +163,21 @@ pub async fn update(
         metadata: body.metadata,
         headers: body.headers.map(|h| h.0),
     };
-    let endpoint = state.dispatcher.update_endpoint(&id, update).await?;
+    let endpoint = match state.dispatcher.update_endpoint(&id, update).await {
+        Ok(endpoint) => endpoint,
+        Err(e) if e.is_destination_refusal() => {
+            // The owner is for the operators' log only; reading it costs a lookup on this path alone.
+            let owner = state.dispatcher.endpoint(&id).await.ok().map(|e| e.owner_id);
+            let url = url.unwrap_or_default();
+            return Err(ApiError::refusing_destination(
+                e,
+                owner.as_deref(),
+                Some(&id),
+                &url,
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(endpoint_id = %endpoint.id, "endpoint updated by request");
     Ok(Json(endpoint))
 }

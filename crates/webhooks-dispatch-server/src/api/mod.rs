@@ -6,7 +6,8 @@
 //! `http_status()`.
 //!
 //! Decisions: `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open (no data, only counts), `/v1`
-//! needs a key. A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
+//! needs a key; `metrics_require_key` puts `/metrics` behind the key too (default off, so existing scrapers
+//! keep working). A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
 //! than from tower-http's `RequestBodyLimitLayer`, whose early 413 is plain text. An idempotency key replayed
 //! with the same message answers 200 with the first message's id; reused for a different message (another
 //! event type or payload) it is the library's `idempotency_conflict`, 409.
@@ -104,17 +105,21 @@ pub fn routes() -> Vec<Route> {
         ),
         route(Method::GET, "/healthz", false, ops::healthz),
         route(Method::GET, "/readyz", false, ops::readyz),
-        route(Method::GET, "/metrics", false, ops::metrics),
+        route(Method::GET, METRICS_PATH, false, ops::metrics),
         route(Method::GET, "/openapi.json", false, ops::openapi),
     ]
 }
 
-/// The complete application. `keys: None` serves `/v1` without authentication (`--insecure-no-auth`).
-pub fn router(state: Shared, keys: Option<Keys>, body_limit: usize) -> Router {
+/// Where the metrics are served: open by default, behind the key with `metrics_require_key`.
+const METRICS_PATH: &str = "/metrics";
+
+/// The complete application. `keys: None` serves `/v1` without authentication (`--insecure-no-auth`);
+/// `metrics_require_key` puts `/metrics` behind the same keys (the configuration refuses it without keys).
+pub fn router(state: Shared, keys: Option<Keys>, body_limit: usize, metrics_require_key: bool) -> Router {
     let mut open = Router::new();
     let mut protected = Router::new();
     for r in routes() {
-        if r.protected {
+        if r.protected || (metrics_require_key && r.path == METRICS_PATH) {
             protected = protected.route(r.path, r.handler);
         } else {
             open = open.route(r.path, r.handler);
@@ -172,6 +177,40 @@ impl ApiError {
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
+
+    /// `e` for an API caller, with a destination refusal (an endpoint URL refused for where its host
+    /// resolves, or because it does not resolve) turned into one generic answer: its reason would tell the
+    /// caller how names resolve inside our network. The reason goes to the operators' log instead, with
+    /// whose endpoint it was and the URL's host (never the whole URL, whose path or query may hold a token).
+    pub fn refusing_destination(
+        e: DispatchError,
+        owner_id: Option<&str>,
+        endpoint_id: Option<&str>,
+        url: &str,
+    ) -> Self {
+        if !e.is_destination_refusal() {
+            return e.into();
+        }
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        tracing::warn!(
+            owner_id,
+            endpoint_id,
+            host,
+            reason = %e,
+            "endpoint URL refused for its destination"
+        );
+        Self::destination_refused(e.code())
+    }
+
+    fn destination_refused(code: &'static str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            "destination refused: the URL must resolve to a public address",
+        )
+    }
 }
 
 impl From<DispatchError> for ApiError {
@@ -181,6 +220,15 @@ impl From<DispatchError> for ApiError {
             DispatchError::InBatch { index, .. } => Some(*index),
             _ => None,
         };
+        if e.is_destination_refusal() {
+            // Handlers that change URLs log the refusal with its context (`refusing_destination`); anything
+            // else still answers generically.
+            tracing::warn!(reason = %e, "URL refused for its destination");
+            return ApiError {
+                index,
+                ..Self::destination_refused(e.code())
+            };
+        }
         let message = match &e {
             // The library's storage message is already generic; the details go to the log only.
             DispatchError::Storage(s) => {

@@ -1,6 +1,8 @@
 //! Resolution, precedence, validation and redaction of settings.
 
 use super::*;
+use proptest::prelude::*;
+use std::path::Path;
 
 fn raw() -> RawSettings {
     RawSettings {
@@ -149,6 +151,9 @@ fn durations() {
     assert!(parse_duration("0s").is_err());
     assert!(parse_duration("1.5s").is_err());
     assert!(parse_duration("s").is_err());
+    assert_eq!(duration::show(Duration::from_secs(3650 * 86_400)), "3650d");
+    assert_eq!(duration::show(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(duration::show(Duration::from_secs(3601)), "3601s");
 }
 
 #[test]
@@ -246,4 +251,131 @@ fn server_limits_have_defaults_and_take_settings() {
     ] {
         assert!(Config::resolve(bad).is_err());
     }
+}
+
+/// Sets one duration setting.
+type Setter = fn(&mut RawSettings, String);
+
+/// Every duration setting, how to set it, and its documented maximum.
+fn duration_settings() -> Vec<(&'static str, Setter, Duration)> {
+    let hour = duration::MAX_SHORT;
+    vec![
+        ("poll_interval", |r, v| r.poll_interval = Some(v), hour),
+        ("attempt_timeout", |r, v| r.attempt_timeout = Some(v), hour),
+        ("shutdown_grace", |r, v| r.shutdown_grace = Some(v), hour),
+        (
+            "header_read_timeout",
+            |r, v| r.header_read_timeout = Some(v),
+            hour,
+        ),
+        ("request_timeout", |r, v| r.request_timeout = Some(v), hour),
+        ("metrics_refresh", |r, v| r.metrics_refresh = Some(v), hour),
+        (
+            "disable_failing_after",
+            |r, v| r.disable_failing_after = Some(v),
+            duration::MAX_DISABLE_FAILING_AFTER,
+        ),
+    ]
+}
+
+/// The value `setting` resolved to in `c`.
+fn resolved(c: &Config, setting: &str) -> Option<Duration> {
+    match setting {
+        "poll_interval" => Some(c.poll_interval),
+        "attempt_timeout" => Some(c.attempt_timeout),
+        "shutdown_grace" => Some(c.shutdown_grace),
+        "header_read_timeout" => Some(c.server_limits.header_read_timeout),
+        "request_timeout" => Some(c.server_limits.request_timeout),
+        "disable_failing_after" => c.disable_failing_after,
+        "metrics_refresh" => Some(c.metrics_refresh),
+        other => panic!("unknown setting {other}"),
+    }
+}
+
+// Catches: a duration setting that accepts a value the worker or the API server later overflows on
+// (`Instant + 9999999999999999h` panics), or a refusal that does not name the setting and its range.
+#[test]
+fn out_of_range_durations_are_refused_naming_the_setting_and_range() {
+    for (setting, set, max) in duration_settings() {
+        for huge in [
+            "9999999999999999h",
+            "18446744073709551615d",
+            "18446744073709551616ms",
+            "99999999999999999999999999s",
+        ] {
+            let mut r = raw();
+            set(&mut r, huge.to_owned());
+            let err = Config::resolve(r).unwrap_err().to_string();
+            assert!(
+                err.contains(setting) && err.contains("allowed: 1ms to"),
+                "{huge}: {err}"
+            );
+        }
+        let mut r = raw();
+        set(&mut r, format!("{}ms", max.as_millis() + 1));
+        let err = Config::resolve(r).unwrap_err().to_string();
+        assert!(err.contains(setting), "{err}");
+        let mut r = raw();
+        set(&mut r, format!("{}s", max.as_secs() + 1));
+        let err = Config::resolve(r).unwrap_err().to_string();
+        let over = duration::show(max + Duration::from_secs(1));
+        let expected = format!(
+            "{setting}: {over} is too long; allowed: 1ms to {}",
+            duration::show(max)
+        );
+        assert!(err.ends_with(&expected), "{err}");
+        let mut r = raw();
+        set(&mut r, format!("{}s", max.as_secs()));
+        assert_eq!(resolved(&Config::resolve(r).unwrap(), setting), Some(max));
+    }
+}
+
+proptest! {
+    // Catches: parse_duration overflowing (a panic, or a saturated Duration::MAX slipping through) on
+    // extreme numbers, and any duration setting accepting a value outside 1ms..=its maximum.
+    #[test]
+    fn duration_settings_never_panic_and_stay_within_their_range(
+        text in prop_oneof![
+            "[0-9]{1,28}(ms|s|m|h|d)",
+            (any::<u64>(), "(ms|s|m|h|d)").prop_map(|(n, u)| format!("{n}{u}")),
+            "\\PC{0,12}",
+        ]
+    ) {
+        let _ = parse_duration(&text);
+        for (setting, set, max) in duration_settings() {
+            let mut r = raw();
+            set(&mut r, text.clone());
+            match Config::resolve(r) {
+                Ok(c) => {
+                    if let Some(d) = resolved(&c, setting) {
+                        prop_assert!(
+                            d >= Duration::from_millis(1) && d <= max,
+                            "{setting} = {text:?} resolved to {d:?}"
+                        );
+                    }
+                }
+                Err(e) => prop_assert!(e.to_string().contains(setting), "{e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn metrics_settings_default_to_open_and_five_seconds_and_a_key_needs_keys() {
+    let c = Config::resolve(raw()).unwrap();
+    assert_eq!(c.metrics_refresh, crate::metrics::DEFAULT_BACKLOG_REFRESH);
+    assert!(!c.metrics_require_key);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "metrics_refresh = \"30s\"\nmetrics_require_key = true\n").unwrap();
+    let c = Config::resolve(RawSettings::from_file(&path).unwrap().or(raw())).unwrap();
+    assert_eq!(c.metrics_refresh, Duration::from_secs(30));
+    assert!(c.metrics_require_key);
+    let both = RawSettings {
+        metrics_require_key: true,
+        insecure_no_auth: true,
+        ..raw()
+    };
+    let err = Config::resolve(both).unwrap_err().to_string();
+    assert!(err.contains("metrics_require_key"), "{err}");
 }

@@ -51,8 +51,12 @@ fn storage_error(e: rusqlite::Error) -> StorageError {
 }
 
 impl SqliteExecutor {
-    /// Opens (creating if needed) the database file at `path`.
+    /// Opens (creating if needed) the database file at `path`. On Unix a new file is created with mode 0600
+    /// whatever the umask, and so are its `-wal` and `-shm` files (SQLite gives them the database file's
+    /// mode): they hold endpoint secrets and custom header values. An existing file keeps its mode.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let path = path.as_ref();
+        create_private(path).map_err(|e| StorageError::from_driver(Some("08006"), false, e))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -86,6 +90,34 @@ impl SqliteExecutor {
         .await
         .map_err(|e| StorageError::from_driver(None, false, e))?
     }
+}
+
+/// Creates `path` as an empty file with mode 0600 unless it exists (then SQLite opens what is there). An
+/// empty file is a valid new database to SQLite. `:memory:` and the empty path are SQLite's own names for
+/// private in-memory and temporary databases, never files.
+#[cfg(unix)]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // The mode given to open(2) is reduced by the umask; a umask of, say, 0277 would leave the owner
+        // unable to write. Set it exactly, on the descriptor just created.
+        Ok(file) => file.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Binds a core value the way the SQLite statements expect it: timestamps as Unix microseconds, booleans as
@@ -567,5 +599,26 @@ mod tests {
         assert!(zip(&params, &[1, 4]).is_err(), "arrays of different lengths");
         assert!(zip(&params, &[1, 5]).is_err(), "a scalar");
         assert!(zip(&params, &[1, 6]).is_err(), "a missing parameter");
+    }
+
+    // Catches: a new database file, or its -wal and -shm, readable by other users of the machine (SQLite
+    // creates files 0644 under the usual umask): they hold endpoint secrets and custom header values.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_and_its_wal_and_shm_files_are_private_to_the_owner() {
+        use crate::store::Executor as _;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("new.db");
+        let exec = super::SqliteExecutor::open(&path).expect("open");
+        // The first write creates the -wal and -shm files; they last while the connection is open.
+        exec.batch_execute(sqlite::CREATE_MIGRATIONS_TABLE)
+            .await
+            .expect("write");
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&file).expect("exists").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file} has mode {mode:o}");
+        }
     }
 }

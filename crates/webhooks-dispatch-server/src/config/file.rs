@@ -1,0 +1,47 @@
+//! Reading the TOML configuration file without ever quoting a value from it in an error.
+
+use std::path::Path;
+
+use super::RawSettings;
+use crate::Error;
+
+impl RawSettings {
+    /// Reads a TOML file. Parse errors keep their line number but not the quoted values, which could be
+    /// secrets (an API key written where a number was expected).
+    pub fn from_file(path: &Path) -> Result<RawSettings, Error> {
+        let file_error = |message: String| Error::ConfigFile {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = elide_quoted(e.message());
+            file_error(match line {
+                Some(n) => format!("line {n}: {message}"),
+                None => message,
+            })
+        })
+    }
+}
+
+/// Replaces every double-quoted part of a parser message with `"…"`.
+fn elide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
