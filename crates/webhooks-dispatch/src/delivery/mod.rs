@@ -149,7 +149,10 @@ impl Deliverer {
     /// Runs one attempt. Never fails: every way it can end is an [`AttemptResult`].
     pub(crate) async fn attempt(&self, out: Outgoing<'_>) -> Attempted {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let now = tokio::time::Instant::now();
+        // The builder clamps the timeout, so the sum exists; were it ever past the clock's range, the attempt
+        // would time out at once rather than panic.
+        let deadline = now.checked_add(self.timeout).unwrap_or(now);
         let result = match Destination::parse(out.url) {
             Err(e) => AttemptResult::Refused(e.to_string()),
             // Dropping `send` at the deadline drops whatever connection it holds: an HTTP/1.1 connection is
