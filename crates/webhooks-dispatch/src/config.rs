@@ -14,7 +14,7 @@ use crate::dispatcher::Dispatcher;
 use crate::notify::Debounce;
 use crate::observe::{NoopObserver, Observer};
 use crate::retry::RetryPolicy;
-use crate::ssrf::{AddressPolicy, Resolver, SystemResolver};
+use crate::ssrf::{AddressPolicy, BoundedResolver, Resolver, SystemResolver};
 
 /// Source of "now" for scheduling and signature timestamps; inject one in tests.
 pub trait Clock: Send + Sync + 'static {
@@ -63,6 +63,13 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default number of idle HTTP/1.1 connections kept per destination (host name and address).
 pub const DEFAULT_MAX_IDLE_PER_DESTINATION: usize = 32;
 
+/// Default deadline of one DNS lookup of the system resolver (or an injected one): registration fails with
+/// `dns_timeout` after it, and a delivery's lookup is bounded by it inside the attempt's own deadline.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default most DNS lookups in flight at once per dispatcher configuration: the system resolver runs each on
+/// tokio's blocking pool (shared with SQLite's statements and file I/O), which must not be taken by lookups.
+pub const DEFAULT_CONCURRENT_LOOKUPS: usize = 32;
+
 // The largest value each setting takes: larger ones are clamped to these, so no setting can overflow the time
 // and counter arithmetic built on it (`Instant + d`, leases of several attempt deadlines, `DateTime + d`).
 /// Largest attempt deadline ([`DispatcherBuilder::attempt_timeout`]): 1 hour.
@@ -81,6 +88,11 @@ pub const MAX_DNS_CACHE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest failing time before an endpoint is disabled ([`DispatcherBuilder::disable_failing_after`]): 10 years.
 pub const MAX_DISABLE_FAILING_AFTER: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// Largest DNS lookup deadline ([`DispatcherBuilder::dns_timeout`]): 1 minute.
+pub const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest number of DNS lookups in flight at once ([`DispatcherBuilder::concurrent_lookups`]): tokio's
+/// default number of blocking threads, which the system resolver's lookups occupy.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 512;
 
 /// Default time an endpoint may go without a delivery, while failing and with a message gone dead, before it
 /// is disabled as failing: 5 days.
@@ -141,6 +153,8 @@ pub struct DispatcherBuilder<E> {
     coalesce: Option<Arc<dyn crate::store::Executor>>,
     on_gone: OnGone,
     disable_failing_after: Option<Duration>,
+    dns_timeout: Duration,
+    concurrent_lookups: usize,
 }
 
 impl<E: crate::store::Executor + Clone + 'static> DispatcherBuilder<E> {
@@ -177,6 +191,8 @@ impl<E> DispatcherBuilder<E> {
             coalesce: None,
             on_gone: OnGone::default(),
             disable_failing_after: Some(DEFAULT_DISABLE_FAILING_AFTER),
+            dns_timeout: DEFAULT_DNS_TIMEOUT,
+            concurrent_lookups: DEFAULT_CONCURRENT_LOOKUPS,
         }
     }
 
@@ -210,6 +226,25 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
+    /// Deadline of one DNS lookup (default 5 s; at least 1 ms, at most [`MAX_DNS_TIMEOUT`], 1 minute),
+    /// waiting for a lookup slot included. Registration and updates whose lookup misses it fail with
+    /// [`DispatchError::DnsTimeout`](crate::DispatchError::DnsTimeout), which is worth retrying; a delivery's
+    /// lookup is bounded by it and by the attempt's own deadline, whichever ends first.
+    pub fn dns_timeout(mut self, timeout: Duration) -> Self {
+        self.dns_timeout = timeout.clamp(Duration::from_millis(1), MAX_DNS_TIMEOUT);
+        self
+    }
+
+    /// Most DNS lookups in flight at once for this configuration, registrations and deliveries together
+    /// (default 32; at least 1, at most [`MAX_CONCURRENT_LOOKUPS`], 512). The system resolver blocks one thread
+    /// of tokio's blocking pool per lookup — the pool SQLite statements run on — so the cap keeps lookups to
+    /// a hostile or slow name server from taking it. A lookup keeps its slot until the resolver answers (a
+    /// blocked thread is still busy after its caller gave up), for at most a minute.
+    pub fn concurrent_lookups(mut self, n: usize) -> Self {
+        self.concurrent_lookups = n.clamp(1, MAX_CONCURRENT_LOOKUPS);
+        self
+    }
+
     /// Allows delivery to addresses inside `net` even though they are not globally routable (loopback in
     /// tests, private services in internal deployments). This is the only way to weaken the SSRF policy, and
     /// it is deliberately code, not an environment variable.
@@ -218,7 +253,9 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
-    /// DNS resolver used at registration and before every attempt (default: the system resolver).
+    /// DNS resolver used at registration and before every attempt (default: the system resolver). Its lookups
+    /// are bounded like the system resolver's ([`dns_timeout`](Self::dns_timeout),
+    /// [`concurrent_lookups`](Self::concurrent_lookups)).
     pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.resolver = resolver;
         self
@@ -315,10 +352,16 @@ impl<E> DispatcherBuilder<E> {
     /// Finishes configuration. Performs no I/O.
     pub fn build(self) -> Dispatcher<E> {
         let policy = AddressPolicy::new(self.allow);
+        // Every lookup, at registration and before attempts, goes through the same bounds and slots.
+        let resolver: Arc<dyn Resolver> = Arc::new(BoundedResolver::new(
+            self.resolver,
+            self.dns_timeout,
+            self.concurrent_lookups,
+        ));
         let deliverer = Deliverer::new(
             self.roots.unwrap_or_else(default_roots),
             policy.clone(),
-            self.resolver.clone(),
+            resolver.clone(),
             DeliveryOptions {
                 timeout: self.attempt_timeout,
                 max_response_body: self.max_response_body,
@@ -333,7 +376,7 @@ impl<E> DispatcherBuilder<E> {
             retry: self.retry,
             clock: self.clock,
             policy,
-            resolver: self.resolver,
+            resolver,
             deliverer,
             attempt_timeout: self.attempt_timeout,
             concurrency: self.concurrency,
@@ -388,11 +431,15 @@ mod tests {
                 .pool_idle_timeout(d[2])
                 .notify_debounce(Some(d[3]))
                 .disable_failing_after(Some(d[4]))
+                .dns_timeout(d[5])
                 .retry_policy(retry)
                 .concurrency(n[0])
                 .per_endpoint_concurrency(n[1])
-                .max_response_body(n[2]);
+                .max_response_body(n[2])
+                .concurrent_lookups(n[3]);
             prop_assert!(b.dns_cache_ttl <= MAX_DNS_CACHE_TTL && b.pool_idle_timeout <= MAX_POOL_IDLE_TIMEOUT);
+            prop_assert!(b.dns_timeout <= MAX_DNS_TIMEOUT && !b.dns_timeout.is_zero());
+            prop_assert!((1..=MAX_CONCURRENT_LOOKUPS).contains(&b.concurrent_lookups));
             prop_assert!(b.max_response_body <= MAX_RESPONSE_BODY_LIMIT);
             let expires = tokio::time::Instant::now().checked_add(b.dns_cache_ttl.max(b.pool_idle_timeout));
             prop_assert!(expires.is_some());

@@ -157,8 +157,9 @@ impl<E: Executor> Dispatcher<E> {
 
     /// Registers an endpoint and returns its id and signing secret — the only time the secret is returned.
     ///
-    /// The URL must be https and every address its host resolves to must be allowed; otherwise `invalid_url`.
-    /// It is stored as normalized by the URL parser (see [`Endpoint::url`]). The owner id and the URL must not contain control or
+    /// The URL must be https and every address its host resolves to must be allowed; otherwise `invalid_url`
+    /// (`dns_timeout` when its lookup did not answer in time: worth retrying). It is stored as normalized by
+    /// the URL parser (see [`Endpoint::url`]). The owner id and the URL must not contain control or
     /// bidirectional formatting characters (`invalid_input`, `invalid_url`).
     pub async fn register_endpoint(&self, input: NewEndpoint) -> Result<RegisteredEndpoint, DispatchError> {
         check_owner_id(&input.owner_id)?;

@@ -331,6 +331,7 @@ pub(crate) async fn vet_url(
     }
     vet(policy, resolver, &dest).await.map_err(|e| match e {
         VetError::Refused(r) => invalid_url(&r.to_string()),
+        VetError::Lookup(e) if e.kind() == std::io::ErrorKind::TimedOut => DispatchError::DnsTimeout,
         _ => invalid_url("dns lookup failed"),
     })?;
     Ok(normalized.to_owned())

@@ -28,6 +28,11 @@ pub enum DispatchError {
         /// A short human-readable reason (e.g. "url scheme must be https", "address refused: loopback").
         reason: String,
     },
+    /// The endpoint URL's host name did not resolve within the lookup deadline
+    /// ([`DispatcherBuilder::dns_timeout`](crate::DispatcherBuilder::dns_timeout)), waiting for a lookup slot
+    /// included. Nothing was stored or changed; the same call may well succeed later.
+    #[error("dns lookup timed out; try again later")]
+    DnsTimeout,
     /// The payload could not be serialized to JSON or is larger than the limit.
     #[error("invalid payload: {reason}")]
     InvalidPayload {
@@ -86,6 +91,7 @@ impl DispatchError {
         match self {
             DispatchError::InvalidInput { .. } => "invalid_input",
             DispatchError::InvalidUrl { .. } => "invalid_url",
+            DispatchError::DnsTimeout => "dns_timeout",
             DispatchError::InvalidPayload { .. } => "invalid_payload",
             DispatchError::UnknownEndpoint => "unknown_endpoint",
             DispatchError::UnknownMessage => "unknown_message",
@@ -112,6 +118,7 @@ impl DispatchError {
             DispatchError::IdempotencyConflict | DispatchError::EndpointDisabled => 409,
             DispatchError::InBatch { error, .. } => error.http_status(),
             DispatchError::Storage(_) | DispatchError::SchemaTooNew { .. } => 500,
+            DispatchError::DnsTimeout => 503,
         }
     }
 

@@ -164,7 +164,7 @@ impl<E: Executor> Dispatcher<E> {
     ///
     /// A new URL is stored normalized, as at registration.
     ///
-    /// Errors: `invalid_input`, `invalid_url`, `unknown_endpoint` (also once deleted), `storage`.
+    /// Errors: `invalid_input`, `invalid_url`, `dns_timeout`, `unknown_endpoint` (also once deleted), `storage`.
     pub async fn update_endpoint(
         &self,
         endpoint_id: &str,

@@ -109,6 +109,9 @@ enum Failure {
 fn vet_failure(e: VetError) -> Failure {
     match e {
         VetError::Refused(r) => Failure::Refused(r.to_string()),
+        VetError::Lookup(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Failure::Network("dns lookup timed out")
+        }
         _ => Failure::Network("dns lookup failed"),
     }
 }

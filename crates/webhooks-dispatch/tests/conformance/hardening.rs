@@ -2,6 +2,7 @@
 //! endpoint URLs are stored exactly as vetted (normalized), registration's DNS lookups are bounded in time and
 //! in number, and an HTTP/2 receiver cannot make an attempt buffer more than a few times what it reads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -10,6 +11,8 @@ use webhooks_dispatch_testkit::receiver::Reply;
 
 use crate::conformance;
 use crate::support::{CountingExecutor, Ctx, Engine, RunningWorker, RECEIVER_HOST};
+
+mod lookups;
 
 conformance!(
     huge_durations_never_panic_a_drain_or_a_worker,
@@ -184,4 +187,9 @@ async fn endpoint_urls_are_stored_as_normalized_by_the_vetting_parser(engine: En
     let report = d.deliver_due(DeliverDue::default()).await.unwrap();
     assert_eq!(report.delivered, 1, "{report:?}");
     assert_eq!(ctx.receiver.received()[0].path, "/hook");
+}
+
+/// An `Arc` of anything, as the builder's resolver setter wants it.
+fn shared<T>(value: T) -> Arc<T> {
+    Arc::new(value)
 }
