@@ -370,6 +370,7 @@ impl<E> DispatcherBuilder<E> {
                 pool_idle_timeout: self.pool_idle_timeout,
                 max_idle_per_destination: self.max_idle_per_destination,
                 http2: self.http2,
+                h2_streams: self.per_endpoint,
             },
         );
         let settings = Settings {

@@ -16,6 +16,7 @@
 //!   are never followed (hyper's connection API has no redirect logic; a 3xx is simply a permanent failure).
 
 mod dns;
+mod h2;
 mod pool;
 
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub(crate) struct DeliveryOptions {
     pub pool_idle_timeout: Duration,
     pub max_idle_per_destination: usize,
     pub http2: bool,
+    /// Most attempts in flight to one endpoint: the HTTP/2 streams one connection carries at once.
+    pub h2_streams: usize,
 }
 
 /// What to send in one attempt.
@@ -130,6 +133,7 @@ impl Deliverer {
                 idle_timeout: opts.pool_idle_timeout,
                 max_idle_per_key: opts.max_idle_per_destination,
                 http2: opts.http2,
+                h2_windows: h2::Windows::for_prefix(opts.max_response_body, opts.h2_streams),
             },
         );
         Deliverer {

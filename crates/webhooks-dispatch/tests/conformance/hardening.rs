@@ -12,6 +12,7 @@ use webhooks_dispatch_testkit::receiver::Reply;
 use crate::conformance;
 use crate::support::{CountingExecutor, Ctx, Engine, RunningWorker, RECEIVER_HOST};
 
+mod h2_windows;
 mod lookups;
 
 conformance!(
