@@ -15,12 +15,22 @@ use crate::hold_back::HoldBack;
 use crate::notify::Debounce;
 use crate::observe::{NoopObserver, Observer};
 use crate::retry::RetryPolicy;
-use crate::ssrf::{AddressPolicy, Resolver, SystemResolver};
+use crate::ssrf::{AddressPolicy, BoundedResolver, Resolver, SystemResolver};
 
 /// Source of "now" for scheduling and signature timestamps; inject one in tests.
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+}
+
+/// `at + d`, or the latest representable time when that lies beyond it. Every duration a time is computed
+/// from is clamped by the builder, so this saturates only for a clock set near the end of time; it exists so
+/// that no setting, policy or clock can make a time computation panic.
+pub(crate) fn later(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The system's wall clock.
@@ -53,6 +63,37 @@ pub const DEFAULT_DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default number of idle HTTP/1.1 connections kept per destination (host name and address).
 pub const DEFAULT_MAX_IDLE_PER_DESTINATION: usize = 32;
+
+/// Default deadline of one DNS lookup of the system resolver (or an injected one): registration fails with
+/// `dns_timeout` after it, and a delivery's lookup is bounded by it inside the attempt's own deadline.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default most DNS lookups in flight at once per dispatcher configuration: the system resolver runs each on
+/// tokio's blocking pool (shared with SQLite's statements and file I/O), which must not be taken by lookups.
+pub const DEFAULT_CONCURRENT_LOOKUPS: usize = 32;
+
+// The largest value each setting takes: larger ones are clamped to these, so no setting can overflow the time
+// and counter arithmetic built on it (`Instant + d`, leases of several attempt deadlines, `DateTime + d`).
+/// Largest attempt deadline ([`DispatcherBuilder::attempt_timeout`]): 1 hour.
+pub const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Largest delivery concurrency and per-endpoint cap ([`DispatcherBuilder::concurrency`],
+/// [`DispatcherBuilder::per_endpoint_concurrency`]).
+pub const MAX_CONCURRENCY: usize = 65_536;
+/// Largest NOTIFY debounce interval ([`DispatcherBuilder::notify_debounce`]): 1 minute.
+pub const MAX_NOTIFY_DEBOUNCE: Duration = Duration::from_secs(60);
+/// Largest response-body prefix read ([`DispatcherBuilder::max_response_body`]): 1 MiB. The body never
+/// decides an outcome; it is read only so a connection can be reused.
+pub const MAX_RESPONSE_BODY_LIMIT: usize = 1024 * 1024;
+/// Largest DNS cache TTL ([`DispatcherBuilder::dns_cache_ttl`]): 1 day.
+pub const MAX_DNS_CACHE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest keep-alive idle time ([`DispatcherBuilder::pool_idle_timeout`]): 1 day.
+pub const MAX_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest failing time before an endpoint is disabled ([`DispatcherBuilder::disable_failing_after`]): 10 years.
+pub const MAX_DISABLE_FAILING_AFTER: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// Largest DNS lookup deadline ([`DispatcherBuilder::dns_timeout`]): 1 minute.
+pub const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest number of DNS lookups in flight at once ([`DispatcherBuilder::concurrent_lookups`]): tokio's
+/// default number of blocking threads, which the system resolver's lookups occupy.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 512;
 
 /// Default time an endpoint may go without a delivery, while failing and with a message gone dead, before it
 /// is disabled as failing: 5 days.
@@ -119,6 +160,8 @@ pub struct DispatcherBuilder<E> {
     coalesce: Option<Arc<dyn crate::store::Executor>>,
     on_gone: OnGone,
     disable_failing_after: Option<Duration>,
+    dns_timeout: Duration,
+    concurrent_lookups: usize,
 }
 
 impl<E: crate::store::Executor + Clone + 'static> DispatcherBuilder<E> {
@@ -158,6 +201,8 @@ impl<E> DispatcherBuilder<E> {
             coalesce: None,
             on_gone: OnGone::default(),
             disable_failing_after: Some(DEFAULT_DISABLE_FAILING_AFTER),
+            dns_timeout: DEFAULT_DNS_TIMEOUT,
+            concurrent_lookups: DEFAULT_CONCURRENT_LOOKUPS,
         }
     }
 
@@ -165,9 +210,9 @@ impl<E> DispatcherBuilder<E> {
     /// and at least one of its messages went dead meanwhile (default 5 days; `None`: never). The clock starts
     /// at its first failed attempt after its last delivery and any delivery stops it; both are kept in the
     /// database, so the rule holds across restarts and processes. It is checked when a failed attempt is
-    /// recorded.
+    /// recorded. At most [`MAX_DISABLE_FAILING_AFTER`] (10 years); longer is clamped to it.
     pub fn disable_failing_after(mut self, after: Option<Duration>) -> Self {
-        self.disable_failing_after = after;
+        self.disable_failing_after = after.map(|after| after.min(MAX_DISABLE_FAILING_AFTER));
         self
     }
 
@@ -177,15 +222,36 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
-    /// How many attempts and what backoff (default: 6 attempts, 60 s doubling, capped at 1 h).
+    /// How many attempts and what backoff (default: 6 attempts, 60 s doubling, capped at 1 h). Delays longer
+    /// than [`MAX_RETRY_DELAY`](crate::retry::MAX_RETRY_DELAY) (30 days) are clamped to it.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.retry = policy.clamped();
         self
     }
 
-    /// Absolute deadline for one attempt (default 10 s). Zero is raised to 1 ms.
+    /// Absolute deadline for one attempt (default 10 s). Zero is raised to 1 ms; more than
+    /// [`MAX_ATTEMPT_TIMEOUT`] (1 hour) is clamped to it.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = timeout.max(Duration::from_millis(1));
+        self.attempt_timeout = timeout.clamp(Duration::from_millis(1), MAX_ATTEMPT_TIMEOUT);
+        self
+    }
+
+    /// Deadline of one DNS lookup (default 5 s; at least 1 ms, at most [`MAX_DNS_TIMEOUT`], 1 minute),
+    /// waiting for a lookup slot included. Registration and updates whose lookup misses it fail with
+    /// [`DispatchError::DnsTimeout`](crate::DispatchError::DnsTimeout), which is worth retrying; a delivery's
+    /// lookup is bounded by it and by the attempt's own deadline, whichever ends first.
+    pub fn dns_timeout(mut self, timeout: Duration) -> Self {
+        self.dns_timeout = timeout.clamp(Duration::from_millis(1), MAX_DNS_TIMEOUT);
+        self
+    }
+
+    /// Most DNS lookups in flight at once for this configuration, registrations and deliveries together
+    /// (default 32; at least 1, at most [`MAX_CONCURRENT_LOOKUPS`], 512). The system resolver blocks one thread
+    /// of tokio's blocking pool per lookup — the pool SQLite statements run on — so the cap keeps lookups to
+    /// a hostile or slow name server from taking it. A lookup keeps its slot until the resolver answers (a
+    /// blocked thread is still busy after its caller gave up), for at most a minute.
+    pub fn concurrent_lookups(mut self, n: usize) -> Self {
+        self.concurrent_lookups = n.clamp(1, MAX_CONCURRENT_LOOKUPS);
         self
     }
 
@@ -197,7 +263,9 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
-    /// DNS resolver used at registration and before every attempt (default: the system resolver).
+    /// DNS resolver used at registration and before every attempt (default: the system resolver). Its lookups
+    /// are bounded like the system resolver's ([`dns_timeout`](Self::dns_timeout),
+    /// [`concurrent_lookups`](Self::concurrent_lookups)).
     pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.resolver = resolver;
         self
@@ -215,16 +283,17 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
-    /// How many deliveries one `deliver_due` call or one worker runs concurrently (default 256; at least 1).
+    /// How many deliveries one `deliver_due` call or one worker runs concurrently (default 256; at least 1, at
+    /// most [`MAX_CONCURRENCY`]).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
+        self.concurrency = n.clamp(1, MAX_CONCURRENCY);
         self
     }
 
-    /// Most attempts in flight to any one endpoint in this process (default 16; at least 1), so a slow or
-    /// hanging endpoint cannot take every delivery slot.
+    /// Most attempts in flight to any one endpoint in this process (default 16; at least 1, at most
+    /// [`MAX_CONCURRENCY`]), so a slow or hanging endpoint cannot take every delivery slot.
     pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
-        self.per_endpoint = n.max(1);
+        self.per_endpoint = n.clamp(1, MAX_CONCURRENCY);
         self
     }
 
@@ -232,7 +301,7 @@ impl<E> DispatcherBuilder<E> {
     /// [`concurrency`](Self::concurrency); at least 1), so one tenant whose endpoints all hang holds at most
     /// this many slots and the rest stay for everyone else.
     pub fn per_owner_concurrency(mut self, n: usize) -> Self {
-        self.per_owner = Some(n.max(1));
+        self.per_owner = Some(n.clamp(1, MAX_CONCURRENCY));
         self
     }
 
@@ -240,7 +309,7 @@ impl<E> DispatcherBuilder<E> {
     /// endpoint or owner) (default: half of [`concurrency`](Self::concurrency); at least 1), so a shared
     /// receiver that hangs cannot take every slot either.
     pub fn per_host_concurrency(mut self, n: usize) -> Self {
-        self.per_host = Some(n.max(1));
+        self.per_host = Some(n.clamp(1, MAX_CONCURRENCY));
         self
     }
 
@@ -253,15 +322,17 @@ impl<E> DispatcherBuilder<E> {
     }
 
     /// Whether `dispatch` wakes listening workers with a PostgreSQL NOTIFY, and the shortest interval between
-    /// two NOTIFYs from this process (default: on, 5 ms). `None` turns it off (workers then poll).
+    /// two NOTIFYs from this process (default: on, 5 ms; at most [`MAX_NOTIFY_DEBOUNCE`], 1 minute). `None`
+    /// turns it off (workers then poll).
     pub fn notify_debounce(mut self, interval: Option<Duration>) -> Self {
-        self.notify = interval;
+        self.notify = interval.map(|interval| interval.min(MAX_NOTIFY_DEBOUNCE));
         self
     }
 
-    /// Largest response-body prefix read (default 4 KiB).
+    /// Largest response-body prefix read (default 4 KiB; at most [`MAX_RESPONSE_BODY_LIMIT`], 1 MiB). HTTP/2
+    /// flow-control windows are sized from it.
     pub fn max_response_body(mut self, bytes: usize) -> Self {
-        self.max_response_body = bytes;
+        self.max_response_body = bytes.min(MAX_RESPONSE_BODY_LIMIT);
         self
     }
 
@@ -276,16 +347,18 @@ impl<E> DispatcherBuilder<E> {
     /// Only answers in which every address passed the address policy are cached, and cached addresses are
     /// checked against the policy again on every attempt; failures and refusals are never cached. The TTL is
     /// therefore the longest a DNS change (a move, or a rebinding to a refused address) can go unnoticed.
-    /// `Duration::ZERO` disables the cache, so every attempt resolves the name afresh.
+    /// `Duration::ZERO` disables the cache, so every attempt resolves the name afresh. At most
+    /// [`MAX_DNS_CACHE_TTL`] (1 day).
     pub fn dns_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.dns_cache_ttl = ttl;
+        self.dns_cache_ttl = ttl.min(MAX_DNS_CACHE_TTL);
         self
     }
 
-    /// How long an unused keep-alive connection stays open for reuse (default 90 s). `Duration::ZERO`
-    /// disables connection reuse: every attempt opens and closes its own connection.
+    /// How long an unused keep-alive connection stays open for reuse (default 90 s; at most
+    /// [`MAX_POOL_IDLE_TIMEOUT`], 1 day). `Duration::ZERO` disables connection reuse: every attempt opens and
+    /// closes its own connection.
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.pool_idle_timeout = timeout;
+        self.pool_idle_timeout = timeout.min(MAX_POOL_IDLE_TIMEOUT);
         self
     }
 
@@ -313,10 +386,16 @@ impl<E> DispatcherBuilder<E> {
     /// Finishes configuration. Performs no I/O.
     pub fn build(self) -> Dispatcher<E> {
         let policy = AddressPolicy::new(self.allow);
+        // Every lookup, at registration and before attempts, goes through the same bounds and slots.
+        let resolver: Arc<dyn Resolver> = Arc::new(BoundedResolver::new(
+            self.resolver,
+            self.dns_timeout,
+            self.concurrent_lookups,
+        ));
         let deliverer = Deliverer::new(
             self.roots.unwrap_or_else(default_roots),
             policy.clone(),
-            self.resolver.clone(),
+            resolver.clone(),
             DeliveryOptions {
                 timeout: self.attempt_timeout,
                 max_response_body: self.max_response_body,
@@ -325,13 +404,14 @@ impl<E> DispatcherBuilder<E> {
                 pool_idle_timeout: self.pool_idle_timeout,
                 max_idle_per_destination: self.max_idle_per_destination,
                 http2: self.http2,
+                h2_streams: self.per_endpoint,
             },
         );
         let settings = Settings {
             retry: self.retry,
             clock: self.clock,
             policy,
-            resolver: self.resolver,
+            resolver,
             deliverer,
             attempt_timeout: self.attempt_timeout,
             concurrency: self.concurrency,
@@ -355,6 +435,98 @@ impl<E> DispatcherBuilder<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Durations from nothing to `Duration::MAX`, the extremes always among them.
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            any::<u64>().prop_map(Duration::from_secs),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            (0u64..100_000_000).prop_map(Duration::from_millis),
+        ]
+    }
+
+    fn any_count() -> impl Strategy<Value = usize> {
+        prop_oneof![Just(0), Just(usize::MAX), any::<usize>(), 0usize..100_000]
+    }
+
+    proptest! {
+        /// Whatever durations and counts a caller passes, `build()` does not panic and every setting it keeps
+        /// is within its documented bound, so the arithmetic built on them cannot overflow: the drain's and
+        /// the worker's leases (several attempt deadlines plus a margin, `Instant + lease`, `DateTime +
+        /// lease`), the worker's catch-up claim (`Instant + debounce`) and claim sizes (`concurrency +
+        /// batch`, `12 × per-endpoint cap`), per-endpoint semaphores, DNS cache expiries and retry times.
+        #[test]
+        fn any_builder_settings_build_within_their_documented_bounds(
+            d in proptest::array::uniform8(any_duration()),
+            n in proptest::array::uniform4(any_count()),
+            max_attempts in any::<u32>(),
+        ) {
+            let retry = RetryPolicy { max_attempts, base_delay: d[6], max_delay: d[7] };
+            let b = Dispatcher::builder(())
+                .attempt_timeout(d[0])
+                .dns_cache_ttl(d[1])
+                .pool_idle_timeout(d[2])
+                .notify_debounce(Some(d[3]))
+                .disable_failing_after(Some(d[4]))
+                .dns_timeout(d[5])
+                .retry_policy(retry)
+                .concurrency(n[0])
+                .per_endpoint_concurrency(n[1])
+                .max_response_body(n[2])
+                .concurrent_lookups(n[3]);
+            prop_assert!(b.dns_cache_ttl <= MAX_DNS_CACHE_TTL && b.pool_idle_timeout <= MAX_POOL_IDLE_TIMEOUT);
+            prop_assert!(b.dns_timeout <= MAX_DNS_TIMEOUT && !b.dns_timeout.is_zero());
+            prop_assert!((1..=MAX_CONCURRENT_LOOKUPS).contains(&b.concurrent_lookups));
+            prop_assert!(b.max_response_body <= MAX_RESPONSE_BODY_LIMIT);
+            let expires = tokio::time::Instant::now().checked_add(b.dns_cache_ttl.max(b.pool_idle_timeout));
+            prop_assert!(expires.is_some());
+
+            let d = b.build();
+            let s = d.settings();
+            let now = tokio::time::Instant::now();
+            prop_assert!(s.attempt_timeout <= MAX_ATTEMPT_TIMEOUT);
+            let worst_lease = s
+                .attempt_timeout
+                .checked_mul(crate::MAX_BATCH + 1)
+                .and_then(|lease| lease.checked_add(Duration::from_secs(60)));
+            prop_assert!(worst_lease.is_some_and(|lease| now.checked_add(lease).is_some()));
+            let far = DateTime::<Utc>::MAX_UTC - chrono::Duration::days(365 * 1000);
+            prop_assert!(worst_lease.is_some_and(|lease| later(far, lease) < DateTime::<Utc>::MAX_UTC));
+            prop_assert!(s.concurrency <= MAX_CONCURRENCY && s.limiter.cap() <= MAX_CONCURRENCY);
+            prop_assert!(s.concurrency.checked_add(crate::MAX_BATCH as usize).is_some());
+            prop_assert!(s.limiter.cap().checked_mul(12).is_some());
+            let route = crate::concurrency::Route {
+                endpoint_id: "ep".to_owned(),
+                owner_id: "o".into(),
+                host: "h".into(),
+            };
+            prop_assert!(s.limiter.try_acquire(&route).is_some());
+            let debounce = s.notify.as_ref().map_or(Duration::ZERO, |n| n.interval());
+            prop_assert!(debounce <= MAX_NOTIFY_DEBOUNCE && now.checked_add(debounce).is_some());
+            prop_assert!(s.disable_failing_after.is_some_and(|after| after <= MAX_DISABLE_FAILING_AFTER));
+            for failed in [1, 2, 64, u32::MAX] {
+                let delay = s.retry.backoff(failed);
+                prop_assert!(delay <= crate::retry::MAX_RETRY_DELAY);
+                prop_assert!(later(far, delay) < DateTime::<Utc>::MAX_UTC);
+            }
+            prop_assert!(s.deliverer.limits().1 <= MAX_RESPONSE_BODY_LIMIT);
+        }
+    }
+
+    #[test]
+    fn later_saturates_at_the_end_of_time_instead_of_panicking() {
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(later(end, Duration::from_secs(1)), end);
+        assert_eq!(later(end - chrono::Duration::seconds(5), Duration::MAX), end);
+        let t = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(
+            later(t, Duration::from_secs(90)),
+            t + chrono::Duration::seconds(90)
+        );
+    }
 
     /// The limits the README promises, as a dispatcher built with no settings resolves them (the response
     /// read limit is also proven on the wire by the conformance suite).

@@ -8,8 +8,8 @@ use crate::attempt::{Attempt, Outcome};
 use crate::coalesce::Coalescer;
 use crate::config::{DispatcherBuilder, Settings};
 use crate::endpoint::{
-    check_chars, check_description, normalize_event_types, stored_metadata, vet_url, Endpoint, NewEndpoint,
-    RegisteredEndpoint, MAX_OWNER_ID_CHARS,
+    check_chars, check_description, check_owner_id, normalize_event_types, stored_metadata, vet_url,
+    Endpoint, NewEndpoint, RegisteredEndpoint,
 };
 use crate::error::{DispatchError, StorageError};
 use crate::id;
@@ -157,14 +157,17 @@ impl<E: Executor> Dispatcher<E> {
 
     /// Registers an endpoint and returns its id and signing secret — the only time the secret is returned.
     ///
-    /// The URL must be https and every address its host resolves to must be allowed; otherwise `invalid_url`.
+    /// The URL must be https and every address its host resolves to must be allowed; otherwise `invalid_url`
+    /// (`dns_timeout` when its lookup did not answer in time: worth retrying). It is stored as normalized by
+    /// the URL parser (see [`Endpoint::url`]). The owner id and the URL must not contain control or
+    /// bidirectional formatting characters (`invalid_input`, `invalid_url`).
     pub async fn register_endpoint(&self, input: NewEndpoint) -> Result<RegisteredEndpoint, DispatchError> {
-        check_chars("owner_id", &input.owner_id, MAX_OWNER_ID_CHARS, false)?;
+        check_owner_id(&input.owner_id)?;
         let event_types = normalize_event_types(input.event_types.as_deref())?;
         check_description(&input.description)?;
         let metadata = stored_metadata(&input.metadata)?;
         let headers = input.headers.to_stored()?;
-        vet_url(&input.url, &self.settings.policy, self.settings.resolver.as_ref()).await?;
+        let url = vet_url(&input.url, &self.settings.policy, self.settings.resolver.as_ref()).await?;
 
         let id = id::endpoint_id();
         let secret = EndpointSecret::generate();
@@ -172,7 +175,7 @@ impl<E: Executor> Dispatcher<E> {
         let params = [
             Value::from(id.as_str()),
             Value::from(owner_id.as_str()),
-            Value::from(input.url),
+            Value::from(url),
             Value::from(secret.expose()),
             Value::from(event_types),
             Value::from(self.settings.clock.now()),

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::attempt::Outcome;
 use crate::concurrency::{self, EndpointLimiter, Held, Route, Slot};
-use crate::config::OnGone;
+use crate::config::{later, OnGone};
 use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
 use crate::endpoint::DisabledReason;
@@ -182,10 +182,6 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn chrono_duration(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 impl<E: Executor> Dispatcher<E> {
     /// Attempts every due message (up to `batch`), records each attempt, and schedules retries or
     /// dead-letters. Safe to call from many tasks and processes at once. Runs up to the configured concurrency
@@ -207,7 +203,7 @@ impl<E: Executor> Dispatcher<E> {
         let lease = settings
             .attempt_timeout
             .saturating_mul(u32::try_from(waves).unwrap_or(u32::MAX))
-            + LEASE_MARGIN;
+            .saturating_add(LEASE_MARGIN);
         let claimed = self.claim(now, lease, batch).await?;
 
         let started = Instant::now();
@@ -284,7 +280,7 @@ impl<E: Executor> Dispatcher<E> {
         }
         let params = [
             Value::from(&*token),
-            Value::from(now + chrono_duration(lease)),
+            Value::from(later(now, lease)),
             Value::from(now),
             Value::from(i64::from(limit)),
             Value::from(held_endpoints),
@@ -321,7 +317,7 @@ impl<E: Executor> Dispatcher<E> {
         started: Instant,
     ) -> Record {
         let settings = self.settings();
-        let attempted_at = base + chrono_duration(started.elapsed());
+        let attempted_at = later(base, started.elapsed());
         let attempted = match (&msg.secret, &msg.headers) {
             (Some(secret), Some(headers)) => {
                 settings
@@ -351,7 +347,7 @@ impl<E: Executor> Dispatcher<E> {
         let (outcome, next_attempt_at) = match settings.retry.decide(msg.attempt_no, &attempted.result) {
             Decision::Delivered => (Outcome::Delivered, None),
             Decision::Dead => (Outcome::Dead, None),
-            Decision::RetryAfter(delay) => (Outcome::Retrying, Some(attempted_at + chrono_duration(delay))),
+            Decision::RetryAfter(delay) => (Outcome::Retrying, Some(later(attempted_at, delay))),
         };
         Record {
             id: msg.id.clone(),

@@ -31,9 +31,11 @@ pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
 /// Input to [`Dispatcher::register_endpoint`](crate::Dispatcher::register_endpoint).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEndpoint {
-    /// Your customer's id; opaque to the dispatcher. Non-blank, at most 512 characters.
+    /// Your customer's id; opaque to the dispatcher. Non-blank, at most 512 characters, without control or
+    /// bidirectional formatting characters.
     pub owner_id: String,
-    /// `https://` URL to POST webhooks to. At most 2048 characters; must resolve only to allowed addresses.
+    /// `https://` URL to POST webhooks to. At most 2048 characters (also once normalized), without control or
+    /// bidirectional formatting characters; must resolve only to allowed addresses. Stored normalized.
     pub url: String,
     /// Event types to deliver; `None` (or empty) means every type. At most 64, each non-blank and at most
     /// 256 characters; stored deduplicated and sorted.
@@ -99,7 +101,8 @@ pub struct Endpoint {
     pub id: String,
     /// Owner id given at registration.
     pub owner_id: String,
-    /// Destination URL.
+    /// Destination URL, as the URL parser serialized it when it was vetted (lowercase scheme and host, no
+    /// default port, dot segments resolved, non-ASCII percent-encoded): exactly what deliveries go to.
     pub url: String,
     /// Subscribed event types; empty means all.
     pub event_types: Vec<String>,
@@ -220,6 +223,30 @@ impl Endpoint {
     }
 }
 
+/// Whether `c` has no business in an owner id or an endpoint URL: C0 and C1 controls and DEL
+/// (`char::is_control`), which terminals and log viewers act on, the line and paragraph separators, which
+/// split a log line as a newline does, and the bidirectional formatting characters (marks, embeddings,
+/// overrides, isolates), which make text display in another order than it is stored.
+pub(crate) fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Checks an owner id, wherever one is an input: non-blank, at most 512 characters, no forbidden character.
+pub(crate) fn check_owner_id(owner_id: &str) -> Result<(), DispatchError> {
+    check_chars("owner_id", owner_id, MAX_OWNER_ID_CHARS, false)?;
+    if owner_id.chars().any(is_forbidden_char) {
+        return Err(DispatchError::input(
+            "owner_id",
+            "must not contain control or bidirectional formatting characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a description.
 pub(crate) fn check_description(description: &str) -> Result<(), DispatchError> {
     check_chars("description", description, MAX_DESCRIPTION_CHARS, true)
@@ -267,35 +294,105 @@ pub(crate) fn normalize_event_types(types: Option<&[String]>) -> Result<Vec<Stri
     Ok(out)
 }
 
-/// Checks the URL's shape and its destination. Done at registration so a bad URL is refused to the caller's
-/// face; delivery checks again, because DNS answers change.
+fn invalid_url(reason: &str) -> DispatchError {
+    DispatchError::InvalidUrl {
+        reason: reason.to_owned(),
+    }
+}
+
+/// Checks the URL's shape and its destination, and returns the form to store: the parser's serialization of
+/// the URL that was vetted (scheme and host lowercased, default port dropped, dot segments resolved,
+/// non-ASCII and spaces percent-encoded), so what is stored, shown and delivered to is exactly what was
+/// checked. Done at registration so a bad URL is refused to the caller's face; delivery checks again,
+/// because DNS answers change.
+///
+/// A raw forbidden character ([`is_forbidden_char`]) anywhere is refused rather than left to the parser,
+/// which would silently drop tabs and newlines and percent-encode the rest, storing something other than
+/// what the caller wrote. Percent-encoded ones are inert text: in the host the parser refuses them after
+/// decoding, in the path and query they are the receiver's business and are kept as written.
+/// The refusal of a URL holding a forbidden character (a shape refusal: see `is_destination_refusal`).
+pub(crate) const FORBIDDEN_CHARS_IN_URL: &str =
+    "url must not contain control or bidirectional formatting characters";
+
 pub(crate) async fn vet_url(
     url: &str,
     policy: &AddressPolicy,
     resolver: &dyn Resolver,
-) -> Result<(), DispatchError> {
+) -> Result<String, DispatchError> {
     if url.chars().count() > MAX_URL_CHARS {
-        return Err(DispatchError::InvalidUrl {
-            reason: "url too long".to_owned(),
-        });
+        return Err(invalid_url("url too long"));
     }
-    let dest = Destination::parse(url).map_err(|e| DispatchError::InvalidUrl {
-        reason: e.to_string(),
+    if url.chars().any(is_forbidden_char) {
+        return Err(invalid_url(FORBIDDEN_CHARS_IN_URL));
+    }
+    let dest = Destination::parse(url).map_err(|e| invalid_url(&e.to_string()))?;
+    let normalized = dest.url().as_str();
+    // Percent-encoding can lengthen it: the limit holds for what is stored.
+    if normalized.len() > MAX_URL_CHARS {
+        return Err(invalid_url("url too long"));
+    }
+    vet(policy, resolver, &dest).await.map_err(|e| match e {
+        VetError::Refused(r) => invalid_url(&r.to_string()),
+        VetError::Lookup(e) if e.kind() == std::io::ErrorKind::TimedOut => DispatchError::DnsTimeout,
+        _ => invalid_url("dns lookup failed"),
     })?;
-    vet(policy, resolver, &dest)
-        .await
-        .map_err(|e| DispatchError::InvalidUrl {
-            reason: match e {
-                VetError::Refused(r) => r.to_string(),
-                _ => "dns lookup failed".to_owned(),
-            },
-        })?;
-    Ok(())
+    Ok(normalized.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssrf::StaticResolver;
+    use futures_util::FutureExt as _;
+    use proptest::prelude::*;
+
+    /// Every character [`is_forbidden_char`] names: C0, DEL, C1, and the bidirectional and line-breaking
+    /// formatting characters.
+    fn forbidden_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            0u32..0x20,
+            Just(0x7f),
+            0x80u32..0xa0,
+            Just(0x061c),
+            Just(0x200e),
+            Just(0x200f),
+            0x2028u32..=0x202e,
+            0x2066u32..=0x2069,
+        ]
+        .prop_map(|c| char::from_u32(c).unwrap())
+    }
+
+    proptest! {
+        /// A forbidden character anywhere in an owner id, or anywhere in a URL (host, path, query), is refused
+        /// with the typed error, before any lookup (the future is ready at once) and so before any SQL.
+        #[test]
+        fn invariant1_forbidden_characters_are_refused_in_owner_ids_and_urls(
+            before in "\\PC{0,12}", after in "\\PC{0,12}", bad in forbidden_char(),
+        ) {
+            let text = format!("{before}{bad}{after}");
+            prop_assert_eq!(check_owner_id(&text).unwrap_err().code(), "invalid_input");
+            let resolver = StaticResolver::new();
+            for url in [
+                format!("https://{text}.test/hook"),
+                format!("https://a.test/{text}"),
+                format!("https://a.test/hook?q={text}"),
+                format!("{text}https://a.test/"),
+            ] {
+                let verdict = vet_url(&url, &AddressPolicy::default(), &resolver)
+                    .now_or_never()
+                    .expect("refused without waiting for anything");
+                prop_assert_eq!(verdict.unwrap_err().code(), "invalid_url", "{:?}", url);
+            }
+            prop_assert_eq!(resolver.lookups(), 0);
+        }
+    }
+
+    #[test]
+    fn owner_ids_in_any_script_and_with_punctuation_are_accepted() {
+        for owner in ["customer_42", "Zoë Ünal", "客户-7", "ربح", "a b/c:d@e", "🙂"] {
+            check_owner_id(owner).unwrap_or_else(|e| panic!("{owner:?}: {e}"));
+        }
+    }
 
     #[test]
     fn event_types_are_deduplicated_and_sorted() {

@@ -28,6 +28,11 @@ pub enum DispatchError {
         /// A short human-readable reason (e.g. "url scheme must be https", "address refused: loopback").
         reason: String,
     },
+    /// The endpoint URL's host name did not resolve within the lookup deadline
+    /// ([`DispatcherBuilder::dns_timeout`](crate::DispatcherBuilder::dns_timeout)), waiting for a lookup slot
+    /// included. Nothing was stored or changed; the same call may well succeed later.
+    #[error("dns lookup timed out; try again later")]
+    DnsTimeout,
     /// The payload could not be serialized to JSON or is larger than the limit.
     #[error("invalid payload: {reason}")]
     InvalidPayload {
@@ -86,6 +91,7 @@ impl DispatchError {
         match self {
             DispatchError::InvalidInput { .. } => "invalid_input",
             DispatchError::InvalidUrl { .. } => "invalid_url",
+            DispatchError::DnsTimeout => "dns_timeout",
             DispatchError::InvalidPayload { .. } => "invalid_payload",
             DispatchError::UnknownEndpoint => "unknown_endpoint",
             DispatchError::UnknownMessage => "unknown_message",
@@ -112,6 +118,7 @@ impl DispatchError {
             DispatchError::IdempotencyConflict | DispatchError::EndpointDisabled => 409,
             DispatchError::InBatch { error, .. } => error.http_status(),
             DispatchError::Storage(_) | DispatchError::SchemaTooNew { .. } => 500,
+            DispatchError::DnsTimeout => 503,
         }
     }
 
@@ -136,7 +143,9 @@ impl DispatchError {
                     UrlError::Fragment,
                 ];
                 // "url too long" is endpoint.rs's length refusal (`vet_url`); the test below pins it.
-                reason != "url too long" && !shape.iter().any(|e| *reason == e.to_string())
+                reason != "url too long"
+                    && reason != crate::endpoint::FORBIDDEN_CHARS_IN_URL
+                    && !shape.iter().any(|e| *reason == e.to_string())
             }
             DispatchError::InBatch { error, .. } => error.is_destination_refusal(),
             _ => false,
@@ -326,6 +335,7 @@ mod tests {
             "https://u:p@internal.test/hook".to_owned(),
             "https://internal.test/hook#x".to_owned(),
             format!("https://internal.test/{}", "a".repeat(3000)),
+            "https://internal.test/\u{202e}hook".to_owned(),
         ] {
             let e = refusal(url.clone()).await;
             assert_eq!(e.code(), "invalid_url", "{url}");

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::dispatcher::Dispatcher;
-use crate::endpoint::{check_chars, DisabledReason, MAX_EVENT_TYPE_CHARS, MAX_OWNER_ID_CHARS};
+use crate::endpoint::{check_chars, check_owner_id, DisabledReason, MAX_EVENT_TYPE_CHARS};
 use crate::enqueue::{check_repeated_keys, MAX_DISPATCH_MANY};
 use crate::error::{DispatchError, StorageError};
 use crate::id;
@@ -120,7 +120,7 @@ struct ValidEvent {
 
 impl ValidEvent {
     fn new<P: Serialize>(input: NewEvent<P>) -> Result<Self, DispatchError> {
-        check_chars("owner_id", &input.owner_id, MAX_OWNER_ID_CHARS, false)?;
+        check_owner_id(&input.owner_id)?;
         check_chars("event_type", &input.event_type, MAX_EVENT_TYPE_CHARS, false)?;
         if let Some(key) = &input.idempotency_key {
             check_chars("idempotency_key", key, MAX_KEY_CHARS, false)?;

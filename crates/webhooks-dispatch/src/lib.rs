@@ -76,6 +76,12 @@ pub use config::{
     DEFAULT_MAX_RESPONSE_BODY, DEFAULT_NOTIFY_DEBOUNCE, DEFAULT_PER_ENDPOINT_CONCURRENCY,
     DEFAULT_POOL_IDLE_TIMEOUT,
 };
+// The builder's new settings and the largest value of each setting (larger ones are clamped).
+pub use config::{
+    DEFAULT_CONCURRENT_LOOKUPS, DEFAULT_DNS_TIMEOUT, MAX_ATTEMPT_TIMEOUT, MAX_CONCURRENCY,
+    MAX_CONCURRENT_LOOKUPS, MAX_DISABLE_FAILING_AFTER, MAX_DNS_CACHE_TTL, MAX_DNS_TIMEOUT,
+    MAX_NOTIFY_DEBOUNCE, MAX_POOL_IDLE_TIMEOUT, MAX_RESPONSE_BODY_LIMIT,
+};
 pub use dispatcher::Dispatcher;
 pub use drain::{DeliverDue, DeliveryReport, DEFAULT_BATCH, MAX_BATCH};
 pub use endpoint::{

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::dispatcher::Dispatcher;
 use crate::endpoint::{
-    check_chars, check_description, normalize_event_types, stored_metadata, vet_url, DisabledReason,
-    Endpoint, EndpointStatus, ENDPOINT_COLUMNS, MAX_OWNER_ID_CHARS,
+    check_chars, check_description, check_owner_id, normalize_event_types, stored_metadata, vet_url,
+    DisabledReason, Endpoint, EndpointStatus, ENDPOINT_COLUMNS,
 };
 use crate::error::DispatchError;
 use crate::headers::CustomHeaders;
@@ -83,7 +83,7 @@ impl<E: Executor> Dispatcher<E> {
             return Err(DispatchError::input("limit", "must be between 1 and 250"));
         }
         if let Some(owner) = &filter.owner_id {
-            check_chars("owner_id", owner, MAX_OWNER_ID_CHARS, false)?;
+            check_owner_id(owner)?;
         }
         let after = filter.cursor.unwrap_or_default();
         if !after.is_empty() {
@@ -162,7 +162,9 @@ impl<E: Executor> Dispatcher<E> {
     /// flight finishes at the old one). New headers replace all the old ones. Returns the endpoint as it
     /// now is.
     ///
-    /// Errors: `invalid_input`, `invalid_url`, `unknown_endpoint` (also once deleted), `storage`.
+    /// A new URL is stored normalized, as at registration.
+    ///
+    /// Errors: `invalid_input`, `invalid_url`, `dns_timeout`, `unknown_endpoint` (also once deleted), `storage`.
     pub async fn update_endpoint(
         &self,
         endpoint_id: &str,
@@ -186,13 +188,16 @@ impl<E: Executor> Dispatcher<E> {
             .as_ref()
             .map(CustomHeaders::to_stored)
             .transpose()?;
-        if let Some(url) = &update.url {
-            let settings = self.settings();
-            vet_url(url, &settings.policy, settings.resolver.as_ref()).await?;
-        }
+        let url = match &update.url {
+            Some(url) => {
+                let settings = self.settings();
+                Some(vet_url(url, &settings.policy, settings.resolver.as_ref()).await?)
+            }
+            None => None,
+        };
         let params = [
             Value::from(endpoint_id),
-            Value::from(update.url),
+            Value::from(url),
             Value::from(event_types),
             change_types,
             Value::from(update.description),

@@ -10,9 +10,15 @@ use std::time::{Duration, SystemTime};
 /// Upper bound on a server-requested `Retry-After`, so a hostile endpoint cannot park a message for years.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Longest delay a [`RetryPolicy`] puts between two attempts: `base_delay` and `max_delay` are read as at most
+/// this. Far beyond any useful backoff, and short enough that a retry time computed from it is always a
+/// representable timestamp, whatever the durations a policy was given.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// How many attempts a message gets and how long to wait between them.
 ///
-/// The delay before attempt `n + 1` (after `n` failed attempts) is `base × 2^(n−1)`, capped at `max_delay`.
+/// The delay before attempt `n + 1` (after `n` failed attempts) is `base × 2^(n−1)`, capped at `max_delay`
+/// and at [`MAX_RETRY_DELAY`]. Any field values are accepted: none can make a backoff or a retry time panic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total attempts including the first; after this many transient failures the message is dead.
@@ -35,12 +41,23 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Backoff after `failed_attempts` (≥ 1) failures.
+    /// Backoff after `failed_attempts` (≥ 1) failures: at most `max_delay` and [`MAX_RETRY_DELAY`].
     pub fn backoff(&self, failed_attempts: u32) -> Duration {
         let exponent = failed_attempts.saturating_sub(1).min(63);
         let factor = 1u64 << exponent;
         let millis = u64::try_from(self.base_delay.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(millis.saturating_mul(factor)).min(self.max_delay)
+        Duration::from_millis(millis.saturating_mul(factor))
+            .min(self.max_delay)
+            .min(MAX_RETRY_DELAY)
+    }
+
+    /// This policy with its delays clamped to [`MAX_RETRY_DELAY`], as the dispatcher builder keeps it.
+    pub(crate) fn clamped(self) -> Self {
+        RetryPolicy {
+            base_delay: self.base_delay.min(MAX_RETRY_DELAY),
+            max_delay: self.max_delay.min(MAX_RETRY_DELAY),
+            ..self
+        }
     }
 
     /// What happens after attempt number `attempt_no` (1-based) ended with `result`.
@@ -255,7 +272,67 @@ mod tests {
         assert_eq!(status(503).error_text().unwrap(), "endpoint answered HTTP 503");
     }
 
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            any::<u64>().prop_map(Duration::from_secs),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            (0u64..10_000_000_000).prop_map(Duration::from_millis),
+        ]
+    }
+
+    fn any_attempt() -> impl Strategy<Value = u32> {
+        prop_oneof![Just(0), Just(1), Just(u32::MAX), any::<u32>(), 0u32..100]
+    }
+
+    /// Any instant chrono can represent, the last one included.
+    fn any_time() -> impl Strategy<Value = chrono::DateTime<chrono::Utc>> {
+        let (first, last) = (
+            chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp(),
+            chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp(),
+        );
+        prop_oneof![
+            Just(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+            (first..=last).prop_map(|s| chrono::DateTime::from_timestamp(s, 0).unwrap()),
+            (0i64..4_102_444_800).prop_map(|s| chrono::DateTime::from_timestamp(s, 0).unwrap()),
+        ]
+    }
+
     proptest! {
+        /// Any policy (delays from zero to `Duration::MAX`, any attempt counts), any attempt number and any
+        /// result: backoff and decision never panic, every delay stays within the policy's cap (or the
+        /// Retry-After cap), and the next attempt time computed from it exists and is no further away than
+        /// the delay. `Duration::MAX` used to reach `DateTime + chrono::Duration::MAX` and panic the worker on
+        /// every message.
+        #[test]
+        fn any_policy_gives_capped_delays_and_a_representable_next_attempt_time(
+            max_attempts in any_attempt(),
+            base_delay in any_duration(),
+            max_delay in any_duration(),
+            attempt_no in any_attempt(),
+            status in any::<u16>(),
+            retry_after in proptest::option::of(any_duration()),
+            network in any::<bool>(),
+            at in any_time(),
+        ) {
+            let p = RetryPolicy { max_attempts, base_delay, max_delay };
+            let cap = max_delay.min(MAX_RETRY_DELAY);
+            prop_assert!(p.backoff(attempt_no) <= cap);
+            prop_assert!(p.clone().clamped().backoff(attempt_no) == p.backoff(attempt_no));
+            let result = if network {
+                AttemptResult::Network("reset")
+            } else {
+                AttemptResult::Response { status, retry_after }
+            };
+            if let Decision::RetryAfter(delay) = p.decide(attempt_no, &result) {
+                prop_assert!(delay <= cap.max(MAX_RETRY_AFTER), "{:?}", delay);
+                let next = crate::config::later(at, delay);
+                prop_assert!(next >= at);
+                prop_assert!((next - at).to_std().unwrap() <= delay);
+            }
+        }
+
         #[test]
         fn invariant4_backoff_is_monotonic_and_capped(
             base_ms in 1u64..10_000_000, cap_ms in 1u64..100_000_000, n in 1u32..200,

@@ -132,7 +132,9 @@ pub fn verify<'h>(
     verify_at(secret, header, body, now, DEFAULT_TOLERANCE_SECS)
 }
 
-/// [`verify`] with an explicit clock (`now`, Unix seconds) and tolerance in seconds.
+/// [`verify`] with an explicit clock (`now`, Unix seconds) and tolerance in seconds: the timestamp is accepted
+/// when it is at most `tolerance_secs` from `now` either way (any `i64` is handled; a negative tolerance
+/// accepts none).
 pub fn verify_at<'h>(
     secret: &EndpointSecret,
     header: impl Fn(&str) -> Option<&'h str>,
@@ -144,7 +146,10 @@ pub fn verify_at<'h>(
     let timestamp = header("webhook-timestamp").ok_or(VerifyError::MissingHeader)?;
     let signatures = header("webhook-signature").ok_or(VerifyError::MissingHeader)?;
     let timestamp: i64 = timestamp.trim().parse().map_err(|_| VerifyError::Timestamp)?;
-    if (now - timestamp).abs() > tolerance_secs {
+    // `abs_diff` cannot overflow: a subtraction could, for a timestamp an attacker put near `i64::MIN`, and
+    // wrap into a distance that passes. A negative tolerance admits nothing.
+    let within = u64::try_from(tolerance_secs).is_ok_and(|tolerance| now.abs_diff(timestamp) <= tolerance);
+    if !within {
         return Err(VerifyError::Timestamp);
     }
     let key = secret.key().map_err(|_| VerifyError::Secret)?;
@@ -240,6 +245,30 @@ mod tests {
         assert_ne!(EndpointSecret::generate(), secret, "secrets come from a CSPRNG");
     }
 
+    /// `now - timestamp` overflowed for a timestamp far from now: a panic in debug builds, and in release a
+    /// wrapped distance that passed the tolerance (`i64::MIN + now` came out as `i64::MIN`).
+    #[test]
+    fn invariant3_timestamps_whose_distance_overflows_are_refused() {
+        let secret = EndpointSecret::parse(SPEC_SECRET).unwrap();
+        for (now, timestamp) in [
+            (SPEC_TS, i64::MIN + SPEC_TS),
+            (SPEC_TS, i64::MIN),
+            (SPEC_TS, i64::MIN + 1),
+            (-SPEC_TS, i64::MAX),
+            (i64::MAX, -1),
+            (i64::MIN, 1),
+            (i64::MIN, i64::MAX),
+        ] {
+            let ts = timestamp.to_string();
+            let signature = sign(&secret, SPEC_ID, timestamp, SPEC_BODY).unwrap();
+            assert_eq!(
+                verify_at(&secret, headers(SPEC_ID, &ts, &signature), SPEC_BODY, now, 300),
+                Err(VerifyError::Timestamp),
+                "now {now}, timestamp {timestamp}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn invariant3_any_tampered_byte_fails(
@@ -265,6 +294,28 @@ mod tests {
                 verify_at(&secret, headers(id, ts2, &sig), &body, 1_700_000_000, 300),
                 Err(VerifyError::Signature)
             );
+        }
+
+        /// Any timestamp against any clock and tolerance: never a panic, and a correctly signed message is
+        /// accepted exactly when its timestamp is within the tolerance of now (a negative tolerance admits
+        /// nothing).
+        #[test]
+        fn invariant3_any_timestamp_is_accepted_iff_within_tolerance(
+            now in any::<i64>(),
+            offset in prop_oneof![any::<i64>(), -1000i64..1000],
+            far in any::<bool>(),
+            tolerance in prop_oneof![any::<i64>(), 0i64..1000],
+        ) {
+            let secret = EndpointSecret::parse(SPEC_SECRET).unwrap();
+            let timestamp = if far { offset } else { now.wrapping_add(offset) };
+            let ts = timestamp.to_string();
+            let signature = sign(&secret, SPEC_ID, timestamp, SPEC_BODY).unwrap();
+            let verdict = verify_at(&secret, headers(SPEC_ID, &ts, &signature), SPEC_BODY, now, tolerance);
+            let within = u64::try_from(tolerance).is_ok_and(|t| now.abs_diff(timestamp) <= t);
+            prop_assert_eq!(verdict.is_ok(), within, "now {} timestamp {} tolerance {}", now, timestamp, tolerance);
+            if !within {
+                prop_assert_eq!(verdict, Err(VerifyError::Timestamp));
+            }
         }
     }
 }

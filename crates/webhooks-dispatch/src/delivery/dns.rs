@@ -76,6 +76,11 @@ impl DnsCache {
         if !self.enabled() || addrs.is_empty() {
             return;
         }
+        // An expiry past the clock's range (a TTL no builder passes) is not cached: answers are then
+        // re-resolved, never kept forever.
+        let Some(expires) = now.checked_add(self.ttl) else {
+            return;
+        };
         let key = (host.to_owned(), port);
         let mut entries = self.lock();
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
@@ -91,7 +96,6 @@ impl DnsCache {
                 }
             }
         }
-        let expires = now + self.ttl;
         entries.insert(key, Entry { addrs, expires });
     }
 
@@ -130,6 +134,16 @@ mod tests {
         );
         assert!(cache.get("a.test", 443, t0 + Duration::from_secs(30)).is_none());
         assert_eq!(cache.len(), 0, "an expired entry is removed when found");
+    }
+
+    /// `now + ttl` panicked for a TTL past the clock's range; the builder clamps it, and the cache alone still
+    /// neither panics nor keeps such an answer forever.
+    #[test]
+    fn a_ttl_beyond_the_clock_neither_panics_nor_keeps_the_answer_forever() {
+        let cache = DnsCache::new(Duration::MAX, 10);
+        let t0 = Instant::now();
+        cache.insert("a.test", 443, addrs(1), t0);
+        assert!(cache.get("a.test", 443, t0).is_none());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!   are never followed (hyper's connection API has no redirect logic; a 3xx is simply a permanent failure).
 
 mod dns;
+mod h2;
 mod pool;
 
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub(crate) struct DeliveryOptions {
     pub pool_idle_timeout: Duration,
     pub max_idle_per_destination: usize,
     pub http2: bool,
+    /// Most attempts in flight to one endpoint: the HTTP/2 streams one connection carries at once.
+    pub h2_streams: usize,
 }
 
 /// What to send in one attempt.
@@ -109,6 +112,9 @@ enum Failure {
 fn vet_failure(e: VetError) -> Failure {
     match e {
         VetError::Refused(r) => Failure::Refused(r.to_string()),
+        VetError::Lookup(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Failure::Network("dns lookup timed out")
+        }
         _ => Failure::Network("dns lookup failed"),
     }
 }
@@ -127,6 +133,7 @@ impl Deliverer {
                 idle_timeout: opts.pool_idle_timeout,
                 max_idle_per_key: opts.max_idle_per_destination,
                 http2: opts.http2,
+                h2_windows: h2::Windows::for_prefix(opts.max_response_body, opts.h2_streams),
             },
         );
         Deliverer {
@@ -149,7 +156,10 @@ impl Deliverer {
     /// Runs one attempt. Never fails: every way it can end is an [`AttemptResult`].
     pub(crate) async fn attempt(&self, out: Outgoing<'_>) -> Attempted {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let now = tokio::time::Instant::now();
+        // The builder clamps the timeout, so the sum exists; were it ever past the clock's range, the attempt
+        // would time out at once rather than panic.
+        let deadline = now.checked_add(self.timeout).unwrap_or(now);
         let result = match Destination::parse(out.url) {
             Err(e) => AttemptResult::Refused(e.to_string()),
             // Dropping `send` at the deadline drops whatever connection it holds: an HTTP/1.1 connection is

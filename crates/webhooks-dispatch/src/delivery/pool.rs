@@ -28,13 +28,14 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use super::h2::{self, Windows};
 use super::Failure;
 
 /// Request body type for every connection.
@@ -45,10 +46,6 @@ pub(super) type ReqBody = Full<Bytes>;
 const MAX_POOLED: usize = 1024;
 /// How often, at most, the pool scans for expired and closed connections.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// HTTP/2 PING cadence and how long to wait for the answer before declaring the connection dead, so a
-/// silently dropped connection (NAT timeout, crashed peer) is noticed instead of swallowing attempts.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pool settings, from the dispatcher builder.
 pub(super) struct PoolOptions {
@@ -58,6 +55,8 @@ pub(super) struct PoolOptions {
     pub max_idle_per_key: usize,
     /// Whether `h2` is offered in ALPN (the TLS connector must agree).
     pub http2: bool,
+    /// HTTP/2 flow-control windows.
+    pub h2_windows: Windows,
 }
 
 /// A pool key: the TLS server name the connection authenticated and the vetted address it went to.
@@ -340,11 +339,7 @@ impl Pool {
         // Created before the handshake, so that whatever hyper spawns during it is tied to the driver too.
         let (driver, exec) = driver();
         let proto = if h2 {
-            let (sender, conn) = http2::Builder::new(exec.clone())
-                .timer(TokioTimer::new())
-                .keep_alive_interval(H2_PING_INTERVAL)
-                .keep_alive_timeout(H2_PING_TIMEOUT)
-                .keep_alive_while_idle(true)
+            let (sender, conn) = h2::builder(exec.clone(), self.opts.h2_windows)
                 .handshake(io)
                 .await
                 .map_err(handshake_failed)?;

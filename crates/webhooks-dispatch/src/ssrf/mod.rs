@@ -20,6 +20,10 @@ use std::sync::{Arc, RwLock};
 
 use ipnet::{IpNet, Ipv4Net};
 
+mod bounded;
+
+pub(crate) use bounded::BoundedResolver;
+
 /// Which destination addresses may be contacted.
 ///
 /// The default refuses everything that is not globally routable unicast, because a webhook receiver is by
@@ -502,7 +506,8 @@ pub enum VetError {
 /// On success it returns the vetted socket addresses (the URL's port applied). The caller must connect to
 /// exactly these, never resolving the name again: a second lookup could return something else (DNS
 /// rebinding). Mapped IPv6 addresses are returned as the IPv4 address they were judged as. Timeouts are the
-/// caller's concern: wrap this future in `tokio::time::timeout`.
+/// caller's concern: wrap this future in `tokio::time::timeout` (the dispatcher bounds every lookup of its
+/// resolver by its `dns_timeout` and `concurrent_lookups` settings).
 pub async fn vet(
     policy: &AddressPolicy,
     resolver: &dyn Resolver,

@@ -17,6 +17,8 @@ mod events;
 mod fairness;
 /// Storage failures under delivery: failed claims and recordings, a lost LISTEN connection.
 mod faults;
+/// Settings that cannot panic, refused control characters, normalized URLs, bounded lookups, HTTP/2 windows.
+mod hardening;
 /// What was sent: listing messages by endpoint, event, state and time, newest first, a page at a time.
 mod history;
 /// Updating and deleting endpoints, custom headers, automatic disabling, lifecycle events.
