@@ -247,3 +247,20 @@ fn server_limits_have_defaults_and_take_settings() {
         assert!(Config::resolve(bad).is_err());
     }
 }
+
+#[test]
+fn lease_defaults_to_ten_seconds_and_refuses_values_the_worker_would_clamp() {
+    assert_eq!(Config::resolve(raw()).unwrap().lease, Duration::from_secs(10));
+    let set = |lease: &str| RawSettings {
+        lease: Some(lease.to_owned()),
+        ..raw()
+    };
+    assert_eq!(
+        Config::resolve(set("30s")).unwrap().lease,
+        Duration::from_secs(30)
+    );
+    for bad in ["500ms", "2d", "soon"] {
+        let err = Config::resolve(set(bad)).unwrap_err().to_string();
+        assert!(err.contains("lease: "), "{bad}: {err}");
+    }
+}
