@@ -154,6 +154,11 @@ pub struct RawSettings {
     )]
     pub attempt_timeout: Option<String>,
 
+    /// How long a worker's claim lasts without renewal; a crashed worker's messages are retried after it
+    /// [default: 10s; 1s to 24h].
+    #[arg(long, env = "WEBHOOKS_DISPATCH_LEASE", value_name = "DURATION", global = true)]
+    pub lease: Option<String>,
+
     /// Time in-flight attempts get to finish at shutdown [default: 15s; at most 1h].
     #[arg(
         long,
@@ -292,6 +297,7 @@ impl RawSettings {
             poll_interval: self.poll_interval.or(lower.poll_interval),
             attempt_timeout: self.attempt_timeout.or(lower.attempt_timeout),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            lease: self.lease.or(lower.lease),
             body_limit: self.body_limit.or(lower.body_limit),
             log_format: self.log_format.or(lower.log_format),
             allow_net: self.allow_net.or(lower.allow_net),
@@ -364,6 +370,8 @@ pub struct Config {
     pub attempt_timeout: Duration,
     /// Grace period for in-flight attempts at shutdown.
     pub shutdown_grace: Duration,
+    /// A worker's lease, renewed while it holds a message (1s..=24h).
+    pub lease: Duration,
     /// Largest request body in bytes.
     pub body_limit: usize,
     /// Log format.
@@ -521,6 +529,15 @@ impl Config {
                 webhooks_dispatch::DEFAULT_SHUTDOWN_GRACE,
                 MAX_SHORT,
             )?,
+            lease: match duration(
+                "lease",
+                raw.lease,
+                webhooks_dispatch::DEFAULT_LEASE,
+                Duration::MAX,
+            )? {
+                l if (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&l) => l,
+                _ => return Err(bad("lease", "must be between 1s and 24h".to_owned())),
+            },
             body_limit: positive("body_limit", raw.body_limit, DEFAULT_BODY_LIMIT)?,
             log_format: raw.log_format.unwrap_or_default(),
             allow_net,

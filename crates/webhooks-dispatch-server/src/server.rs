@@ -205,6 +205,7 @@ fn roots_with(path: &Path) -> Result<RootCertStore, Error> {
 async fn worker(config: &Config, db: &Database, dispatcher: ServiceDispatcher) -> Worker<Arc<dyn Executor>> {
     let mut worker = Worker::new(dispatcher)
         .poll_interval(config.poll_interval)
+        .lease(config.lease)
         .shutdown_grace(config.shutdown_grace);
     if let Some(connect) = &db.listener {
         match connect().await {

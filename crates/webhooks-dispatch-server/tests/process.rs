@@ -191,4 +191,12 @@ impl Service {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
         (status, took, self.logs())
     }
+
+    /// Sends SIGKILL (no shutdown of any kind: a crash) and waits until the process is gone; returns every
+    /// log line.
+    pub async fn kill(mut self) -> String {
+        self.child.kill().await.expect("SIGKILL the child");
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
+        self.logs()
+    }
 }

@@ -13,6 +13,8 @@ mod api;
 /// The `webhooks-dispatch` binary as a child process: serve, endpoint add, send, attempts, verify, and
 /// start-up refusals.
 mod binary;
+/// A `worker` process killed with SIGKILL mid-run: nothing lost or stuck, its messages back within 15 s.
+mod crash;
 /// Fan-out through `/v1/events`, and disabling and enabling endpoints.
 mod events;
 /// Listing what was sent through `GET /v1/messages`.

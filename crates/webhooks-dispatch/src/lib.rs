@@ -105,7 +105,7 @@ pub use observe::{AttemptEvent, LifecycleEvent, NoopObserver, Observer, QueueSta
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};
 pub use worker::{
-    Worker, WorkerReport, DEFAULT_CLAIM_BATCH, DEFAULT_COOLDOWN, DEFAULT_POLL_INTERVAL,
+    Worker, WorkerReport, DEFAULT_CLAIM_BATCH, DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_GRACE,
 };
 

@@ -379,3 +379,20 @@ fn metrics_settings_default_to_open_and_five_seconds_and_a_key_needs_keys() {
     let err = Config::resolve(both).unwrap_err().to_string();
     assert!(err.contains("metrics_require_key"), "{err}");
 }
+
+#[test]
+fn lease_defaults_to_ten_seconds_and_refuses_values_the_worker_would_clamp() {
+    assert_eq!(Config::resolve(raw()).unwrap().lease, Duration::from_secs(10));
+    let set = |lease: &str| RawSettings {
+        lease: Some(lease.to_owned()),
+        ..raw()
+    };
+    assert_eq!(
+        Config::resolve(set("30s")).unwrap().lease,
+        Duration::from_secs(30)
+    );
+    for bad in ["500ms", "2d", "soon"] {
+        let err = Config::resolve(set(bad)).unwrap_err().to_string();
+        assert!(err.contains("lease: "), "{bad}: {err}");
+    }
+}

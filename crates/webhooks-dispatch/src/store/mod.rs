@@ -187,6 +187,9 @@ pub struct Statements {
     /// $1 event id, $2 endpoint id or NULL, $3 status or NULL, $4 since, $5 until, $6 before
     /// id or NULL, $7 limit → that event's messages, newest first.
     pub list_event_messages: &'static str,
+    /// Parallel arrays $1 ids, $2 tokens; $3 the new lease expiry → (id, renewed) per message still leased
+    /// under its token; renewed is false where the row was busy (locked by another statement) and left alone.
+    pub renew_leases: &'static str,
 }
 
 impl Statements {
@@ -226,6 +229,7 @@ impl Statements {
             list_messages,
             list_endpoint_messages,
             list_event_messages,
+            renew_leases,
         } = self;
         let mut all = vec![
             *create_migrations_table,
@@ -255,6 +259,7 @@ impl Statements {
             *list_messages,
             *list_endpoint_messages,
             *list_event_messages,
+            *renew_leases,
         ];
         all.extend(
             [*notify_due, *listen_due, *connection_setup]

@@ -479,6 +479,33 @@ SELECT 'skip', s.endpoint_id, NULL::text, s.reason, s.disabled_reason
 FROM webhooks_dispatch_event_skips AS s WHERE s.event_id = $1::text
 ORDER BY 1, 2";
 
+/// Extends the leases a worker still holds, so a healthy worker keeps its messages however long they wait
+/// or take, while a dead one's expire one short lease after its last renewal. $1 message ids, $2 their lease
+/// tokens, $3 the new expiry → (id, renewed) for each message still leased under its token and not final;
+/// a message not in the result is no longer held (recorded, released, taken over after its lease expired, or
+/// ended by its endpoint's deletion). Rows another statement has locked (the worker's own recorder completing
+/// them, most likely) are skipped, never waited for, and come back with renewed = false: they are still held
+/// as of this statement and are looked at again next time. Skipping is what keeps this from deadlocking
+/// against a completion that locks the same rows in another order, and from ever slowing one down. Rows are
+/// reached by id, never through the pending-only index (see `COMPLETE_ATTEMPTS`).
+pub const RENEW_LEASES: &str = "\
+WITH held AS (
+    SELECT o.id, o.lease_token FROM unnest($1::text[], $2::text[]) AS r(id, lease_token)
+    JOIN webhooks_dispatch_outbox AS o ON o.id = r.id AND o.lease_token = r.lease_token
+    WHERE o.status NOT IN ('delivered', 'dead')
+), free AS (
+    -- Locked here, and the conditions re-checked on the latest row version, so the update below cannot
+    -- extend a lease that changed hands since this statement's snapshot.
+    SELECT o.id FROM held AS h JOIN webhooks_dispatch_outbox AS o ON o.id = h.id
+    WHERE o.lease_token = h.lease_token AND o.status NOT IN ('delivered', 'dead')
+    FOR UPDATE OF o SKIP LOCKED
+), renewed AS (
+    UPDATE webhooks_dispatch_outbox AS o SET lease_expires_at = $3::timestamptz
+    WHERE o.id = ANY (ARRAY(SELECT f.id FROM free AS f))
+    RETURNING o.id
+)
+SELECT h.id, r.id IS NOT NULL FROM held AS h LEFT JOIN renewed AS r ON r.id = h.id";
+
 /// Endpoint lifecycle statements: disable, enable, update, delete, list.
 mod endpoints;
 /// Listing messages, newest first.
@@ -519,4 +546,5 @@ pub const STATEMENTS: super::Statements = super::Statements {
     list_messages: LIST_MESSAGES,
     list_endpoint_messages: LIST_ENDPOINT_MESSAGES,
     list_event_messages: LIST_EVENT_MESSAGES,
+    renew_leases: RENEW_LEASES,
 };

@@ -529,6 +529,18 @@ WHERE o.event_id = $1 AND ($2 IS NULL OR o.endpoint_id = $2)
   AND o.created_at >= $4 AND o.created_at < $5
 ORDER BY o.id DESC LIMIT $7";
 
+/// See [`super::postgres::RENEW_LEASES`]. Writers are serialized, so no row is ever locked by another
+/// statement and every message still held is renewed.
+pub const RENEW_LEASES: &str = "\
+WITH held AS (
+    SELECT value ->> 0 AS id, value ->> 1 AS lease_token FROM json_each($zip_1_2)
+)
+UPDATE webhooks_dispatch_outbox SET lease_expires_at = $3
+FROM held
+WHERE webhooks_dispatch_outbox.id = held.id AND webhooks_dispatch_outbox.lease_token = held.lease_token
+  AND webhooks_dispatch_outbox.status = 'pending'
+RETURNING webhooks_dispatch_outbox.id, 1";
+
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
     create_migrations_table: CREATE_MIGRATIONS_TABLE,
@@ -562,4 +574,5 @@ pub const STATEMENTS: super::Statements = super::Statements {
     list_messages: LIST_MESSAGES,
     list_endpoint_messages: LIST_ENDPOINT_MESSAGES,
     list_event_messages: LIST_EVENT_MESSAGES,
+    renew_leases: RENEW_LEASES,
 };

@@ -32,7 +32,9 @@ impl Cooldown {
 
     /// Notes a round trip that started at `started` and moved `rows` rows.
     pub(super) fn moved(&mut self, started: Instant, rows: usize) {
-        self.not_before = (rows >= DENSE_ROWS && !self.interval.is_zero()).then(|| started + self.interval);
+        self.not_before = (rows >= DENSE_ROWS && !self.interval.is_zero())
+            .then(|| started.checked_add(self.interval))
+            .flatten();
     }
 
     /// When the next round trip may start, if that is later than `now`.

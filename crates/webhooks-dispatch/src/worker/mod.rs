@@ -4,6 +4,9 @@
 //! Wake-ups, in order of preference: a NOTIFY from a dispatch (through a [`Listener`]), a claim that found
 //! work (there is probably more), finished attempts freeing an endpoint's slots, the next scheduled retry (read from the table), and finally a poll interval
 //! that bounds every sleep (it also picks up messages whose lease expired after a crash elsewhere).
+//!
+//! Leases are short and renewed while held ([`lease`]), so a crashed worker's messages come back within
+//! about one lease while a healthy worker's slow attempts are never taken over.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,10 +19,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 mod cooldown;
+mod lease;
 mod pace;
 mod ready;
+mod record;
+
+pub use self::lease::DEFAULT_LEASE;
 
 use self::cooldown::Cooldown;
+use self::lease::{AbortOnDrop, LeaseTiming, Leases, Lost};
 use self::pace::{Pace, Went};
 use self::ready::ReadyQueues;
 use crate::attempt::Outcome;
@@ -42,9 +50,9 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_millis(8);
 /// Default time in-flight attempts get to finish after shutdown is requested.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// Extra lease beyond two attempt deadlines (one waiting for the endpoint's slot, one attempting), covering
-/// recording latency and clock skew between machines.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// Longest accepted poll interval and cooldown: beyond these a worker would look like a stuck one.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
+const MAX_COOLDOWN: Duration = Duration::from_secs(1);
 
 /// What a worker did over its lifetime.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -65,6 +73,8 @@ pub struct Worker<E> {
     poll_interval: Duration,
     shutdown_grace: Duration,
     cooldown: Duration,
+    lease: Duration,
+    renew_interval: Option<Duration>,
 }
 
 impl<E: Executor + Clone + 'static> Worker<E> {
@@ -77,6 +87,8 @@ impl<E: Executor + Clone + 'static> Worker<E> {
             poll_interval: DEFAULT_POLL_INTERVAL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             cooldown: DEFAULT_COOLDOWN,
+            lease: DEFAULT_LEASE,
+            renew_interval: None,
         }
     }
 
@@ -92,19 +104,40 @@ impl<E: Executor + Clone + 'static> Worker<E> {
         self
     }
 
-    /// Longest sleep between looks at the table (default 1 s).
+    /// Longest sleep between looks at the table (default 1 s, clamped to 1 ms..=1 h). Messages whose lease
+    /// lapsed elsewhere (a crashed worker) are found by these looks, so recovery takes up to the lease plus
+    /// this.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
+        self.poll_interval = interval.clamp(Duration::from_millis(1), MAX_POLL_INTERVAL);
+        self
+    }
+
+    /// How long a claimed message stays leased to this worker without a renewal (default 10 s, clamped to
+    /// 1 s..=24 h). The worker renews every lease it holds (queued, in flight, or waiting to be recorded)
+    /// every [`renew_interval`](Self::renew_interval), so a healthy worker keeps its messages however long
+    /// an attempt takes; if it dies, its messages are due again one lease after its last renewal. Shorter
+    /// means faster recovery, at one more small statement per interval; it must stay well above the clock
+    /// difference between machines running workers (a lease is stamped with this machine's clock and judged
+    /// against theirs) and above any pause the process may suffer (a stop longer than the lease lets another
+    /// worker take the messages over: they are then attempted twice, and this worker's late results refused).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How often held leases are renewed (default a third of the lease; clamped to a tenth..=half of it).
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.renew_interval = Some(interval);
         self
     }
 
     /// While traffic is dense, the shortest time from one claim's start to the next, and likewise between
-    /// two writes of outcomes (default 8 ms; zero turns it off). Only a claim or write that moved at least 8
-    /// rows makes the next one wait, so at a low rate every message is still claimed as soon as it is
-    /// announced; under a stream of single dispatches the same messages are taken in fewer, larger
+    /// two writes of outcomes (default 8 ms; zero turns it off; at most 1 s). Only a claim or write that
+    /// moved at least 8 rows makes the next one wait, so at a low rate every message is still claimed as soon
+    /// as it is announced; under a stream of single dispatches the same messages are taken in fewer, larger
     /// statements, which leaves the database more time for the dispatches themselves.
     pub fn cooldown(mut self, interval: Duration) -> Self {
-        self.cooldown = interval;
+        self.cooldown = interval.min(MAX_COOLDOWN);
         self
     }
 
@@ -128,10 +161,27 @@ impl<E: Executor + Clone + 'static> Worker<E> {
             poll_interval,
             shutdown_grace,
             cooldown,
+            lease,
+            renew_interval,
         } = self;
+        let timing = LeaseTiming::new(lease, renew_interval);
+        let leases = Arc::new(Leases::default());
         let (records_tx, records_rx) = mpsc::unbounded_channel::<Record>();
-        let recorder = tokio::spawn(record_loop(d.clone(), records_rx, Cooldown::new(cooldown)));
-        let mut state = State::new(&d, claim_batch, poll_interval, cooldown);
+        let recorder = tokio::spawn(record::record_loop(
+            d.clone(),
+            records_rx,
+            Cooldown::new(cooldown),
+            leases.clone(),
+        ));
+        let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<Vec<Lost>>();
+        // Renews through shutdown's grace period too, and stops when this future ends or is dropped.
+        let _renewal = AbortOnDrop(tokio::spawn(lease::renew_loop(
+            d.clone(),
+            leases.clone(),
+            timing,
+            lost_tx,
+        )));
+        let mut state = State::new(&d, claim_batch, poll_interval, cooldown, timing.lease, leases);
         tokio::pin!(shutdown);
 
         loop {
@@ -142,6 +192,7 @@ impl<E: Executor + Clone + 'static> Worker<E> {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                Some(lost) = lost_rx.recv() => state.lost(&lost),
                 (now, started, claimed) = async { state.claiming.as_mut().expect("guarded by the branch condition").await },
                     if state.claiming.is_some() => state.claimed(&d, now, started, claimed).await,
                 Some(joined) = state.tasks.join_next_with_id(), if !state.tasks.is_empty() => state.joined(&d, joined),
@@ -173,6 +224,8 @@ struct State {
     claim_batch: u32,
     poll_interval: Duration,
     lease: Duration,
+    /// What this worker holds a lease on, for the renewal task.
+    leases: Arc<Leases>,
     /// Claim only when at least this many messages can be taken, or nothing is held.
     claim_threshold: usize,
     catch_up_after: Duration,
@@ -211,6 +264,8 @@ impl State {
         claim_batch: u32,
         poll_interval: Duration,
         cooldown: Duration,
+        lease: Duration,
+        leases: Arc<Leases>,
     ) -> Self {
         let settings = d.settings();
         let cap = settings.limiter.cap();
@@ -218,7 +273,8 @@ impl State {
             concurrency: settings.concurrency,
             claim_batch,
             poll_interval,
-            lease: settings.attempt_timeout.saturating_mul(2) + LEASE_MARGIN,
+            lease,
+            leases,
             claim_threshold: (settings.concurrency / 4).max(1),
             catch_up_after: settings.notify.as_ref().map(|n| n.interval()).unwrap_or_default(),
             tasks: JoinSet::new(),
@@ -280,8 +336,11 @@ impl State {
             0 => 0,
             _ => self.ready.waiting_for_owner_or_host(&d.settings().limiter),
         };
-        let held = self.tasks.len() + self.ready.len() - waiting;
-        let room = (self.concurrency + self.claim_batch as usize).saturating_sub(held);
+        let held = (self.tasks.len() + self.ready.len()).saturating_sub(waiting);
+        let room = self
+            .concurrency
+            .saturating_add(self.claim_batch as usize)
+            .saturating_sub(held);
         self.cooling_until = None;
         if self.claiming.is_some() || !self.more || (held > 0 && room < self.claim_threshold) {
             return;
@@ -321,12 +380,14 @@ impl State {
                         self.wake_at = self.wake_at.min(t);
                     }
                 }
+                let displaced = self.leases.hold(&claimed);
                 self.ready.extend(claimed);
+                self.lost(&displaced);
             }
             Err(e) => {
                 tracing::warn!(error = %e, error.source = ?std::error::Error::source(&e), "claim failed; retrying after the poll interval");
                 self.more = false;
-                self.wake_at = Instant::now() + self.poll_interval;
+                self.wake_at = later(self.poll_interval);
             }
         }
     }
@@ -351,14 +412,16 @@ impl State {
                 }
                 if let Some(next) = done.next_retry {
                     let until = (next - d.settings().clock.now()).to_std().unwrap_or_default();
-                    let at = Instant::now() + until;
+                    let at = later(until);
                     self.own_retry_at = Some(self.own_retry_at.map_or(at, |t| t.min(at)));
                     self.wake_at = self.wake_at.min(at);
                 }
             }
             Err(e) => {
-                if let Some((_, _, endpoint_id)) = self.in_flight.remove(&e.id()) {
+                if let Some((id, token, endpoint_id)) = self.in_flight.remove(&e.id()) {
                     self.ready.finished(&endpoint_id);
+                    // No record will come: let the lease lapse so the message is attempted again.
+                    self.leases.let_go([(id.as_str(), &token)]);
                 }
                 tracing::error!(error = %e, "delivery task failed; its message is retried after the lease");
             }
@@ -375,6 +438,8 @@ impl State {
         }
         let claims: Vec<(String, Arc<str>)> =
             queued.iter().map(|m| (m.id.clone(), m.token.clone())).collect();
+        // Not renewed from now on: if the release fails, they come back one lease later.
+        self.leases.let_go(claims.iter().map(|(id, t)| (id.as_str(), t)));
         let d = d.clone();
         tokio::spawn(async move {
             if let Err(e) = d.release(&claims).await {
@@ -390,13 +455,27 @@ impl State {
         match woke {
             Ok(()) => {
                 self.more = true;
-                self.catch_up = Some(Instant::now() + self.catch_up_after);
+                self.catch_up = Some(later(self.catch_up_after));
                 self.listener_down_until = None;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "listen connection lost; polling until it is back");
-                self.listener_down_until = Some(Instant::now() + self.poll_interval);
+                self.listener_down_until = Some(later(self.poll_interval));
             }
+        }
+    }
+
+    /// Leases found lost (a renewal found them taken over, or this worker's own claim took the message back
+    /// under a new token): a message still queued under such a lease is dropped rather than attempted a
+    /// second time beside its new holder (one in flight finishes, and its result is refused as stale).
+    fn lost(&mut self, lost: &[Lost]) {
+        let dropped = self.ready.drop_lost(lost);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "queued messages dropped: their leases lapsed and were taken over (renewals failed for longer than the lease)"
+            );
+            self.more = true;
         }
     }
 
@@ -472,17 +551,26 @@ async fn next_wake<E: Executor>(
     catch_up: Option<Instant>,
     poll_interval: Duration,
 ) -> Instant {
-    let mut wake = Instant::now() + poll_interval;
+    let mut wake = later(poll_interval);
     if let Some(t) = catch_up {
         wake = wake.min(t);
     }
     if let Ok(rows) = d.query(d.sql().next_due, &[now.into()]).await {
         if let Some(Ok(Some(next))) = rows.first().map(|r| r.opt_timestamp(0)) {
             let until = (next - now).to_std().unwrap_or_default();
-            wake = wake.min(Instant::now() + until);
+            wake = wake.min(later(until));
         }
     }
     wake
+}
+
+/// `d` from now, or a year from now if that is past what an `Instant` can hold (a retry scheduled for the
+/// year 9999 only needs to be later than any poll interval).
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 async fn sleep_until_some(at: Option<Instant>) {
@@ -500,57 +588,4 @@ async fn recv_or_pending(
         Some(l) if listening => l.recv().await,
         _ => std::future::pending().await,
     }
-}
-
-/// Writes outcomes as they arrive, as many per statement as have queued up meanwhile (group commit), spaced
-/// by the cooldown while they are dense. Waiting costs no delivery latency: the receiver has its message.
-async fn record_loop<E: Executor>(
-    d: Dispatcher<E>,
-    mut rx: mpsc::UnboundedReceiver<Record>,
-    mut cooldown: Cooldown,
-) -> (DeliveryReport, u64) {
-    let mut report = DeliveryReport::default();
-    let mut discarded = 0;
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        if let Some(until) = cooldown.wait_until(Instant::now()) {
-            tokio::time::sleep_until(until.into()).await;
-        }
-        batch.push(first);
-        while batch.len() < crate::drain::MAX_BATCH as usize {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        cooldown.moved(Instant::now(), batch.len());
-        let mut backoff = Duration::from_millis(50);
-        for attempt in 1.. {
-            match d.record(&batch).await {
-                Ok(recorded) => {
-                    for r in &batch {
-                        if recorded.contains(&r.id) {
-                            report.count(r.outcome);
-                        } else {
-                            discarded += 1;
-                        }
-                    }
-                    break;
-                }
-                // Unrecorded results keep their leases: after expiry the messages are attempted again, so
-                // giving up loses nothing but causes a repeat delivery.
-                Err(e) if attempt >= 5 => {
-                    tracing::error!(error = %e, count = batch.len(), "could not record attempts; they will be retried after the lease");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "recording attempts failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-            }
-        }
-        batch.clear();
-    }
-    (report, discarded)
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::lease::Lost;
 use crate::concurrency::{EndpointLimiter, Slot};
 use crate::drain::Claimed;
 
@@ -127,6 +128,29 @@ impl ReadyQueues {
         surplus
     }
 
+    /// Drops the queued messages among `lost` (same id and token): their leases were taken over, so
+    /// attempting them here too would only repeat another worker's delivery. Returns how many were queued.
+    pub(super) fn drop_lost(&mut self, lost: &[Lost]) -> usize {
+        let mut dropped = 0;
+        for l in lost {
+            let Some(queue) = self.queues.get_mut(&l.endpoint_id) else {
+                continue;
+            };
+            let Some(at) = queue.iter().position(|m| m.id == l.id && m.token == l.token) else {
+                continue;
+            };
+            // The claim's hold on its endpoint ends with it.
+            drop(queue.remove(at));
+            if queue.is_empty() {
+                self.queues.remove(&l.endpoint_id);
+                self.turn.retain(|e| *e != l.endpoint_id);
+            }
+            self.queued -= 1;
+            dropped += 1;
+        }
+        dropped
+    }
+
     /// Removes and returns every queued message (shutdown: they are handed back unattempted).
     pub(super) fn drain(&mut self) -> Vec<Claimed> {
         self.turn.clear();
@@ -206,6 +230,37 @@ mod tests {
         q.finished("x");
         q.finished("x");
         assert!(q.take_surplus("x").is_empty());
+    }
+
+    #[test]
+    fn a_lost_lease_drops_only_that_queued_message_and_keeps_turns_consistent() {
+        let mut q = queues(1, &[("x", 2), ("y", 1)]);
+        let lost = |id: &str, endpoint: &str, token: &str| Lost {
+            id: id.to_owned(),
+            token: token.into(),
+            endpoint_id: endpoint.to_owned(),
+        };
+        // A different token is another claim of the same message: not this one.
+        assert_eq!(q.drop_lost(&[lost("x-0", "x", "newer")]), 0);
+        assert_eq!(
+            q.drop_lost(&[
+                lost("x-1", "x", "token"),
+                lost("y-0", "y", "token"),
+                lost("z", "z", "token")
+            ]),
+            2
+        );
+        assert_eq!(q.len(), 1);
+        let l = roomy();
+        let started: Vec<String> = std::iter::from_fn(|| q.start_next(&l))
+            .map(|(m, _)| m.id)
+            .collect();
+        assert_eq!(
+            started,
+            ["x-0"],
+            "y has no turn left, x only its remaining message"
+        );
+        assert_eq!(q.len(), 0);
     }
 
     #[test]

@@ -21,6 +21,9 @@ mod faults;
 mod hardening;
 /// What was sent: listing messages by endpoint, event, state and time, newest first, a page at a time.
 mod history;
+/// Short worker leases kept alive by renewal: slow attempts never taken over, a crashed worker's taken within
+/// about one lease.
+mod leases;
 /// Updating and deleting endpoints, custom headers, automatic disabling, lifecycle events.
 mod lifecycle;
 /// Numbered schema migrations: upgrades in place with rows intact, concurrency, refusing newer schemas.

@@ -140,6 +140,20 @@ async fn claim_completion_and_release_reach_their_rows_by_id_whatever_the_statis
             plan.join("\n")
         );
     }
+    // A worker's lease renewal reads each of its rows by id three times (still held, locked, extended).
+    let renewed = &ids[2 * TAKEN..3 * TAKEN];
+    let renew = [
+        Value::from(renewed.to_vec()),
+        Value::from(vec![TOKEN.to_owned(); TAKEN]),
+        Value::from(now + chrono::Duration::hours(2)),
+    ];
+    let plan = explain(exec, s.renew_leases, &renew).await;
+    let visited: u64 = outbox_scans(&plan).iter().map(|(_, rows)| rows).sum();
+    assert!(
+        (1..=3 * TAKEN as u64).contains(&visited),
+        "renew_leases visited {visited} outbox rows to renew {TAKEN} (backlog {BACKLOG}):\n{}",
+        plan.join("\n")
+    );
     let message = d.message(&ids[0]).await.unwrap();
     assert_eq!(message.state, webhooks_dispatch::MessageState::Delivered);
 
