@@ -152,7 +152,15 @@ async fn one_slot_worker_holding_three(
 ) {
     let faulty = FaultyExecutor::new(ctx.exec.clone());
     let exec: Exec = faulty.clone();
-    let d = ctx.builder().concurrency(1).build().using(exec);
+    // Owner and host caps above the one slot, so that claims keep visiting the owner while its attempt runs
+    // (at a full owner they would pass over it, and nothing would be claimed back until the attempt ends).
+    let d = ctx
+        .builder()
+        .concurrency(1)
+        .per_owner_concurrency(2)
+        .per_host_concurrency(2)
+        .build()
+        .using(exec);
     let ids = enqueue(ctx, &d, 3).await;
     ctx.receiver.push_replies([Reply::Delayed(4 * LEASE)]);
     let running = RunningWorker::spawn(eager_worker(d.clone()));
