@@ -45,6 +45,10 @@ impl Clock for SystemClock {
 
 /// Default absolute deadline for one attempt (DNS, connect, TLS, request and response head).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on opening a connection (TCP connect, then the TLS handshake, each), inside the attempt's
+/// deadline: a healthy receiver connects in milliseconds, and one that does not within this is treated as
+/// unreachable rather than holding a delivery slot for the whole attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default number of deliveries one `deliver_due` call or one worker runs at once. By Little's law a worker
 /// delivers at most this many ÷ the receivers' latency per second: with receivers answering in 20 ms, 64
 /// held one worker at 2,800/s (bound 3,200/s), far below what its database round trips allow; 256 measured
@@ -149,6 +153,7 @@ pub struct DispatcherBuilder<E> {
     per_owner: Option<usize>,
     per_host: Option<usize>,
     hold_back: Option<HoldBack>,
+    connect_timeout: Duration,
     notify: Option<Duration>,
     max_response_body: usize,
     user_agent: HeaderValue,
@@ -190,6 +195,7 @@ impl<E> DispatcherBuilder<E> {
             per_owner: None,
             per_host: None,
             hold_back: Some(HoldBack::default()),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             notify: Some(DEFAULT_NOTIFY_DEBOUNCE),
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             observer: Arc::new(NoopObserver),
@@ -252,6 +258,14 @@ impl<E> DispatcherBuilder<E> {
     /// blocked thread is still busy after its caller gave up), for at most a minute.
     pub fn concurrent_lookups(mut self, n: usize) -> Self {
         self.concurrent_lookups = n.clamp(1, MAX_CONCURRENT_LOOKUPS);
+        self
+    }
+
+    /// Bound on opening a connection to an endpoint — the TCP connect, then the TLS handshake, each — inside
+    /// the attempt's deadline (default 3 s; 1 ms to the attempt timeout). A receiver that does not get that far
+    /// in time counts as unreachable: retried, and its endpoint backed off.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.clamp(Duration::from_millis(1), MAX_ATTEMPT_TIMEOUT);
         self
     }
 
@@ -405,6 +419,7 @@ impl<E> DispatcherBuilder<E> {
                 max_idle_per_destination: self.max_idle_per_destination,
                 http2: self.http2,
                 h2_streams: self.per_endpoint,
+                connect_timeout: self.connect_timeout.min(self.attempt_timeout),
             },
         );
         let settings = Settings {

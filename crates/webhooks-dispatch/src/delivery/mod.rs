@@ -63,6 +63,8 @@ pub(crate) struct DeliveryOptions {
     pub http2: bool,
     /// Most attempts in flight to one endpoint: the HTTP/2 streams one connection carries at once.
     pub h2_streams: usize,
+    /// Bound on TCP connect and on the TLS handshake of a new connection, inside the attempt deadline.
+    pub connect_timeout: Duration,
 }
 
 /// What to send in one attempt.
@@ -134,6 +136,7 @@ impl Deliverer {
                 max_idle_per_key: opts.max_idle_per_destination,
                 http2: opts.http2,
                 h2_windows: h2::Windows::for_prefix(opts.max_response_body, opts.h2_streams),
+                connect_timeout: opts.connect_timeout,
             },
         );
         Deliverer {

@@ -57,6 +57,8 @@ pub(super) struct PoolOptions {
     pub http2: bool,
     /// HTTP/2 flow-control windows.
     pub h2_windows: Windows,
+    /// Longest time for TCP connect, and again for the TLS and HTTP handshakes, of a new connection.
+    pub connect_timeout: Duration,
 }
 
 /// A pool key: the TLS server name the connection authenticated and the vetted address it went to.
@@ -324,15 +326,20 @@ impl Pool {
             }
             None => None,
         };
-        let tcp = TcpStream::connect(key.addr)
-            .await
-            .map_err(|_| Dial::Unreachable)?;
+        // A shorter bound than the attempt's deadline for getting a connection at all: an address that drops
+        // SYNs moves on to the next vetted address, and a receiver that never completes TLS (a tarpit) fails
+        // fast as unreachable, which backs off its endpoint, instead of holding a slot for the whole deadline.
+        let limit = self.opts.connect_timeout;
+        let tcp = match tokio::time::timeout(limit, TcpStream::connect(key.addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            _ => return Err(Dial::Unreachable),
+        };
         let _ = tcp.set_nodelay(true);
-        let tls = self
-            .tls
-            .connect(sni.clone(), tcp)
-            .await
-            .map_err(|_| Dial::Failed(Failure::Network("tls handshake failed")))?;
+        let tls = match tokio::time::timeout(limit, self.tls.connect(sni.clone(), tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(_)) => return Err(Dial::Failed(Failure::Network("tls handshake failed"))),
+            Err(_) => return Err(Dial::Failed(Failure::Network("tls handshake timed out"))),
+        };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
         let io = TokioIo::new(tls);
         let handshake_failed = |_| Dial::Failed(Failure::Network("http handshake failed"));

@@ -19,6 +19,7 @@ conformance!(
     without_hold_back_a_failing_endpoint_takes_new_messages_at_once,
     one_owner_on_a_tarpit_holds_at_most_its_cap_while_other_owners_flow,
     one_host_on_a_tarpit_holds_at_most_its_cap_whoever_owns_the_endpoints,
+    a_receiver_that_never_completes_tls_costs_the_connect_timeout_not_the_attempt_deadline,
 );
 
 const BLOCKED_UNTIL_SET: &str =
@@ -241,4 +242,44 @@ async fn one_host_on_a_tarpit_holds_at_most_its_cap_whoever_owns_the_endpoints(e
         (format!("owner{i}"), "tarpit.test".to_owned())
     })
     .await;
+}
+
+/// A listener that accepts TCP and never says a word (no TLS server hello): the attempt ends at the connect
+/// timeout (300 ms here) as unreachable, not at the 10 s attempt deadline.
+async fn a_receiver_that_never_completes_tls_costs_the_connect_timeout_not_the_attempt_deadline(
+    engine: Engine,
+) {
+    let ctx = Ctx::new(engine).await;
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    ctx.resolver
+        .insert("silent.test", vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let d = ctx
+        .builder()
+        .clock(ManualClock::at(t0()))
+        .attempt_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_millis(300))
+        .build();
+    let ep = d
+        .register_endpoint(NewEndpoint::new("o", format!("https://silent.test:{port}/")))
+        .await
+        .unwrap()
+        .id;
+    let id = send(&d, &ep, "k").await;
+    let started = std::time::Instant::now();
+    assert_eq!(d.deliver_due(at(t0())).await.unwrap().retried, 1);
+    let took = started.elapsed();
+    silent.abort();
+    assert!(took < Duration::from_secs(5), "the attempt took {took:?}");
+    let attempt = &d.list_attempts(&id).await.unwrap()[0];
+    assert_eq!(attempt.status_code, None);
+    assert_eq!(attempt.error.as_deref(), Some("tls handshake timed out"));
 }
