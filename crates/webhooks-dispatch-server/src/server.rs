@@ -168,6 +168,7 @@ pub fn dispatcher(
             GoneSetting::Disable => OnGone::Disable,
             GoneSetting::Dead => OnGone::Dead,
         });
+    builder = config.fairness.apply(builder);
     for net in &config.allow_net {
         builder = builder.allow_net(*net);
     }
