@@ -39,13 +39,15 @@ for target in "${targets[@]}"; do
     cp -a "corpus/$target/." "$work/"
     crashes_before=$(find "artifacts/$target" -name 'crash-*' | wc -l)
     log="$scratch/$target.log"
+    started=$SECONDS
     # shellcheck disable=SC2086 # FUZZ_FLAGS is a list of flags.
     cargo +nightly fuzz run "$target" "$work" -- \
         -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_FLAGS:-} >"$log" 2>&1
     rc=$?
+    elapsed=$((SECONDS - started))
     executions=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)
     crashes=$(($(find "artifacts/$target" -name 'crash-*' | wc -l) - crashes_before))
-    line="$target: ${executions:-?} executions in ${seconds}s, $crashes crash(es), corpus $(find "$work" -type f | wc -l) inputs"
+    line="$target: ${executions:-?} executions in ${elapsed}s, $crashes crash(es), corpus $(find "$work" -type f | wc -l) inputs"
     summary+=("$line")
     echo "$line (log: $log)"
     if [[ $rc -ne 0 || $crashes -gt 0 ]]; then

@@ -2,7 +2,8 @@
 """Writes the hand-made seeds of every target into fuzz/corpus/<target>/ (idempotent).
 
 The seeds are checked in; this script is how they were made and how a reviewer can read them all in one
-place. Run from anywhere: python3 fuzz/seeds/make_seeds.py
+place. Inputs a fuzzer found worth keeping are copied into the corpus directories as they are (it never
+deletes them). Run from anywhere: python3 fuzz/seeds/make_seeds.py
 """
 import os
 
