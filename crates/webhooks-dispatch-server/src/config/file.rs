@@ -14,15 +14,21 @@ impl RawSettings {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        toml::from_str(&text).map_err(|e: toml::de::Error| {
+        RawSettings::from_toml_str(&text).map_err(file_error)
+    }
+
+    /// Parses the text of a TOML file as [`RawSettings::from_file`] does (the fuzz target for the loader
+    /// starts here); the error is the message it reports, with the line number and without quoted values.
+    pub fn from_toml_str(text: &str) -> Result<RawSettings, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let message = elide_quoted(e.message());
-            file_error(match line {
+            match line {
                 Some(n) => format!("line {n}: {message}"),
                 None => message,
-            })
+            }
         })
     }
 }
@@ -31,7 +37,13 @@ impl RawSettings {
 fn elide_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut inside = false;
+    let mut escaped = false;
     for c in message.chars() {
+        // A quoted part is printed like a Rust string: `\"` inside it does not end it (the rest would leak).
+        if inside && (escaped || c == '\\') {
+            escaped = !escaped && c == '\\';
+            continue;
+        }
         if c == '"' {
             if inside {
                 out.push_str("…\"");

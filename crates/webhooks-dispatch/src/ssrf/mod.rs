@@ -340,6 +340,12 @@ impl Destination {
                 if name.split('.').any(str::is_empty) {
                     return Err(UrlError::Malformed);
                 }
+                // The name is what TLS authenticates: one rustls cannot take as a DNS server name (`a!b`,
+                // `-a`, a label over 63 or a name over 253 characters) could be registered and would then
+                // fail every attempt, so it is refused here with the other shape errors.
+                if rustls::pki_types::DnsName::try_from(name).is_err() {
+                    return Err(UrlError::Malformed);
+                }
                 DestinationHost::Domain(name.to_owned())
             }
         };

@@ -356,6 +356,10 @@ fn ssrf_url_rules_reject_with_the_right_error() {
         ("https://[::1/", UrlError::Malformed),
         ("https://a..b/", UrlError::Malformed),
         ("https://example.com../", UrlError::Malformed),
+        // Not DNS names TLS can authenticate (found by the url_vetting fuzz target).
+        ("https://a!b.example/", UrlError::Malformed),
+        ("https://-a.example/", UrlError::Malformed),
+        ("https://example.`com/", UrlError::Malformed),
     ];
     for (raw, want) in cases {
         assert_eq!(Destination::parse(raw), Err(want), "{raw:?}");
