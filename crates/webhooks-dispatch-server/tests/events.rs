@@ -268,6 +268,17 @@ async fn an_endpoint_is_changed_with_patch_and_deleted_with_delete(engine: Engin
         );
     }
 
+    // Arrival is not the end of the attempt: wait until it is recorded, or the delete would end the message
+    // itself (messages_ended 1) when it races the worker's write.
+    let message_path = format!("/v1/messages/{}", sent.json()["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.call(Method::GET, &message_path, None).await.json()["state"] != "delivered" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let deleted = server.call(Method::DELETE, &path, None).await;
     assert_eq!(deleted.status, 200, "{}", deleted.text());
     assert_eq!(deleted.json(), json!({"id": id, "messages_ended": 0}));
