@@ -52,16 +52,12 @@ pub async fn scenario(env: &Env, report: &mut Report, tuning: &Tuning, messages:
             tuning.attempt_timeout_ms
         );
         report.append_note("isolation.with_hanging", &line);
-        report.ratio("isolation.with_hanging", "isolation.all_healthy", "all healthy");
-        if let (Some(with), Some(all)) = (
-            report.value("isolation.with_hanging"),
-            report.value("isolation.all_healthy"),
-        ) {
-            report.target(
-                "isolation.with_hanging",
-                ">= 90 % of all healthy",
-                with >= 0.9 * all,
-            );
-        }
+        report.ratio_at_least(
+            "isolation.with_hanging",
+            "isolation.all_healthy",
+            "all healthy",
+            0.9,
+            ">= 90 % of all healthy",
+        );
     }
 }

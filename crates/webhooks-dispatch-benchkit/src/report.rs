@@ -117,6 +117,15 @@ impl Report {
         }
     }
 
+    /// Sets figure `key`'s ratio to figure `to` and the target that it be at least `floor` times `to`
+    /// (`text` says so in the table); skipped like [`ratio`](Self::ratio) when either is missing.
+    pub fn ratio_at_least(&mut self, key: &str, to: &str, to_label: &str, floor: f64, text: &str) {
+        self.ratio(key, to, to_label);
+        if let (Some(value), Some(reference)) = (self.value(key), self.value(to)) {
+            self.target(key, text, value >= floor * reference);
+        }
+    }
+
     /// Attaches a target to figure `key` (skipped if it was not measured).
     pub fn target(&mut self, key: &str, text: &str, pass: bool) {
         if let Some(f) = self.figures.iter_mut().find(|f| f.key == key) {

@@ -47,16 +47,12 @@ pub async fn scenario(env: &Env, report: &mut Report, tuning: &Tuning, messages:
             tuning.concurrency,
         );
         report.append_note("tarpit.with_tarpit_owner", &line);
-        report.ratio("tarpit.with_tarpit_owner", "tarpit.all_healthy", "all healthy");
-        if let (Some(with), Some(all)) = (
-            report.value("tarpit.with_tarpit_owner"),
-            report.value("tarpit.all_healthy"),
-        ) {
-            report.target(
-                "tarpit.with_tarpit_owner",
-                ">= 90 % of all healthy",
-                with >= 0.9 * all,
-            );
-        }
+        report.ratio_at_least(
+            "tarpit.with_tarpit_owner",
+            "tarpit.all_healthy",
+            "all healthy",
+            0.9,
+            ">= 90 % of all healthy",
+        );
     }
 }

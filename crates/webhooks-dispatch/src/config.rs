@@ -450,18 +450,8 @@ impl<E> DispatcherBuilder<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::tests::any_duration;
     use proptest::prelude::*;
-
-    /// Durations from nothing to `Duration::MAX`, the extremes always among them.
-    fn any_duration() -> impl Strategy<Value = Duration> {
-        prop_oneof![
-            Just(Duration::ZERO),
-            Just(Duration::MAX),
-            any::<u64>().prop_map(Duration::from_secs),
-            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
-            (0u64..100_000_000).prop_map(Duration::from_millis),
-        ]
-    }
 
     fn any_count() -> impl Strategy<Value = usize> {
         prop_oneof![Just(0), Just(usize::MAX), any::<usize>(), 0usize..100_000]

@@ -167,7 +167,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -272,7 +272,8 @@ mod tests {
         assert_eq!(status(503).error_text().unwrap(), "endpoint answered HTTP 503");
     }
 
-    fn any_duration() -> impl Strategy<Value = Duration> {
+    /// Durations from nothing to `Duration::MAX`, the extremes always among them (also the builder's tests).
+    pub(crate) fn any_duration() -> impl Strategy<Value = Duration> {
         prop_oneof![
             Just(Duration::ZERO),
             Just(Duration::MAX),

@@ -12,7 +12,7 @@ use super::{
     versions, DUE, SETTLED, TABLES,
 };
 use crate::conformance;
-use crate::support::{Engine, Exec};
+use crate::support::{Ctx, Engine, Exec};
 
 conformance!(
     upgrade_from_the_unnumbered_schema_keeps_every_row_and_delivers_what_was_pending,
@@ -55,24 +55,52 @@ impl Executor for EarlierRelease {
     }
 }
 
-// 0003 (events and endpoint status) on a database made by the release before it: every row stays, every
-// endpoint is active, no message belongs to an event, what was pending is delivered, and the new tables work.
-async fn upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out(engine: Engine) {
+/// A fresh database made by the release that knew only the first `known` migrations.
+async fn made_by_release(engine: Engine, known: usize) -> Ctx {
     let ctx = unmigrated(engine).await;
-    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), 2))
+    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), known))
         .migrate()
         .await
         .expect("the schema of the release before");
-    assert_eq!(versions(ctx.exec.as_ref()).await, [1, 2]);
-    let endpoints = seed_old_rows(&ctx, engine).await;
-    let before = dump(ctx.exec.as_ref()).await;
-    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 6, 4]);
+    let expected: Vec<i64> = (1..=known as i64).collect();
+    assert_eq!(versions(ctx.exec.as_ref()).await, expected);
+    ctx
+}
 
+/// This release's dispatcher, after it migrated `ctx`'s database to its schema without changing a row of
+/// what `before` dumped.
+async fn upgraded_keeping(ctx: &Ctx, before: &[Vec<Row>]) -> Dispatcher<Exec> {
     let d = ctx.dispatcher();
     d.migrate().await.expect("upgrade");
     let exec = ctx.exec.as_ref();
     assert_eq!(versions(exec).await, known(exec.statements()));
     assert_eq!(dump(exec).await, before, "the upgrade changed a row");
+    d
+}
+
+/// Messages delivered by `drains` calls of `deliver_due`.
+async fn delivered_in(d: &Dispatcher<Exec>, drains: usize) -> u64 {
+    let mut delivered = 0;
+    for _ in 0..drains {
+        delivered += d
+            .deliver_due(DeliverDue::default())
+            .await
+            .expect("deliver")
+            .delivered;
+    }
+    delivered
+}
+
+// 0003 (events and endpoint status) on a database made by the release before it: every row stays, every
+// endpoint is active, no message belongs to an event, what was pending is delivered, and the new tables work.
+async fn upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out(engine: Engine) {
+    let ctx = made_by_release(engine, 2).await;
+    let endpoints = seed_old_rows(&ctx, engine).await;
+    let before = dump(ctx.exec.as_ref()).await;
+    assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 6, 4]);
+
+    let d = upgraded_keeping(&ctx, &before).await;
+    let exec = ctx.exec.as_ref();
     assert_eq!(table_names(engine, exec).await, TABLES);
     for (id, _) in &endpoints {
         let endpoint = d.endpoint(id).await.expect("endpoint");
@@ -87,14 +115,7 @@ async fn upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_o
     .await;
     assert_eq!(with_event[0].int(0).unwrap(), 0);
 
-    let mut delivered = 0;
-    for _ in 0..DUE.len() {
-        delivered += d
-            .deliver_due(DeliverDue::default())
-            .await
-            .expect("deliver")
-            .delivered;
-    }
+    let delivered = delivered_in(&d, DUE.len()).await;
     assert_eq!(delivered, DUE.len() as u64, "what the old release left due");
 
     // The old endpoints take events: owner_0's endpoint subscribes to everything.
@@ -141,12 +162,7 @@ const OLD_EVENT: [(&str, &str); 2] = [
 // their status and gain empty descriptions, metadata and headers, the old event's message and everything
 // pending are delivered, and the new operations work on the old rows.
 async fn upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle_columns(engine: Engine) {
-    let ctx = unmigrated(engine).await;
-    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), 3))
-        .migrate()
-        .await
-        .expect("the schema of the release before");
-    assert_eq!(versions(ctx.exec.as_ref()).await, [1, 2, 3]);
+    let ctx = made_by_release(engine, 3).await;
     let endpoints = seed_old_rows(&ctx, engine).await;
     let exec = ctx.exec.as_ref();
     let (event, message) = OLD_EVENT[usize::from(matches!(engine, Engine::Sqlite))];
@@ -156,10 +172,7 @@ async fn upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle
     let before = dump(exec).await;
     assert_eq!(before.iter().map(Vec::len).collect::<Vec<_>>(), [2, 7, 4]);
 
-    let d = ctx.dispatcher();
-    d.migrate().await.expect("upgrade");
-    assert_eq!(versions(exec).await, known(exec.statements()));
-    assert_eq!(dump(exec).await, before, "the upgrade changed a row");
+    let d = upgraded_keeping(&ctx, &before).await;
     assert_eq!(table_names(engine, exec).await, TABLES);
     for (id, _) in &endpoints {
         let endpoint = d.endpoint(id).await.expect("endpoint");
@@ -170,14 +183,7 @@ async fn upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle
     let old = d.event("evt_old").await.expect("the old event");
     assert_eq!(old.messages.len(), 1);
 
-    let mut delivered = 0;
-    for _ in 0..=DUE.len() {
-        delivered += d
-            .deliver_due(DeliverDue::default())
-            .await
-            .expect("deliver")
-            .delivered;
-    }
+    let delivered = delivered_in(&d, DUE.len() + 1).await;
     assert_eq!(
         delivered,
         DUE.len() as u64 + 1,
@@ -290,33 +296,18 @@ const HELD_BACK: &str = "SELECT count(*) FROM webhooks_dispatch_endpoints
 // endpoint starts held back, what was pending is delivered, and an old endpoint that then fails three times
 // in a row is held back for a new message.
 async fn upgrade_from_schema_4_keeps_every_row_and_starts_every_endpoint_unheld(engine: Engine) {
-    let ctx = unmigrated(engine).await;
-    Dispatcher::new(EarlierRelease::knowing(ctx.exec.clone(), 4))
-        .migrate()
-        .await
-        .expect("the schema of the release before");
-    assert_eq!(versions(ctx.exec.as_ref()).await, [1, 2, 3, 4]);
+    let ctx = made_by_release(engine, 4).await;
     let endpoints = seed_old_rows(&ctx, engine).await;
     let exec = ctx.exec.as_ref();
     let before = dump(exec).await;
 
-    let d = ctx.dispatcher();
-    d.migrate().await.expect("upgrade");
-    assert_eq!(versions(exec).await, known(exec.statements()));
-    assert_eq!(dump(exec).await, before, "the upgrade changed a row");
+    let d = upgraded_keeping(&ctx, &before).await;
     assert_eq!(
         ctx.scalar(HELD_BACK, &[]).await,
         0,
         "an endpoint started held back"
     );
-    let mut delivered = 0;
-    for _ in 0..=DUE.len() {
-        delivered += d
-            .deliver_due(DeliverDue::default())
-            .await
-            .expect("deliver")
-            .delivered;
-    }
+    let delivered = delivered_in(&d, DUE.len() + 1).await;
     assert_eq!(delivered, DUE.len() as u64, "what the old release left due");
 
     ctx.receiver
