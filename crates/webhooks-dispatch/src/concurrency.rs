@@ -218,6 +218,18 @@ impl EndpointLimiter {
         self.owners.is_full(&route.owner_id) || self.hosts.is_full(&route.host)
     }
 
+    /// Owners with every one of their slots in flight in this process: claims pass over all their endpoints
+    /// (also those this process holds nothing of yet), so a tarpit owner's messages do not fill the worker's
+    /// queues while they wait.
+    pub(crate) fn full_owners(&self) -> Vec<String> {
+        let owners = self.owners.lock();
+        owners
+            .iter()
+            .filter(|(_, s)| s.available_permits() == 0)
+            .map(|(o, _)| o.to_string())
+            .collect()
+    }
+
     /// Registers a message just claimed for the route's endpoint.
     pub(crate) fn hold(self: &Arc<Self>, route: &Route) -> Held {
         self.lock_held()
@@ -248,20 +260,6 @@ impl EndpointLimiter {
                 (id.clone(), n)
             })
             .unzip()
-    }
-}
-
-impl EndpointLimiter {
-    /// Owners with every one of their slots in flight in this process: claims pass over all their endpoints
-    /// (also those this process holds nothing of yet), so a tarpit owner's messages do not fill the worker's
-    /// queues while they wait.
-    pub(crate) fn full_owners(&self) -> Vec<String> {
-        let owners = self.owners.lock();
-        owners
-            .iter()
-            .filter(|(_, s)| s.available_permits() == 0)
-            .map(|(o, _)| o.to_string())
-            .collect()
     }
 }
 

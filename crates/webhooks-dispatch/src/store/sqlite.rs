@@ -140,6 +140,8 @@ WITH RECURSIVE busy AS (
     LEFT JOIN busy ON busy.endpoint_id = p.endpoint_id
     WHERE p.endpoint_id IS NOT NULL AND $6 - COALESCE(busy.held, 0) > 0
       AND NOT EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints AS d
+                      -- The first test is the partial index's own predicate, word for word: SQLite uses a
+                      -- partial index only for a query that states it.
                       WHERE d.id = p.endpoint_id AND (d.status = 'disabled' OR d.blocked_until IS NOT NULL)
                         AND (d.status = 'disabled' OR d.blocked_until > $3))
       AND (json_array_length($8) = 0
@@ -312,6 +314,7 @@ SELECT min(t) FROM (
       AND (ep.blocked_until IS NULL OR ep.blocked_until <= $1)
     UNION ALL
     SELECT min(ep.blocked_until) FROM webhooks_dispatch_endpoints AS ep
+    -- The partial index's predicate stated word for word, so SQLite reads that index (see CLAIM_DUE).
     WHERE (ep.status = 'disabled' OR ep.blocked_until IS NOT NULL) AND ep.status = 'active' AND ep.blocked_until > $1
       AND EXISTS (SELECT 1 FROM webhooks_dispatch_outbox AS o WHERE o.endpoint_id = ep.id AND o.status = 'pending')
 )";
