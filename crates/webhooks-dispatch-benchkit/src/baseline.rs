@@ -172,7 +172,8 @@ async fn check(res: http::Response<hyper::body::Incoming>) -> Result<()> {
     Ok(())
 }
 
-/// Claims up to $2 due rows under lease token $1, as the library's claim does minus its per-endpoint fairness.
+/// Claims up to $2 due rows under lease token $1, as the library's claim does minus its per-endpoint fairness
+/// (each with its endpoint's current key).
 const CLAIM: &str = "\
 WITH due AS (
     SELECT id FROM webhooks_dispatch_outbox
@@ -184,9 +185,9 @@ WITH due AS (
 )
 UPDATE webhooks_dispatch_outbox AS o
 SET lease_token = $1::text, lease_expires_at = now() + interval '5 minutes'
-FROM due, webhooks_dispatch_endpoints AS e
-WHERE o.id = due.id AND e.id = o.endpoint_id
-RETURNING o.id, o.payload, e.url, e.secret";
+FROM due, webhooks_dispatch_endpoints AS e, webhooks_dispatch_endpoint_keys AS k
+WHERE o.id = due.id AND e.id = o.endpoint_id AND k.endpoint_id = o.endpoint_id AND k.expires_at IS NULL
+RETURNING o.id, o.payload, e.url, k.secret";
 
 /// Marks the claimed rows $1 (lease $2) delivered and inserts one attempt each, in one statement.
 const COMPLETE: &str = "\

@@ -19,7 +19,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 use sqlx::Row as _;
 use tokio::sync::watch;
-use webhooks_dispatch::{Dispatcher, Worker, WorkerReport};
+use webhooks_dispatch::signing::SignatureScheme;
+use webhooks_dispatch::store::Executor;
+use webhooks_dispatch::{Dispatcher, RotateSecret, Worker, WorkerReport, MAX_ROTATION_GRACE};
 use webhooks_dispatch_testkit::receiver::{Receiver, Reply};
 
 use crate::baseline;
@@ -72,6 +74,54 @@ pub struct Plan {
     pub receiver_delay: Option<Duration>,
     /// Messages one by one, or events fanned out.
     pub enqueue: Enqueue,
+    /// The keys every endpoint signs with.
+    pub keys: Keys,
+}
+
+/// How many keys of which scheme sign each endpoint's deliveries (rotations with the longest grace, so all
+/// of them sign every attempt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys {
+    /// The scheme of every key.
+    pub scheme: SignatureScheme,
+    /// Keys per endpoint, 1..=10.
+    pub count: usize,
+}
+
+impl Default for Keys {
+    /// One HMAC key: what every endpoint has until it rotates.
+    fn default() -> Self {
+        Keys {
+            scheme: SignatureScheme::HmacSha256,
+            count: 1,
+        }
+    }
+}
+
+impl Keys {
+    /// Gives each endpoint these keys: its registration's HMAC key ends at once when the scheme is another.
+    async fn install<E: Executor>(self, d: &Dispatcher<E>, endpoints: &[String]) -> Result<()> {
+        if self == Keys::default() {
+            return Ok(());
+        }
+        for endpoint in endpoints {
+            let switch = self.scheme != SignatureScheme::HmacSha256;
+            let rotations = self.count - usize::from(!switch);
+            for i in 0..rotations {
+                let grace = match switch && i == 0 {
+                    true => Duration::ZERO,
+                    false => MAX_ROTATION_GRACE,
+                };
+                let rotate = RotateSecret {
+                    signature: Some(self.scheme),
+                    grace: Some(grace),
+                    ..RotateSecret::default()
+                };
+                d.rotate_secret(endpoint, rotate).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Plan {
@@ -89,6 +139,7 @@ impl Plan {
             messages,
             receiver_delay: None,
             enqueue: Enqueue::Messages,
+            keys: Keys::default(),
         }
     }
 
@@ -210,6 +261,7 @@ impl Targets {
             }
             (Enqueue::Events, _) => register_owned_endpoints(&stage.setup, EVENT_OWNER, &urls).await?,
         };
+        plan.keys.install(&stage.setup, &endpoints).await?;
         Ok(Targets {
             healthy,
             _hanging: hanging,

@@ -18,7 +18,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor as _};
 use webhooks_dispatch::ssrf::StaticResolver;
 use webhooks_dispatch::store::Executor;
-use webhooks_dispatch::{Dispatcher, DispatcherBuilder, NewEndpoint, NewEvent, NewMessage};
+use webhooks_dispatch::{
+    Dispatcher, DispatcherBuilder, KeyRing, MasterKey, NewEndpoint, NewEvent, NewMessage,
+};
 use webhooks_dispatch_testkit::pg::{require_loopback, ClusterOptions, PgCluster};
 use webhooks_dispatch_testkit::receiver::{Receiver, ReceiverOptions, Reply, TestCa};
 
@@ -108,6 +110,9 @@ pub struct Env {
     pg_stats: bool,
     /// Leave every database in place for inspection (useful only with `DATABASE_URL`).
     pub keep_databases: bool,
+    /// Seals every endpoint key, as a production dispatcher's ring does, so each claim's opening of its keys
+    /// is in every figure.
+    pub ring: Arc<KeyRing>,
 }
 
 /// A database created for one measurement, dropped again by [`Env::drop_database`].
@@ -151,7 +156,9 @@ impl Env {
         let resolver = StaticResolver::new();
         resolver.insert(RECEIVER_HOST, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
         let meter = Meter::new(cluster.as_ref().map(PgCluster::dir));
+        let ring = Arc::new(KeyRing::new(MasterKey::generate("bench")?));
         Ok(Env {
+            ring,
             meter,
             pg_stats,
             keep_databases: false,
@@ -276,6 +283,7 @@ impl Env {
             .resolver(Arc::new(self.resolver.clone()))
             .allow_net("127.0.0.1/32".parse().expect("valid network literal"))
             .root_certificates(self.ca.root_store())
+            .secret_cipher(self.ring.clone())
     }
 }
 

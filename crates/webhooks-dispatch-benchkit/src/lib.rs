@@ -26,6 +26,7 @@ mod machine;
 mod pgstats;
 mod report;
 mod service;
+mod signing;
 mod sizing;
 mod sqlite;
 mod suite;

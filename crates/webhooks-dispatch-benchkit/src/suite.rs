@@ -8,8 +8,8 @@ use crate::env::{chain, Env, Result, Tuning};
 use crate::machine::{self, Machine};
 use crate::report::{Report, Samples};
 use crate::{
-    api, claimcost, delivery, disabled, enqueue, fanout, hot, isolation, latency, sizing, sqlite, tablesize,
-    tarpit,
+    api, claimcost, delivery, disabled, enqueue, fanout, hot, isolation, latency, signing, sizing, sqlite,
+    tablesize, tarpit,
 };
 
 /// Steady rate of the HTTP API's send → receipt latency measurement, as the brief fixes it.
@@ -46,6 +46,8 @@ pub enum Scenario {
     DisabledBacklog,
     /// 13: delivery to 100 owners while one more owner's 100 endpoints are on a tarpit, against all healthy.
     TarpitOwner,
+    /// 14: signing cost per delivery (1 HMAC key, 10 HMAC keys, ed25519): CPU per delivery and throughput.
+    Signing,
 }
 
 /// How big each scenario is.
@@ -111,7 +113,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let n = sizes.messages;
 
     if sizes.wants(Scenario::Enqueue) {
-        progress("1/14 enqueue throughput");
+        progress("1/15 enqueue throughput");
         if let Err(e) = enqueue::run(env, &mut report, n, sizes.enqueue_tasks).await {
             report.error("enqueue", &chain(&*e));
         }
@@ -120,7 +122,7 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
     let mut hot_rounds = Samples::default();
     let hot_inside_delivery = sizes.wants(Scenario::Delivery) && sizes.wants(Scenario::HotEndpoint);
     if sizes.wants(Scenario::Delivery) {
-        progress("2/14 end-to-end delivery throughput and baselines");
+        progress("2/15 end-to-end delivery throughput and baselines");
         let hot = hot_inside_delivery.then_some(&mut hot_rounds);
         delivery::scenario(env, &mut report, tuning, n, sizes.rounds, hot).await;
         if sizes.synchronous_commit_off_variant {
@@ -128,74 +130,79 @@ pub async fn run(env: &Env, tuning: &Tuning, sizes: &Sizes) -> Result<Report> {
         }
     }
     if sizes.wants(Scenario::Latency) {
-        progress("3/14 latency");
+        progress("3/15 latency");
         let duration = Duration::from_secs(sizes.latency_secs);
         latency::scenario(env, &mut report, tuning, sizes.latency_rate_per_sec, duration).await;
     }
     if sizes.wants(Scenario::TableSize) {
         match sizes.finished_rows {
             Some(rows) => {
-                progress("4/14 table-size independence");
+                progress("4/15 table-size independence");
                 tablesize::scenario(env, &mut report, tuning, n, rows, sizes.rounds).await;
             }
-            None => progress("4/14 table-size independence: skipped (--skip-million)"),
+            None => progress("4/15 table-size independence: skipped (--skip-million)"),
         }
     }
     if sizes.wants(Scenario::Isolation) {
-        progress("5/14 slow-endpoint isolation");
+        progress("5/15 slow-endpoint isolation");
         isolation::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if hot_inside_delivery {
-        progress("6/14 hot endpoint (measured in scenario 2's rounds)");
+        progress("6/15 hot endpoint (measured in scenario 2's rounds)");
         hot::report(&mut report, &hot_rounds, n);
     } else if sizes.wants(Scenario::HotEndpoint) {
-        progress("6/14 hot endpoint, with its references");
+        progress("6/15 hot endpoint, with its references");
         hot::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::ClaimCost) {
-        progress("7/14 claim cost");
+        progress("7/15 claim cost");
         claimcost::scenario(env, &mut report, sizes.claim_backlog_divisor).await;
     }
     if sizes.wants(Scenario::Api) {
-        progress("8/14 HTTP API");
+        progress("8/15 HTTP API");
         api::scenario(env, &mut report, n, sizes.rounds, sizes.latency_secs).await;
     }
     if sizes.wants(Scenario::Sqlite) {
-        progress("9/14 SQLite");
+        progress("9/15 SQLite");
         sqlite::scenario(env, &mut report, tuning, n, sizes.rounds, sizes.enqueue_tasks).await;
     }
     if sizes.wants(Scenario::Sizing) {
-        progress("10/14 sizing");
+        progress("10/15 sizing");
         sizing::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::FanOut) {
-        progress("11/14 fan-out");
+        progress("11/15 fan-out");
         fanout::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
     if sizes.wants(Scenario::DisabledBacklog) {
-        progress("12/14 disabled-endpoint backlog");
+        progress("12/15 disabled-endpoint backlog");
         let backlog = sizes.disabled_backlog;
         disabled::scenario(env, &mut report, tuning, n, backlog, sizes.rounds).await;
     }
 
     if sizes.wants(Scenario::TarpitOwner) {
-        progress("13/14 tarpit owner");
+        progress("13/15 tarpit owner");
         tarpit::scenario(env, &mut report, tuning, n, sizes.rounds).await;
     }
 
-    progress("14/14 peak memory");
+    if sizes.wants(Scenario::Signing) {
+        progress("14/15 signing cost");
+        signing::scenario(env, &mut report, tuning, n, sizes.rounds).await;
+    }
+
+    progress("15/15 peak memory");
     memory(&mut report);
     env.drop_leftovers().await;
     Ok(report)
 }
 
-/// Scenario 14: this process's peak memory, always reported.
+/// Scenario 15: this process's peak memory, always reported.
 fn memory(report: &mut Report) {
     match machine::peak_rss_mib() {
         Some(mib) => {
             report
                 .add(
-                    "14. memory",
+                    "15. memory",
                     "memory.peak_rss",
                     "peak resident memory of this process (VmHWM)",
                     mib,

@@ -60,8 +60,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
             NewEndpoint::new("customer_42", &url).event_types(["invoice.paid", "invoice.voided"]),
         )
         .await?;
+    let secret = endpoint.secret.expect("an HMAC endpoint has a secret");
     println!("registered {} -> {url}", endpoint.id);
-    println!("  secret (shown once): {}", endpoint.secret.expose());
+    println!("  secret (shown once): {}", secret.expose());
 
     let mut messages = Vec::new();
     for (n, event) in ["invoice.paid", "invoice.voided"].into_iter().enumerate() {
@@ -95,7 +96,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
 
-    let secret = endpoint.secret;
     for r in receiver.received() {
         let ok = verify(
             &secret,

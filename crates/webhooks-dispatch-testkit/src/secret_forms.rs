@@ -11,10 +11,15 @@ use base64::Engine as _;
 pub struct SecretForms(Vec<(&'static str, Vec<u8>)>);
 
 impl SecretForms {
-    /// The forms of `secret` (`whsec_` + standard base64 of the key).
+    /// The forms of `secret`: an HMAC secret (`whsec_` + standard base64 of the key), an ed25519 signing key
+    /// (`whsk_` + base64), or a master key as a key ring reads it (`id:` + base64).
     pub fn of(secret: &str) -> SecretForms {
         use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-        let b64 = secret.strip_prefix("whsec_").expect("a whsec_ secret");
+        let b64 = secret
+            .strip_prefix("whsec_")
+            .or_else(|| secret.strip_prefix("whsk_"))
+            .or_else(|| secret.split_once(':').map(|(_, key)| key))
+            .expect("a whsec_ or whsk_ secret, or an id:base64 master key");
         let raw = STANDARD.decode(b64).expect("the secret is base64");
         // Short needles would match by chance; the library's keys are 32 bytes.
         assert!(raw.len() >= 24, "key of {} bytes", raw.len());

@@ -12,6 +12,7 @@ use crate::concurrency::{Caps, EndpointLimiter};
 use crate::delivery::{default_roots, Deliverer, DeliveryOptions};
 use crate::dispatcher::Dispatcher;
 use crate::hold_back::HoldBack;
+use crate::keyring::SecretCipher;
 use crate::notify::Debounce;
 use crate::observe::{NoopObserver, Observer};
 use crate::retry::RetryPolicy;
@@ -136,6 +137,8 @@ pub(crate) struct Settings {
     pub disable_failing_after: Option<Duration>,
     /// None: endpoints are never held back.
     pub hold_back: Option<HoldBack>,
+    /// None: new keys are stored as plaintext and sealed rows cannot be opened.
+    pub cipher: Option<Arc<dyn SecretCipher>>,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -167,6 +170,7 @@ pub struct DispatcherBuilder<E> {
     disable_failing_after: Option<Duration>,
     dns_timeout: Duration,
     concurrent_lookups: usize,
+    cipher: Option<Arc<dyn SecretCipher>>,
 }
 
 impl<E: crate::store::Executor + Clone + 'static> DispatcherBuilder<E> {
@@ -209,6 +213,7 @@ impl<E> DispatcherBuilder<E> {
             disable_failing_after: Some(DEFAULT_DISABLE_FAILING_AFTER),
             dns_timeout: DEFAULT_DNS_TIMEOUT,
             concurrent_lookups: DEFAULT_CONCURRENT_LOOKUPS,
+            cipher: None,
         }
     }
 
@@ -391,6 +396,15 @@ impl<E> DispatcherBuilder<E> {
         self
     }
 
+    /// Encrypts endpoint secrets and signing keys at rest (default: none, and then they are stored as
+    /// plaintext: give every production dispatcher a [`KeyRing`](crate::KeyRing)). Every process sharing a
+    /// database needs a cipher that opens every key it holds: add a new master key to all of them before any
+    /// makes it current.
+    pub fn secret_cipher(mut self, cipher: Arc<dyn SecretCipher>) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
     /// Receives dispatch and attempt events, for metrics (default: none).
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = observer;
@@ -441,6 +455,7 @@ impl<E> DispatcherBuilder<E> {
             on_gone: self.on_gone,
             disable_failing_after: self.disable_failing_after,
             hold_back: self.hold_back,
+            cipher: self.cipher,
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
             .with_coalescer(self.coalesce.map(crate::coalesce::Coalescer::new))

@@ -13,9 +13,10 @@ use crate::endpoint::{
 };
 use crate::error::{DispatchError, StorageError};
 use crate::id;
+use crate::keys::EndpointKey;
 use crate::message::{Message, MAX_KEY_CHARS};
 use crate::observe::LifecycleEvent;
-use crate::signing::EndpointSecret;
+use crate::signing::SigningSecret;
 use crate::store::{Executor, Migration, Row, Value};
 
 /// Sends webhooks through a transactional outbox. Cheap to clone when the executor is.
@@ -170,18 +171,24 @@ impl<E: Executor> Dispatcher<E> {
         let url = vet_url(&input.url, &self.settings.policy, self.settings.resolver.as_ref()).await?;
 
         let id = id::endpoint_id();
-        let secret = EndpointSecret::generate();
+        let key_id = id::key_id();
+        let signing = SigningSecret::generate(input.signature);
+        let public_key = signing.public_key();
+        let now = crate::keys::stored_time(self.settings.clock.now());
         let owner_id = input.owner_id;
         let params = [
             Value::from(id.as_str()),
             Value::from(owner_id.as_str()),
             Value::from(url),
-            Value::from(secret.expose()),
+            Value::from(key_id.as_str()),
             Value::from(event_types),
-            Value::from(self.settings.clock.now()),
+            Value::from(now),
             Value::from(input.description),
             Value::from(metadata),
             Value::from(headers),
+            Value::from(signing.scheme().as_str()),
+            Value::from(self.seal(&key_id, signing.expose())?),
+            Value::from(public_key.as_ref().map(|k| k.as_str().to_owned())),
         ];
         self.query(self.sql().insert_endpoint, &params).await?;
         self.settings
@@ -190,7 +197,18 @@ impl<E: Executor> Dispatcher<E> {
                 endpoint_id: &id,
                 owner_id: &owner_id,
             });
-        Ok(RegisteredEndpoint { id, secret })
+        let key = EndpointKey {
+            id: key_id,
+            algorithm: signing.scheme(),
+            public_key: public_key.map(|k| k.as_str().to_owned()),
+            not_before: now,
+            not_after: None,
+        };
+        let secret = match signing {
+            SigningSecret::Hmac(secret) => Some(secret),
+            _ => None,
+        };
+        Ok(RegisteredEndpoint { id, secret, key })
     }
 
     /// Reads an endpoint (never its secret).

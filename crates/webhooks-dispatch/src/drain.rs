@@ -25,9 +25,11 @@ use crate::endpoint::DisabledReason;
 use crate::error::{DispatchError, StorageError};
 use crate::headers::WireHeaders;
 use crate::id;
+use crate::keyring::SecretCipher;
+use crate::keys::signing_keys;
 use crate::observe::{AttemptEvent, LifecycleEvent, QueueStats};
 use crate::retry::{AttemptResult, Decision};
-use crate::signing::EndpointSecret;
+use crate::signing::SigningSecret;
 use crate::store::{Executor, Row, Value};
 
 /// Default number of messages claimed by one `deliver_due` call.
@@ -81,7 +83,8 @@ pub(crate) struct Claimed {
     payload: String,
     attempt_no: u32,
     url: String,
-    secret: Option<EndpointSecret>,
+    /// Every key signing this attempt, newest first; `None` when one of them does not open or parse.
+    keys: Option<Vec<SigningSecret>>,
     /// `None` when the stored headers are unusable: the attempt is refused rather than sent without them.
     headers: Option<WireHeaders>,
     /// Counts against the endpoint's cap in this process until the attempt is over.
@@ -89,7 +92,12 @@ pub(crate) struct Claimed {
 }
 
 impl Claimed {
-    fn from_row(row: &Row, token: &Arc<str>, limiter: &Arc<EndpointLimiter>) -> Result<Self, StorageError> {
+    fn from_row(
+        row: &Row,
+        token: &Arc<str>,
+        limiter: &Arc<EndpointLimiter>,
+        cipher: Option<&dyn SecretCipher>,
+    ) -> Result<Self, StorageError> {
         let endpoint_id = row.text(1)?;
         let attempts =
             u32::try_from(row.int(3)?).map_err(|_| StorageError::decode("attempts out of range"))?;
@@ -108,7 +116,7 @@ impl Claimed {
             payload: row.text(2)?,
             attempt_no: attempts.saturating_add(1),
             url,
-            secret: EndpointSecret::parse(&row.text(5)?).ok(),
+            keys: row.opt_text(5)?.and_then(|listed| signing_keys(cipher, &listed)),
             headers: WireHeaders::decode(&row.text(6)?),
         })
     }
@@ -142,7 +150,7 @@ impl Claimed {
             payload: String::new(),
             attempt_no: 1,
             url: String::new(),
-            secret: None,
+            keys: None,
             headers: None,
         }
     }
@@ -290,7 +298,7 @@ impl<E: Executor> Dispatcher<E> {
         ];
         let rows = self.query(self.sql().claim_due, &params).await?;
         rows.iter()
-            .map(|row| Claimed::from_row(row, &token, limiter))
+            .map(|row| Claimed::from_row(row, &token, limiter, self.settings().cipher.as_deref()))
             .collect()
     }
 
@@ -318,23 +326,23 @@ impl<E: Executor> Dispatcher<E> {
     ) -> Record {
         let settings = self.settings();
         let attempted_at = later(base, started.elapsed());
-        let attempted = match (&msg.secret, &msg.headers) {
-            (Some(secret), Some(headers)) => {
+        let attempted = match (&msg.keys, &msg.headers) {
+            (Some(keys), Some(headers)) => {
                 settings
                     .deliverer
                     .attempt(Outgoing {
                         url: &msg.url,
                         msg_id: &msg.id,
                         body: &msg.payload,
-                        secret,
+                        keys,
                         headers,
                         timestamp: settings.clock.now().timestamp(),
                     })
                     .await
             }
-            (secret, _) => Attempted {
+            (keys, _) => Attempted {
                 result: AttemptResult::Refused(
-                    if secret.is_none() {
+                    if keys.is_none() {
                         "endpoint secret unusable"
                     } else {
                         "endpoint headers unusable"

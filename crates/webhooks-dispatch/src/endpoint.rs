@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::error::{DispatchError, StorageError};
 use crate::headers::CustomHeaders;
-use crate::signing::EndpointSecret;
+use crate::keys::EndpointKey;
+use crate::signing::{EndpointSecret, SignatureScheme};
 use crate::ssrf::{vet, AddressPolicy, Destination, Resolver, VetError};
 use crate::store::Row;
 
@@ -47,6 +48,9 @@ pub struct NewEndpoint {
     /// Headers sent with every attempt (for example the receiver's own `Authorization`); their values are
     /// secret and never read back.
     pub headers: CustomHeaders,
+    /// How its deliveries are signed (default HMAC-SHA256, `v1`); ed25519 (`v1a`) lets receivers verify
+    /// with a public key, so they can never forge a webhook themselves.
+    pub signature: SignatureScheme,
 }
 
 impl NewEndpoint {
@@ -59,7 +63,14 @@ impl NewEndpoint {
             description: String::new(),
             metadata: BTreeMap::new(),
             headers: CustomHeaders::new(),
+            signature: SignatureScheme::HmacSha256,
         }
+    }
+
+    /// Sets the signature scheme.
+    pub fn signature(mut self, scheme: SignatureScheme) -> Self {
+        self.signature = scheme;
+        self
     }
 
     /// Sets the description.
@@ -90,8 +101,12 @@ impl NewEndpoint {
 pub struct RegisteredEndpoint {
     /// `ep_…` id to dispatch to.
     pub id: String,
-    /// The signing secret to give the endpoint's owner; its `Debug`/`Display` redact it.
-    pub secret: EndpointSecret,
+    /// The HMAC signing secret to give the endpoint's owner; its `Debug`/`Display` redact it. `None` for an
+    /// ed25519 endpoint: its signing key never leaves the sender, and receivers verify with
+    /// [`key`](Self::key)'s public key.
+    pub secret: Option<EndpointSecret>,
+    /// Its current signing key (with the public key of an ed25519 endpoint).
+    pub key: EndpointKey,
 }
 
 /// A stored endpoint, without its secret.

@@ -68,6 +68,11 @@ pub enum DispatchError {
         /// Why it was refused.
         error: Box<DispatchError>,
     },
+    /// A stored key could not be sealed or opened by the dispatcher's
+    /// [`SecretCipher`](crate::keyring::SecretCipher) (a master key missing from the ring, or a tampered row).
+    /// The message names no key material.
+    #[error("secret encryption failed: {0}")]
+    Cipher(#[source] crate::keyring::CipherError),
     /// The database failed. The message is generic; the driver error is only in `source()`.
     #[error("storage error")]
     Storage(#[source] StorageError),
@@ -101,6 +106,7 @@ impl DispatchError {
             DispatchError::IdempotencyConflict => "idempotency_conflict",
             DispatchError::InBatch { error, .. } => error.code(),
             DispatchError::Storage(_) => "storage",
+            DispatchError::Cipher(_) => "cipher",
             DispatchError::SchemaTooNew { .. } => "schema_too_new",
         }
     }
@@ -117,7 +123,7 @@ impl DispatchError {
             }
             DispatchError::IdempotencyConflict | DispatchError::EndpointDisabled => 409,
             DispatchError::InBatch { error, .. } => error.http_status(),
-            DispatchError::Storage(_) | DispatchError::SchemaTooNew { .. } => 500,
+            DispatchError::Storage(_) | DispatchError::SchemaTooNew { .. } | DispatchError::Cipher(_) => 500,
             DispatchError::DnsTimeout => 503,
         }
     }

@@ -26,6 +26,11 @@ pub(crate) fn endpoint_id() -> String {
     format!("ep_{}", monotonic())
 }
 
+/// Key ids order by creation too, which is how an endpoint's keys are ranked newest first.
+pub(crate) fn key_id() -> String {
+    format!("key_{}", monotonic())
+}
+
 pub(crate) fn message_id() -> String {
     format!("msg_{}", monotonic())
 }

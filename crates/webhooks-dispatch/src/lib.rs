@@ -36,9 +36,12 @@
 //! - [`Dispatcher`] (`dispatcher`, `drain`, `config`): the API — register, dispatch, deliver, inspect.
 //! - [`store`]: the SQL seam ([`store::Executor`]), PostgreSQL statements, and driver adapters behind the
 //!   `sqlx` and `tokio-postgres` features. The default build links no database driver.
-//! - [`signing`]: Standard Webhooks signatures and [`signing::verify`] for receivers.
+//! - [`signing`]: Standard Webhooks signatures, HMAC (`v1`) and ed25519 (`v1a`), and [`signing::verify`] and
+//!   [`signing::verify_ed25519`] for receivers.
 //! - [`retry`]: which results are retried and when.
 //! - [`ssrf`]: address policy, URL rules and the resolver seam.
+//! - [`keyring`]: endpoint secrets sealed at rest (XChaCha20-Poly1305) under rotatable master keys.
+//! - `keys`: endpoint signing keys over their life: rotation, ed25519 public keys, the key set, rekeying.
 //! - `delivery`: one hardened HTTPS attempt (pinned address, absolute deadline, bounded body) over a
 //!   vetted-DNS cache and a keep-alive pool of HTTP/1.1 and HTTP/2 connections.
 
@@ -59,6 +62,8 @@ mod headers;
 mod history;
 mod hold_back;
 mod id;
+pub mod keyring;
+mod keys;
 mod lifecycle;
 mod message;
 mod notify;
@@ -95,6 +100,11 @@ pub use event::{DispatchedEvent, Event, EventMessage, NewEvent, SkipReason, Skip
 pub use headers::{CustomHeaders, MAX_CUSTOM_HEADERS, MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_BYTES};
 pub use history::{ListMessages, MessagePage};
 pub use hold_back::HoldBack;
+pub use keyring::{CipherError, KeyRing, MasterKey, SecretCipher};
+pub use keys::{
+    EndpointKey, KeySet, PublishedKey, RekeyReport, RotateSecret, RotatedSecret, DEFAULT_REKEY_BATCH,
+    DEFAULT_ROTATION_GRACE, MAX_ENDPOINT_KEYS, MAX_ROTATION_GRACE,
+};
 pub use lifecycle::{
     DeletedEndpoint, EndpointPage, ListEndpoints, UpdateEndpoint, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
@@ -104,6 +114,10 @@ pub use message::{
 pub use observe::{AttemptEvent, LifecycleEvent, NoopObserver, Observer, QueueStats};
 pub use retry::RetryPolicy;
 pub use signing::{verify, EndpointSecret, VerifyError};
+// The ed25519 (`v1a`) keys, and signing with several keys at once.
+pub use signing::{
+    sign_all, verify_ed25519, Ed25519PublicKey, Ed25519SigningKey, SignatureScheme, SigningSecret,
+};
 pub use worker::{
     Worker, WorkerReport, DEFAULT_CLAIM_BATCH, DEFAULT_COOLDOWN, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_GRACE,

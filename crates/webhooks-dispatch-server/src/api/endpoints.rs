@@ -58,7 +58,9 @@ impl std::fmt::Debug for Headers {
 pub struct CreatedEndpoint {
     #[serde(flatten)]
     endpoint: Endpoint,
-    secret: String,
+    /// The HMAC secret; absent for an ed25519 endpoint, whose signing key never leaves the sender.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
 }
 
 /// Registers an endpoint → 201.
@@ -82,7 +84,7 @@ pub async fn create(
     tracing::info!(endpoint_id = %endpoint.id, owner_id = %endpoint.owner_id, "endpoint registered");
     let created = CreatedEndpoint {
         endpoint,
-        secret: registered.secret.expose().to_owned(),
+        secret: registered.secret.map(|s| s.expose().to_owned()),
     };
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -137,7 +137,9 @@ pub(super) async fn endpoint_command(command: EndpointCommand, config: &Config) 
             }
             let ep = d.register_endpoint(input).await?;
             println!("id: {}", ep.id);
-            println!("secret: {}", ep.secret.expose());
+            if let Some(secret) = &ep.secret {
+                println!("secret: {}", secret.expose());
+            }
             eprintln!(
                 "The secret is shown only this once: store it now and give it to the endpoint's owner."
             );

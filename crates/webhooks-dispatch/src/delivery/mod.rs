@@ -34,7 +34,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::headers::WireHeaders;
 use crate::retry::{parse_retry_after, AttemptResult};
-use crate::signing::{sign, EndpointSecret};
+use crate::signing::{sign_all, SigningSecret};
 use crate::ssrf::{vet, AddressPolicy, Destination, DestinationHost, Resolver, VetError};
 
 use dns::DnsCache;
@@ -72,7 +72,8 @@ pub(crate) struct Outgoing<'a> {
     pub url: &'a str,
     pub msg_id: &'a str,
     pub body: &'a str,
-    pub secret: &'a EndpointSecret,
+    /// Every key that signs it, newest first (one signature each in the one header).
+    pub keys: &'a [SigningSecret],
     /// The endpoint's custom headers, checked against the reserved names when they were stored.
     pub headers: &'a WireHeaders,
     /// Unix seconds for `webhook-timestamp`: fresh for every attempt.
@@ -222,7 +223,7 @@ impl Deliverer {
             DestinationHost::Domain(name) => ServerName::try_from(name.clone())
                 .map_err(|_| Failure::Refused("invalid host name".to_owned()))?,
         };
-        let signature = sign(out.secret, out.msg_id, out.timestamp, out.body.as_bytes())
+        let signature = sign_all(out.keys, out.msg_id, out.timestamp, out.body.as_bytes())
             .map_err(|_| Failure::Refused("endpoint secret unusable".to_owned()))?;
         let body = Bytes::copy_from_slice(out.body.as_bytes());
         let request = |conn: &Conn| self.request(dest, out, &signature, body.clone(), conn.is_http2());

@@ -118,8 +118,8 @@ pub struct Statements {
     pub select_migrations: &'static str,
     /// The numbered schema migrations, oldest first, versions 1, 2, 3 … with no gap.
     pub migrations: &'static [Migration],
-    /// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at, $7 description, $8 metadata,
-    /// $9 headers.
+    /// $1 id, $2 owner_id, $3 url, $4 first key id, $5 event_types, $6 created_at, $7 description,
+    /// $8 metadata, $9 headers, $10 key algorithm, $11 key secret (as stored), $12 public key or NULL.
     pub insert_endpoint: &'static str,
     /// $1 id → the endpoint's columns (`Endpoint::from_row`); nothing when unknown or deleted.
     pub select_endpoint: &'static str,
@@ -135,7 +135,8 @@ pub struct Statements {
     /// event_id.
     pub select_message: &'static str,
     /// $1 token, $2 lease expiry, $3 now, $4 limit, $5 endpoints held by this process, $6 per-endpoint
-    /// limit, $7 messages held per endpoint of $5 → id, endpoint_id, payload, attempts, url, secret, custom headers.
+    /// limit, $7 messages held per endpoint of $5, $8 owners at their cap → id, endpoint_id, payload,
+    /// attempts, url, signing keys unexpired at $3 (`id secret …`, newest first), custom headers, owner_id.
     pub claim_due: &'static str,
     /// Parallel arrays $1 ids, $2 tokens, $3 outcomes, $4 attempted_at, $5 status codes, $6 latencies,
     /// $7 next attempt times, $8 errors; $9 whether a 410 disables, $10 the failing cutoff (year 1: off) →
@@ -190,6 +191,21 @@ pub struct Statements {
     /// Parallel arrays $1 ids, $2 tokens; $3 the new lease expiry → (id, renewed) per message still leased
     /// under its token; renewed is false where the row was busy (locked by another statement) and left alone.
     pub renew_leases: &'static str,
+    /// $1 endpoint id, $2 new key id, $3 algorithm, $4 stored secret, $5 public key or NULL, $6 now, $7 end of
+    /// the previous keys' grace, $8 most unexpired keys → the new key's id (no row: unknown endpoint).
+    pub rotate_key: &'static str,
+    /// $1 endpoint id, $2 now → endpoint id, previous keys ended (no row: unknown endpoint).
+    pub expire_previous_keys: &'static str,
+    /// $1 endpoint id, $2 now → id, algorithm, public_key, created_at, expires_at of its unexpired keys,
+    /// newest first (none: unknown endpoint).
+    pub select_endpoint_keys: &'static str,
+    /// $1 owner id, $2 now → endpoint id, then the columns of `select_endpoint_keys`, of the owner's unexpired
+    /// ed25519 keys.
+    pub select_owner_keys: &'static str,
+    /// $1 after key id, $2 limit → id, stored secret, in id order.
+    pub select_keys_to_rekey: &'static str,
+    /// Parallel arrays $1 key ids, $2 secrets as read, $3 new secrets → id per key replaced (unchanged since).
+    pub update_key_secrets: &'static str,
 }
 
 impl Statements {
@@ -230,6 +246,12 @@ impl Statements {
             list_endpoint_messages,
             list_event_messages,
             renew_leases,
+            rotate_key,
+            expire_previous_keys,
+            select_endpoint_keys,
+            select_owner_keys,
+            select_keys_to_rekey,
+            update_key_secrets,
         } = self;
         let mut all = vec![
             *create_migrations_table,
@@ -260,6 +282,12 @@ impl Statements {
             *list_endpoint_messages,
             *list_event_messages,
             *renew_leases,
+            *rotate_key,
+            *expire_previous_keys,
+            *select_endpoint_keys,
+            *select_owner_keys,
+            *select_keys_to_rekey,
+            *update_key_secrets,
         ];
         all.extend(
             [*notify_due, *listen_due, *connection_setup]

@@ -32,12 +32,18 @@ macro_rules! endpoint_columns {
     };
 }
 
-/// $1 id, $2 owner_id, $3 url, $4 secret, $5 event_types, $6 created_at, $7 description, $8 metadata (JSON),
-/// $9 custom headers (JSON).
+/// $1 id, $2 owner_id, $3 url, $4 its first key's id, $5 event_types, $6 created_at, $7 description,
+/// $8 metadata (JSON), $9 custom headers (JSON), $10 the key's algorithm, $11 its stored secret, $12 its public
+/// key (NULL for HMAC): the endpoint and its current key, in one statement.
 pub const INSERT_ENDPOINT: &str = "\
-INSERT INTO webhooks_dispatch_endpoints
-    (id, owner_id, url, secret, event_types, created_at, description, metadata, headers)
-VALUES ($1::text, $2::text, $3::text, $4::text, $5::text[], $6::timestamptz, $7::text, $8::text, $9::text)";
+WITH endpoint AS (
+    INSERT INTO webhooks_dispatch_endpoints
+        (id, owner_id, url, event_types, created_at, description, metadata, headers)
+    VALUES ($1::text, $2::text, $3::text, $5::text[], $6::timestamptz, $7::text, $8::text, $9::text)
+    RETURNING id
+)
+INSERT INTO webhooks_dispatch_endpoint_keys (id, endpoint_id, algorithm, secret, public_key, created_at, expires_at)
+SELECT $4::text, id, $10::text, $11::text, $12::text, $6::timestamptz, NULL FROM endpoint";
 
 /// $1 id → `endpoint_columns!`. Never selects the secret; a deleted endpoint is not found.
 pub const SELECT_ENDPOINT: &str = concat!(
@@ -103,8 +109,9 @@ macro_rules! pending_endpoints {
 /// $6 most messages per endpoint in this process, $7 how many it holds for each of $5 (a worker that claims
 /// ahead for an endpoint that keeps up reports fewer, even below zero, which raises that endpoint's quota),
 /// $8 owners whose per-owner cap this process has in flight (their endpoints are passed over)
-/// → id, endpoint_id, payload, attempts, url, secret, headers, owner_id. Endpoints disabled or held back
-/// (`blocked_until` after $3) are passed over.
+/// → id, endpoint_id, payload, attempts, url, signing keys, headers, owner_id. The signing keys are the
+/// endpoint's keys unexpired at $3, newest first, as `id secret id secret …` (ids and stored secrets hold no
+/// space). Endpoints disabled or held back (`blocked_until` after $3) are passed over.
 ///
 /// Driven by endpoints, not by a global scan of the due index: a skip scan of the per-endpoint queue index
 /// lists the endpoints with pending work (one index probe each), endpoints at their quota in this process are
@@ -167,7 +174,11 @@ WHERE o.id = ANY (ARRAY(SELECT due.id FROM due)) AND e.id = o.endpoint_id
 RETURNING o.id, o.endpoint_id,
     CASE WHEN o.event_id IS NULL THEN o.payload
          ELSE (SELECT ev.payload FROM webhooks_dispatch_events AS ev WHERE ev.id = o.event_id) END,
-    o.attempts, e.url, e.secret, e.headers, e.owner_id"
+    o.attempts, e.url,
+    (SELECT string_agg(k.id || ' ' || k.secret, ' ' ORDER BY k.created_at DESC, k.id DESC)
+     FROM webhooks_dispatch_endpoint_keys AS k
+     WHERE k.endpoint_id = o.endpoint_id AND (k.expires_at IS NULL OR k.expires_at > $3::timestamptz)),
+    e.headers, e.owner_id"
 );
 
 /// Records many attempts and moves their messages on, in one round trip. Parallel arrays, one element per
@@ -510,8 +521,11 @@ SELECT h.id, r.id IS NOT NULL FROM held AS h LEFT JOIN renewed AS r ON r.id = h.
 mod endpoints;
 /// Listing messages, newest first.
 mod history;
+/// Endpoint signing keys: rotation, expiry, listing, rekeying.
+mod keys;
 pub use endpoints::*;
 pub use history::*;
+pub use keys::*;
 
 /// The PostgreSQL statement set.
 pub const STATEMENTS: super::Statements = super::Statements {
@@ -547,4 +561,10 @@ pub const STATEMENTS: super::Statements = super::Statements {
     list_endpoint_messages: LIST_ENDPOINT_MESSAGES,
     list_event_messages: LIST_EVENT_MESSAGES,
     renew_leases: RENEW_LEASES,
+    rotate_key: ROTATE_KEY,
+    expire_previous_keys: EXPIRE_PREVIOUS_KEYS,
+    select_endpoint_keys: SELECT_ENDPOINT_KEYS,
+    select_owner_keys: SELECT_OWNER_KEYS,
+    select_keys_to_rekey: SELECT_KEYS_TO_REKEY,
+    update_key_secrets: UPDATE_KEY_SECRETS,
 };

@@ -36,8 +36,10 @@ macro_rules! endpoint_columns {
 /// See [`super::postgres::INSERT_ENDPOINT`].
 pub const INSERT_ENDPOINT: &str = "\
 INSERT INTO webhooks_dispatch_endpoints
-    (id, owner_id, url, secret, event_types, created_at, description, metadata, headers)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    (id, owner_id, url, event_types, created_at, description, metadata, headers)
+VALUES ($1, $2, $3, $5, $6, $7, $8, $9);
+INSERT INTO webhooks_dispatch_endpoint_keys (id, endpoint_id, algorithm, secret, public_key, created_at, expires_at)
+VALUES ($4, $1, $10, $11, $12, $6, NULL)";
 
 /// See [`super::postgres::SELECT_ENDPOINT`].
 pub const SELECT_ENDPOINT: &str = concat!(
@@ -188,7 +190,9 @@ RETURNING id, endpoint_id,
     END,
     attempts,
     (SELECT ep.url FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
-    (SELECT ep.secret FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
+    (SELECT group_concat(k.id || ' ' || k.secret, ' ' ORDER BY k.created_at DESC, k.id DESC)
+     FROM webhooks_dispatch_endpoint_keys AS k
+     WHERE k.endpoint_id = webhooks_dispatch_outbox.endpoint_id AND (k.expires_at IS NULL OR k.expires_at > $3)),
     (SELECT ep.headers FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id),
     (SELECT ep.owner_id FROM webhooks_dispatch_endpoints AS ep WHERE ep.id = webhooks_dispatch_outbox.endpoint_id)";
 
@@ -389,6 +393,8 @@ UPDATE webhooks_dispatch_outbox
 SET status = 'dead', dead_reason = 'endpoint_deleted', lease_token = NULL, lease_expires_at = NULL, updated_at = $2
 WHERE endpoint_id = $1 AND status = 'pending'
   AND EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints WHERE id = $1 AND deleted_at IS NULL);
+DELETE FROM webhooks_dispatch_endpoint_keys
+WHERE endpoint_id = $1 AND EXISTS (SELECT 1 FROM webhooks_dispatch_endpoints WHERE id = $1 AND deleted_at IS NULL);
 UPDATE webhooks_dispatch_endpoints
 SET deleted_at = $2, status = 'disabled', disabled_reason = COALESCE(disabled_reason, 'manual'),
     disabled_at = COALESCE(disabled_at, $2)
@@ -544,6 +550,10 @@ WHERE webhooks_dispatch_outbox.id = held.id AND webhooks_dispatch_outbox.lease_t
   AND webhooks_dispatch_outbox.status = 'pending'
 RETURNING webhooks_dispatch_outbox.id, 1";
 
+/// Endpoint signing keys: rotation, expiry, listing, rekeying.
+mod keys;
+pub use keys::*;
+
 /// The SQLite statement set. No NOTIFY: workers share the process with dispatchers and are woken in memory.
 pub const STATEMENTS: super::Statements = super::Statements {
     create_migrations_table: CREATE_MIGRATIONS_TABLE,
@@ -578,4 +588,10 @@ pub const STATEMENTS: super::Statements = super::Statements {
     list_endpoint_messages: LIST_ENDPOINT_MESSAGES,
     list_event_messages: LIST_EVENT_MESSAGES,
     renew_leases: RENEW_LEASES,
+    rotate_key: ROTATE_KEY,
+    expire_previous_keys: EXPIRE_PREVIOUS_KEYS,
+    select_endpoint_keys: SELECT_ENDPOINT_KEYS,
+    select_owner_keys: SELECT_OWNER_KEYS,
+    select_keys_to_rekey: SELECT_KEYS_TO_REKEY,
+    update_key_secrets: UPDATE_KEY_SECRETS,
 };

@@ -33,7 +33,7 @@ async fn endpoint(ctx: &Ctx, d: &D, owner: &str, types: &[&str]) -> (String, End
         input = input.event_types(types.iter().copied());
     }
     let ep = d.register_endpoint(input).await.expect("register");
-    (ep.id, ep.secret)
+    (ep.id, ep.secret.expect("an HMAC endpoint"))
 }
 
 async fn count(ctx: &Ctx, sql: &'static str) -> i64 {

@@ -21,6 +21,8 @@ mod faults;
 mod hardening;
 /// What was sent: listing messages by endpoint, event, state and time, newest first, a page at a time.
 mod history;
+/// Signing keys: rotation, ed25519, the key set, encryption at rest and rekeying.
+mod keys;
 /// Short worker leases kept alive by renewal: slow attempts never taken over, a crashed worker's taken within
 /// about one lease.
 mod leases;

@@ -79,9 +79,10 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
         .register_endpoint(NewEndpoint::new("o", ctx.url()))
         .await
         .unwrap();
-    let secret = registered.secret.expose().to_owned();
+    let shown = registered.secret.clone().expect("an HMAC endpoint");
+    let secret = shown.expose().to_owned();
     let forms = SecretForms::of(&secret);
-    let mut texts = vec![format!("{registered:?}"), format!("{}", registered.secret)];
+    let mut texts = vec![format!("{registered:?}"), format!("{shown}")];
 
     let echo = |status| Reply::Status {
         status,
@@ -137,7 +138,10 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
         texts.push(err.to_string());
         texts.push(format!("{err:?}"));
     }
-    // Every row except the endpoint's own secret column, which must hold the key to sign with.
+    // Every column of every row, the keys' included: sealed by the key ring, they hold no form of the
+    // secret (encryption at rest); nor does the ring's Debug.
+    texts.push(format!("{:?}", ctx.ring));
+    texts.push(format!("{:?}", d.endpoint_keys(&registered.id).await.unwrap()));
     for sql in ROWS {
         for row in ctx.exec.query(sql, &[]).await.unwrap() {
             texts.push(format!("{row:?}"));
@@ -164,9 +168,10 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
 
 const ATTEMPT_COUNT: &str = "SELECT count(*) FROM webhooks_dispatch_attempts";
 
-/// Every column of every row, the endpoint's secret column excepted.
-const ROWS: [&str; 3] = [
+/// Every column of every row.
+const ROWS: [&str; 4] = [
     "SELECT * FROM webhooks_dispatch_attempts",
     "SELECT * FROM webhooks_dispatch_outbox",
-    "SELECT id, owner_id, url, event_types, created_at FROM webhooks_dispatch_endpoints",
+    "SELECT * FROM webhooks_dispatch_endpoints",
+    "SELECT * FROM webhooks_dispatch_endpoint_keys",
 ];

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use webhooks_dispatch::keyring::{KeyRing, MasterKey};
 use webhooks_dispatch::ssrf::StaticResolver;
 use webhooks_dispatch::store::rusqlite::SqliteExecutor;
 use webhooks_dispatch::store::sqlx::SqlxListener;
@@ -273,6 +274,18 @@ pub struct Ctx {
     pub ca: TestCa,
     pub receiver: Receiver,
     pub resolver: StaticResolver,
+    /// The key ring sealing the test's endpoint keys: every test runs with secrets encrypted at rest, as a
+    /// production dispatcher should.
+    pub ring: Arc<KeyRing>,
+    /// Its one master key, as `id:base64` text (for tests that move to another).
+    pub master_key: String,
+}
+
+/// A key ring with one fresh master key, and that key's text.
+pub fn test_ring() -> (Arc<KeyRing>, String) {
+    let key = MasterKey::generate("test").expect("master key");
+    let text = key.encoded();
+    (Arc::new(KeyRing::new(key)), text.to_string())
 }
 
 pub const RECEIVER_HOST: &str = "receiver.test";
@@ -286,12 +299,15 @@ impl Ctx {
             .expect("receiver");
         let resolver = StaticResolver::new();
         resolver.insert(RECEIVER_HOST, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let (ring, master_key) = test_ring();
         let ctx = Ctx {
             exec,
             db_url,
             ca,
             receiver,
             resolver,
+            ring,
+            master_key,
         };
         ctx.dispatcher().migrate().await.expect("migrate");
         ctx
@@ -309,6 +325,7 @@ impl Ctx {
             .allow_net("127.0.0.1/32".parse().unwrap())
             .root_certificates(self.ca.root_store())
             .attempt_timeout(Duration::from_secs(5))
+            .secret_cipher(self.ring.clone())
     }
 
     pub fn dispatcher(&self) -> Dispatcher<Exec> {
@@ -326,7 +343,7 @@ impl Ctx {
             .register_endpoint(NewEndpoint::new("owner_1", self.url()))
             .await
             .expect("register");
-        (ep.id, ep.secret.expose().to_owned())
+        (ep.id, ep.secret.expect("an HMAC endpoint").expose().to_owned())
     }
 
     /// Runs one statement directly (for assertions on raw table contents).

@@ -60,6 +60,7 @@ pub(super) const POSTGRES: &[Migration] = &[
     postgres!(3, "0003_events_and_endpoint_status"),
     postgres!(4, "0004_endpoint_lifecycle"),
     postgres!(5, "0005_endpoint_hold_back"),
+    postgres!(6, "0006_endpoint_keys"),
 ];
 
 /// SQLite's migrations: the same versions and names as [`POSTGRES`].
@@ -69,6 +70,7 @@ pub(super) const SQLITE: &[Migration] = &[
     sqlite!(3, "0003_events_and_endpoint_status"),
     sqlite!(4, "0004_endpoint_lifecycle"),
     sqlite!(5, "0005_endpoint_hold_back"),
+    sqlite!(6, "0006_endpoint_keys"),
 ];
 
 #[cfg(test)]

@@ -78,6 +78,9 @@ WITH ep AS (
         updated_at = $2::timestamptz
     WHERE o.endpoint_id = $1::text AND o.status = 'pending' AND EXISTS (SELECT 1 FROM ep)
     RETURNING o.id
+), destroyed AS (
+    -- A deleted endpoint signs nothing again, so its keys' secrets are destroyed rather than kept.
+    DELETE FROM webhooks_dispatch_endpoint_keys AS k WHERE k.endpoint_id = $1::text AND EXISTS (SELECT 1 FROM ep)
 )
 SELECT id, owner_id, (SELECT count(*) FROM ended)::int8 FROM ep";
 

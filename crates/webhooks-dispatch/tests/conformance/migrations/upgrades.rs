@@ -19,6 +19,7 @@ conformance!(
     upgrade_from_schema_2_keeps_every_row_makes_endpoints_active_and_fans_out,
     upgrade_from_schema_3_keeps_every_row_and_status_and_adds_the_lifecycle_columns,
     upgrade_from_schema_4_keeps_every_row_and_starts_every_endpoint_unheld,
+    upgrade_from_schema_5_makes_each_secret_the_current_key_that_signs_and_rekey_seals_it,
 );
 
 /// The executor of an earlier release, which knew only the first `known` migrations.
@@ -326,4 +327,54 @@ async fn upgrade_from_schema_4_keeps_every_row_and_starts_every_endpoint_unheld(
         .message_id;
     assert_eq!(d.deliver_due(DeliverDue::default()).await.unwrap().attempted, 0);
     assert_eq!(d.message(&new).await.unwrap().attempts, 0);
+}
+
+// 0006 (endpoint keys) on a database made by the release before it: every row stays (each endpoint's secret
+// now its one current key, still plaintext), what was pending is delivered signed with the old secrets,
+// `rekey` seals every key, and the old endpoints rotate like new ones.
+async fn upgrade_from_schema_5_makes_each_secret_the_current_key_that_signs_and_rekey_seals_it(
+    engine: Engine,
+) {
+    let ctx = made_by_release(engine, 5).await;
+    let endpoints = seed_old_rows(&ctx, engine).await;
+    let exec = ctx.exec.as_ref();
+    let before = dump(exec).await;
+
+    let d = upgraded_keeping(&ctx, &before).await;
+    for (id, _) in &endpoints {
+        let keys = d.endpoint_keys(id).await.expect("keys of an old endpoint");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            keys[0].algorithm,
+            webhooks_dispatch::signing::SignatureScheme::HmacSha256
+        );
+        assert_eq!(keys[0].not_before, d.endpoint(id).await.unwrap().created_at);
+        assert_eq!(keys[0].not_after, None);
+    }
+    let delivered = delivered_in(&d, DUE.len() + 1).await;
+    assert_eq!(delivered, DUE.len() as u64, "what the old release left due");
+    for got in ctx.receiver.received() {
+        let due = DUE
+            .iter()
+            .find(|m| got.headers["webhook-id"] == m.id)
+            .expect("an old message");
+        let header = |name: &str| got.headers.get(name).and_then(|v| v.to_str().ok());
+        verify(&endpoints[due.endpoint].1, header, &got.body).expect("signed with its old secret");
+    }
+
+    let report = d.rekey(None).await.expect("rekey");
+    assert_eq!((report.examined, report.resealed), (2, 2));
+    let sealed = rows(
+        exec,
+        "SELECT count(*) FROM webhooks_dispatch_endpoint_keys WHERE secret LIKE 'wdenc1.%'",
+        &[],
+    )
+    .await;
+    assert_eq!(sealed[0].int(0).unwrap(), 2, "every key sealed");
+    let rotated = d
+        .rotate_secret(endpoints[0].0, webhooks_dispatch::RotateSecret::default())
+        .await
+        .expect("rotate an old endpoint");
+    assert!(rotated.secret.is_some());
+    assert_eq!(d.endpoint_keys(endpoints[0].0).await.unwrap().len(), 2);
 }
