@@ -9,16 +9,21 @@
 //! ```no_run
 //! # #[cfg(feature = "sqlx")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use webhooks_dispatch::{DeliverDue, Dispatcher, NewEndpoint, NewMessage};
+//! use std::sync::Arc;
+//! use webhooks_dispatch::{DeliverDue, Dispatcher, KeyRing, NewEndpoint, NewMessage};
 //!
 //! let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
-//! let dispatcher = Dispatcher::new(pool); // no I/O, cannot fail
+//! // Endpoint secrets are sealed at rest under this master key ("id:base64 of 32 bytes").
+//! let ring = KeyRing::parse(&std::env::var("WEBHOOKS_DISPATCH_MASTER_KEYS")?)?;
+//! let dispatcher = Dispatcher::builder(pool).secret_cipher(Arc::new(ring)).build(); // no I/O, cannot fail
 //! dispatcher.migrate().await?;
 //!
 //! let endpoint = dispatcher
 //!     .register_endpoint(NewEndpoint::new("customer_42", "https://example.com/webhooks"))
 //!     .await?;
-//! println!("give this secret to the customer once: {}", endpoint.secret.expose());
+//! if let Some(secret) = &endpoint.secret {
+//!     println!("give this secret to the customer once: {}", secret.expose());
+//! }
 //!
 //! let sent = dispatcher
 //!     .dispatch(NewMessage::new(&endpoint.id, "invoice.paid", serde_json::json!({"invoice": 1})))

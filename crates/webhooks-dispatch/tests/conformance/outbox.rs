@@ -8,7 +8,7 @@ use crate::conformance;
 use crate::support::{CountingExecutor, Ctx, Engine};
 
 conformance!(
-    migrate_is_idempotent_and_creates_exactly_its_six_tables,
+    migrate_is_idempotent_and_creates_exactly_its_seven_tables,
     invariant2_dispatch_only_writes_the_outbox,
     invariant5_same_idempotency_key_yields_one_outbox_row,
     invariant5_webhook_id_is_stable_across_attempts,
@@ -25,7 +25,7 @@ const TABLES_POSTGRES: &str = "SELECT table_name::text FROM information_schema.t
                                WHERE table_schema = current_schema() ORDER BY 1";
 const TABLES_SQLITE: &str = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1";
 
-async fn migrate_is_idempotent_and_creates_exactly_its_six_tables(engine: Engine) {
+async fn migrate_is_idempotent_and_creates_exactly_its_seven_tables(engine: Engine) {
     let ctx = Ctx::new(engine).await; // migrated once already
     let d = ctx.dispatcher();
     let (a, b) = tokio::join!(d.migrate(), d.migrate());
@@ -41,6 +41,7 @@ async fn migrate_is_idempotent_and_creates_exactly_its_six_tables(engine: Engine
         names,
         [
             "webhooks_dispatch_attempts",
+            "webhooks_dispatch_endpoint_keys",
             "webhooks_dispatch_endpoints",
             "webhooks_dispatch_event_skips",
             "webhooks_dispatch_events",

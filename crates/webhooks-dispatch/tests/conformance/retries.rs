@@ -425,6 +425,7 @@ async fn endpoint_backoff_follows_timeouts_tls_and_dns_failures(engine: Engine) 
         .root_certificates(ctx.ca.root_store())
         .attempt_timeout(Duration::from_millis(500))
         .per_endpoint_concurrency(1)
+        .secret_cipher(ctx.ring.clone())
         .build();
     let mut queues = Vec::new();
     for (ep, _) in &cases {
