@@ -198,10 +198,12 @@ RETURNING o.id, o.endpoint_id,
 /// call (measured: 335 ms per completion over 1,000,000 finished rows, against 4 ms); each row is reached
 /// by its primary key instead. The attempt number comes from
 /// the row itself and is unique per message by the primary key.
-/// Endpoint backoff: when an endpoint could not be reached (connection, TLS or DNS failure, timeout), its
-/// other unclaimed pending messages are moved to that retry time too, so a down endpoint costs one attempt
-/// per backoff step rather than one timeout per queued message — and its backlog leaves the head of the due
-/// index, which every claim would otherwise scan past.
+/// Endpoint backoff: when an endpoint could not be reached (connection, TLS or DNS failure, timeout), the
+/// endpoint itself waits for that attempt's retry time (`blocked_until`, which every claim honours, for new
+/// messages too), so a down endpoint costs one attempt per backoff step rather than one timeout per queued
+/// message. One endpoint row is written, however long its queue: moving each waiting message instead cost
+/// a write per message (10,000 rows for a tarpit tenant's first wave of timeouts) and left their old index
+/// entries for every claim to step over.
 /// Holding back: every retried attempt (a timeout, no connection, 408, 429 or 5xx) counts against its
 /// endpoint until one is delivered; from $11 in a row on, the endpoint's `blocked_until` moves to the last
 /// attempt plus $12 ms doubled per failure beyond $11, at most $13 ms (or a 429's own Retry-After, if later),
@@ -221,33 +223,13 @@ WITH input AS (
     WHERE o.id = i.id AND o.lease_token = i.lease_token AND o.status NOT IN ('delivered', 'dead')
     RETURNING o.id, o.endpoint_id, o.attempts, i.outcome, i.attempted_at, i.status_code, i.latency_ms,
               i.next_attempt_at, i.error
-), unreachable AS (
-    -- Endpoints that could not be reached at all (no HTTP status) and will be retried.
-    SELECT endpoint_id, max(next_attempt_at) AS until FROM done
-    WHERE outcome = 'retrying' AND status_code IS NULL
-    GROUP BY endpoint_id
-), backed_off AS (
-    -- Their other waiting messages wait for the same retry time instead of each timing out in turn. Leased
-    -- rows (including the ones `done` updates, which are leased in this statement's snapshot) are untouched.
-    -- Driven from each such endpoint into its own queue (LATERAL), so that with no unreachable endpoint
-    -- nothing is read.
-    UPDATE webhooks_dispatch_outbox AS p
-    SET next_attempt_at = w.until
-    FROM (
-        SELECT q.id, u.until FROM unreachable AS u CROSS JOIN LATERAL (
-            SELECT o.id FROM webhooks_dispatch_outbox AS o
-            WHERE o.endpoint_id = u.endpoint_id AND o.status = 'pending' AND o.lease_token IS NULL
-              AND o.next_attempt_at < u.until
-            ORDER BY o.endpoint_id, o.next_attempt_at, o.id
-        ) AS q
-    ) AS w
-    WHERE p.id = w.id
-    RETURNING p.id
 ), batch AS (
     -- Per endpoint of this batch: whether anything was delivered (which resets the failure clock), the first
-    -- failure (which starts it), the last message gone dead, and the first 410 when a 410 disables.
+    -- failure (which starts it), the last message gone dead, the first 410 when a 410 disables, and, when it
+    -- could not be reached at all (no HTTP status), the retry time its whole queue waits for.
     SELECT endpoint_id, bool_or(outcome = 'delivered') AS ok,
            count(*) FILTER (WHERE outcome = 'retrying') AS failed,
+           max(next_attempt_at) FILTER (WHERE outcome = 'retrying' AND status_code IS NULL) AS unreachable_until,
            max(next_attempt_at) FILTER (WHERE outcome = 'retrying' AND status_code = 429) AS asked_until,
            min(attempted_at) FILTER (WHERE outcome <> 'delivered') AS first_failure,
            max(attempted_at) FILTER (WHERE outcome = 'dead') AS dead_at,
@@ -276,8 +258,8 @@ WITH input AS (
         consecutive_failures = CASE WHEN h.ok THEN 0 ELSE least(ep.consecutive_failures + h.failed, 1000000) END,
         blocked_until = CASE
             WHEN h.ok THEN NULL
-            WHEN ep.consecutive_failures + h.failed < $11::int8 THEN ep.blocked_until
-            ELSE greatest(ep.blocked_until, h.asked_until, h.at + interval '1 millisecond'
+            WHEN ep.consecutive_failures + h.failed < $11::int8 THEN greatest(ep.blocked_until, h.unreachable_until)
+            ELSE greatest(ep.blocked_until, h.unreachable_until, h.asked_until, h.at + interval '1 millisecond'
                  * least($13::int8, $12::int8 << least(ep.consecutive_failures + h.failed - $11::int8, 40)::int4))
             END,
         status = CASE WHEN h.why IS NULL THEN ep.status ELSE 'disabled' END,

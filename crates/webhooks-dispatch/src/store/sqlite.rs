@@ -207,6 +207,8 @@ macro_rules! health_of_batch {
     SELECT m.endpoint_id, max(a.outcome = 'delivered') AS ok,
            sum(a.outcome = 'retrying') AS failed,
            max(CASE WHEN a.outcome = 'retrying' AND a.status_code = 429 THEN a.next_attempt_at END) AS asked_until,
+           max(CASE WHEN a.outcome = 'retrying' AND a.status_code IS NULL THEN a.next_attempt_at END)
+               AS unreachable_until,
            min(CASE WHEN a.outcome <> 'delivered' THEN a.attempted_at END) AS first_failure,
            max(CASE WHEN a.outcome = 'dead' THEN a.attempted_at END) AS dead_at,
            min(CASE WHEN $9 AND a.outcome = 'dead' AND a.status_code = 410 THEN a.attempted_at END) AS gone_at,
@@ -220,10 +222,9 @@ macro_rules! health_of_batch {
 }
 
 /// See [`super::postgres::COMPLETE_ATTEMPTS`]. Insert the attempts of rows whose lease still matches (their
-/// ids are the result), move those rows on, back off unreachable endpoints' other waiting messages, disable
-/// the endpoints that are gone or failing (reported), and move the others' failure clocks; all in the
-/// adapter's one transaction. (The third statement runs after the second has cleared the leases of
-/// the recorded rows; a recorded retry's own time is the backoff time, so pushing it again changes nothing.)
+/// ids are the result), move those rows on, disable the endpoints that are gone or failing (reported), and
+/// move the others' failure clocks and holds (an unreachable endpoint waits for its retry time); all in the
+/// adapter's one transaction.
 pub const COMPLETE_ATTEMPTS: &str = concat!("\
 WITH input AS (
     SELECT value ->> 0 AS id, value ->> 1 AS lease_token, value ->> 2 AS outcome, value ->> 3 AS attempted_at,
@@ -252,20 +253,6 @@ FROM input
 WHERE webhooks_dispatch_outbox.id = input.id
   AND webhooks_dispatch_outbox.lease_token = input.lease_token
   AND webhooks_dispatch_outbox.status = 'pending';
-WITH input AS (
-    SELECT value ->> 0 AS id, value ->> 2 AS outcome, value ->> 4 AS status_code, value ->> 6 AS next_attempt_at
-    FROM json_each($zip_1_2_3_4_5_6_7_8)
-), unreachable AS (
-    SELECT m.endpoint_id, max(input.next_attempt_at) AS until
-    FROM input JOIN webhooks_dispatch_outbox AS m ON m.id = input.id
-    WHERE input.outcome = 'retrying' AND input.status_code IS NULL
-    GROUP BY m.endpoint_id
-)
-UPDATE webhooks_dispatch_outbox SET next_attempt_at = unreachable.until
-FROM unreachable
-WHERE webhooks_dispatch_outbox.endpoint_id = unreachable.endpoint_id
-  AND webhooks_dispatch_outbox.status = 'pending' AND webhooks_dispatch_outbox.lease_token IS NULL
-  AND webhooks_dispatch_outbox.next_attempt_at < unreachable.until;
 ", health_of_batch!(), ", verdict AS (
     SELECT h.endpoint_id, COALESCE(h.gone_at, h.at) AS at, CASE
         WHEN h.gone_at IS NOT NULL THEN 'gone'
@@ -289,8 +276,9 @@ SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(failing_since, h.firs
     -- SQLite's scalar max() is NULL if any argument is: each possibly-NULL time is defaulted to 0 (1970).
     blocked_until = CASE
         WHEN h.ok THEN NULL
-        WHEN consecutive_failures + h.failed < $11 THEN blocked_until
-        ELSE max(COALESCE(blocked_until, 0), COALESCE(h.asked_until, 0), h.at + 1000
+        WHEN consecutive_failures + h.failed < $11 AND h.unreachable_until IS NULL THEN blocked_until
+        WHEN consecutive_failures + h.failed < $11 THEN max(COALESCE(blocked_until, 0), h.unreachable_until)
+        ELSE max(COALESCE(blocked_until, 0), COALESCE(h.unreachable_until, 0), COALESCE(h.asked_until, 0), h.at + 1000
                  * min($13, $12 << min(consecutive_failures + h.failed - $11, 40)))
         END
 FROM health AS h

@@ -205,8 +205,14 @@ async fn hostile_endpoint_trickling_headers_is_cut_off_by_the_absolute_deadline(
     assert_eq!(a.error.as_deref(), Some("attempt timed out"));
     assert_eq!(a.status_code, None);
 
+    // Another endpoint: the first one now waits for its retry time, new messages included.
+    let (other, _) = ctx.endpoint(&d).await;
     ctx.receiver.set_default_reply(Reply::Hang);
-    let id = d.dispatch(NewMessage::new(&ep, "a", 2)).await.unwrap().message_id;
+    let id = d
+        .dispatch(NewMessage::new(&other, "a", 2))
+        .await
+        .unwrap()
+        .message_id;
     let r = tokio::time::timeout(Duration::from_secs(10), d.deliver_due(DeliverDue::default()))
         .await
         .expect("a hanging endpoint held the attempt past its deadline")
