@@ -13,7 +13,6 @@ use crate::endpoint::{
 };
 use crate::error::{DispatchError, StorageError};
 use crate::id;
-use crate::keys::EndpointKey;
 use crate::message::{Message, MAX_KEY_CHARS};
 use crate::observe::LifecycleEvent;
 use crate::signing::SigningSecret;
@@ -197,17 +196,7 @@ impl<E: Executor> Dispatcher<E> {
                 endpoint_id: &id,
                 owner_id: &owner_id,
             });
-        let key = EndpointKey {
-            id: key_id,
-            algorithm: signing.scheme(),
-            public_key: public_key.map(|k| k.as_str().to_owned()),
-            not_before: now,
-            not_after: None,
-        };
-        let secret = match signing {
-            SigningSecret::Hmac(secret) => Some(secret),
-            _ => None,
-        };
+        let (key, secret) = crate::keys::current_key(key_id, signing, now);
         Ok(RegisteredEndpoint { id, secret, key })
     }
 

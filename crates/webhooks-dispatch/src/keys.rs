@@ -169,17 +169,7 @@ impl<E: Executor> Dispatcher<E> {
         if rows.is_empty() {
             return Err(DispatchError::UnknownEndpoint);
         }
-        let key = EndpointKey {
-            id: key_id,
-            algorithm: new.scheme(),
-            public_key: public_key.map(|k| k.as_str().to_owned()),
-            not_before: now,
-            not_after: None,
-        };
-        let secret = match new {
-            SigningSecret::Hmac(secret) => Some(secret),
-            _ => None,
-        };
+        let (key, secret) = current_key(key_id, new, now);
         Ok(RotatedSecret { key, secret })
     }
 
@@ -310,6 +300,27 @@ impl<E: Executor> Dispatcher<E> {
     fn cipher(&self) -> Option<&dyn SecretCipher> {
         self.settings().cipher.as_deref()
     }
+}
+
+/// A key just stored as the endpoint's current one (from `now` on, no end), and its secret when that may be
+/// shown (HMAC: once, to the endpoint's owner; an ed25519 signing key never leaves the sender).
+pub(crate) fn current_key(
+    id: String,
+    secret: SigningSecret,
+    now: DateTime<Utc>,
+) -> (EndpointKey, Option<EndpointSecret>) {
+    let key = EndpointKey {
+        id,
+        algorithm: secret.scheme(),
+        public_key: secret.public_key().map(|k| k.as_str().to_owned()),
+        not_before: now,
+        not_after: None,
+    };
+    let shown = match secret {
+        SigningSecret::Hmac(secret) => Some(secret),
+        _ => None,
+    };
+    (key, shown)
 }
 
 /// `t` as every engine stores it (to the microsecond), so a key returned by a call equals the key read back.
