@@ -54,8 +54,11 @@ impl Service {
         let scratch = tempfile::tempdir()?;
         let ca_file = scratch.path().join("ca.pem");
         std::fs::write(&ca_file, pem(&env.ca.cert_der()))?;
+        // Secrets sealed as in production; a key of its own, since a run's database is thrown away with it.
+        let master_key = webhooks_dispatch::keyring::MasterKey::generate("bench")?;
         let config = Config::resolve(RawSettings {
             database_url: Some(database_url),
+            master_keys: Some(master_key.encoded().to_string()),
             api_keys: Some(vec![API_KEY.to_owned()]),
             allow_net: Some(vec!["127.0.0.1/32".to_owned()]),
             ca_file: Some(ca_file),

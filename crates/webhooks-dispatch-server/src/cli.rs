@@ -1,23 +1,25 @@
 //! The command line: `serve`, `worker`, `migrate`, and client conveniences
-//! (`endpoint add|list|show|update|disable|enable|delete`,
-//! `send`, `event send`, `message list`, `attempts`, `verify`).
+//! (`endpoint add|list|show|update|disable|enable|delete|rotate-secret|expire-previous-secrets|keys`,
+//! `send`, `event send`, `message list`, `attempts`, `keys generate|add|rekey`, `verify`).
 //!
 //! The client commands talk to the database directly through the library, with the same `--database-url`
 //! as the service, not over HTTP: nothing to authenticate, and they work while the service is down.
 
-use std::io::Read;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::value::RawValue;
-use webhooks_dispatch::{verify, Attempt, EndpointSecret, ListMessages, MessageState, NewEvent, NewMessage};
+use webhooks_dispatch::{Attempt, ListMessages, MessageState, NewEvent, NewMessage};
 
 mod endpoint;
 mod generated_key;
+mod keys;
+mod verify;
 
 use endpoint::{endpoint_command, EndpointCommand};
+pub use keys::KeysCommand;
+pub use verify::VerifyArgs;
 
 use crate::config::{Config, RawSettings};
 use crate::{database, logging, server, Error};
@@ -27,9 +29,13 @@ const LONG_ABOUT: &str = "\
 Sends webhooks: signed (Standard Webhooks), retried, logged, SSRF-safe.
 
 `serve` runs the HTTP API and the delivery worker; `worker` runs deliveries only. The client commands
-(`endpoint`, `send`, `event`, `message`, `attempts`) use the database directly with the same --database-url
-— no HTTP and no API key, and they work while the service is down. `verify` checks a received webhook
-offline.
+(`endpoint`, `send`, `event`, `message`, `attempts`, `keys`) use the database directly with the same
+--database-url — no HTTP and no API key, and they work while the service is down. `verify` checks a
+received webhook offline.
+
+Endpoint secrets are sealed in the database under a master key ring (--master-keys or
+WEBHOOKS_DISPATCH_MASTER_KEYS, or a key file: --master-keys-file, by default with SQLite the database's
+path plus `.keys`, created on first start). Back the key file up with the database.
 
 Settings come from flags, then WEBHOOKS_DISPATCH_* environment variables, then the --config TOML file
 (same names in snake_case), then defaults. Exit status: 0 success, 1 failure or invalid signature, 2 usage.";
@@ -75,6 +81,9 @@ pub enum Command {
         /// The msg_… id.
         message_id: String,
     },
+    /// Master keys that seal endpoint secrets at rest: generate, add to the key file, rekey.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Check a received webhook's signature (no database). Exit 0 when valid, 1 when not.
     Verify(VerifyArgs),
 }
@@ -161,31 +170,15 @@ pub struct SendArgs {
     pub idempotency_key: Option<String>,
 }
 
-/// `verify …`: the three Standard Webhooks headers, the secret, and the body.
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// The endpoint's whsec_… secret. Prefer the environment variable: command lines are visible to others.
-    #[arg(long, env = "WEBHOOKS_DISPATCH_VERIFY_SECRET", hide_env_values = true)]
-    pub secret: String,
-    /// The webhook-id header.
-    #[arg(long)]
-    pub id: String,
-    /// The webhook-timestamp header (Unix seconds; accepted within 5 minutes of this machine's clock).
-    #[arg(long)]
-    pub timestamp: String,
-    /// The webhook-signature header (one or more space-separated v1,… values).
-    #[arg(long)]
-    pub signature: String,
-    /// File holding the exact request body; standard input when absent.
-    #[arg(long, value_name = "PATH")]
-    pub body_file: Option<PathBuf>,
-}
-
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     if let Command::Verify(args) = &cli.command {
         // Offline and configuration-free: a broken service configuration must not stop a receiver check.
-        return verify_command(args);
+        return verify::verify_command(args);
+    }
+    if let Command::Keys(KeysCommand::Generate { id }) = &cli.command {
+        // The same: a key for a configuration being written cannot depend on that configuration.
+        return keys::generate_command(id.as_deref());
     }
     let (config, generated) = match resolve(cli.settings, &cli.command) {
         Ok(resolved) => resolved,
@@ -228,7 +221,7 @@ fn resolve(
     Ok((config, generated))
 }
 
-fn fail(e: &Error) -> ExitCode {
+pub(crate) fn fail(e: &Error) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
 }
@@ -274,6 +267,7 @@ async fn execute(command: Command, config: Config) -> Result<(), Error> {
             print!("{}", attempts_table(&attempts));
             Ok(())
         }
+        Command::Keys(command) => keys::keys_command(command, &config).await,
         Command::Verify(_) => unreachable!("handled before configuration"),
     }
 }
@@ -347,8 +341,9 @@ fn json_arg(data: &str) -> Result<Box<RawValue>, Error> {
 
 /// A dispatcher for the client commands (no migration: they should not create tables as a side effect).
 pub(crate) async fn client(config: &Config) -> Result<server::ServiceDispatcher, Error> {
+    let config = server::with_key_ring(config)?;
     let db = database::open(&config.database_url, 2).await?;
-    server::dispatcher(config, db.executor, None)
+    server::dispatcher(&config, db.executor, None)
 }
 
 /// The attempt log as an aligned text table.
@@ -394,41 +389,4 @@ pub fn attempts_table(attempts: &[Attempt]) -> String {
         out.push_str("(no attempts yet)\n");
     }
     out
-}
-
-fn verify_command(args: &VerifyArgs) -> ExitCode {
-    let body = match &args.body_file {
-        Some(path) => std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e)),
-        None => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map(|_| buf)
-                .map_err(|e| Error::io("reading standard input", e))
-        }
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => return fail(&e),
-    };
-    let secret = match EndpointSecret::parse(args.secret.trim()) {
-        Ok(secret) => secret,
-        Err(e) => return fail(&Error::Input(format!("--secret: {e}"))),
-    };
-    let header = |name: &str| match name {
-        "webhook-id" => Some(args.id.as_str()),
-        "webhook-timestamp" => Some(args.timestamp.as_str()),
-        "webhook-signature" => Some(args.signature.as_str()),
-        _ => None,
-    };
-    match verify(&secret, header, &body) {
-        Ok(()) => {
-            println!("valid");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("invalid: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -5,7 +5,7 @@
 //! Precedence: flags > environment > file > defaults. Clap already folds flags over the environment, so
 //! resolving is one `or` per field ([`RawSettings::or`]) and one validation pass ([`Config::resolve`]).
 //!
-//! Secrets (API keys, the database password) never appear in `Debug` output, help text or error messages.
+//! Secrets (API keys, the database password, the master keys) never appear in `Debug` output, help text or error messages.
 
 use crate::listen::{
     ServerLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
@@ -25,10 +25,12 @@ use crate::Error;
 mod duration;
 mod fairness;
 mod file;
+pub mod keyring;
 mod resolve;
 
-pub use duration::parse_duration;
 use duration::{duration, MAX_DISABLE_FAILING_AFTER, MAX_SHORT};
+pub use duration::{parse_duration, parse_duration_or_zero};
+pub use keyring::KeySource;
 
 /// Default listen address: loopback only, so a fresh install is not reachable from the network by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -117,6 +119,29 @@ pub struct RawSettings {
         global = true
     )]
     pub api_key_file: Option<PathBuf>,
+
+    /// The master key ring that seals endpoint secrets at rest: `id:base64` keys (32 bytes each) separated
+    /// by commas or newlines, the first sealing, the others only opening. Prefer the environment variable or
+    /// a key file: command lines are visible to other users of the machine. `keys generate` prints a key.
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_MASTER_KEYS",
+        hide_env_values = true,
+        value_name = "RING",
+        global = true
+    )]
+    pub master_keys: Option<String>,
+
+    /// File (mode 0600) holding the master key ring, when `master_keys` is not given [default with SQLite:
+    /// the database file's path plus `.keys`, created with one generated key on first start; none with
+    /// PostgreSQL, which then needs one of the two].
+    #[arg(
+        long,
+        env = "WEBHOOKS_DISPATCH_MASTER_KEYS_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub master_keys_file: Option<PathBuf>,
 
     /// Serve the API without authentication. Only for local experiments; must be given explicitly (flag or
     /// environment), never from the file.
@@ -338,6 +363,8 @@ impl RawSettings {
             database_max_connections: self.database_max_connections.or(lower.database_max_connections),
             api_keys: self.api_keys.or(lower.api_keys),
             api_key_file: self.api_key_file.or(lower.api_key_file),
+            master_keys: self.master_keys.or(lower.master_keys),
+            master_keys_file: self.master_keys_file.or(lower.master_keys_file),
             insecure_no_auth: self.insecure_no_auth || lower.insecure_no_auth,
             concurrency: self.concurrency.or(lower.concurrency),
             per_endpoint_concurrency: self.per_endpoint_concurrency.or(lower.per_endpoint_concurrency),
@@ -378,7 +405,7 @@ impl RawSettings {
     }
 }
 
-// Hand-written so API keys and the database password can never reach a log through `{:?}`.
+// Hand-written so API keys, master keys and the database password can never reach a log through `{:?}`.
 impl fmt::Debug for RawSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawSettings")
@@ -389,6 +416,8 @@ impl fmt::Debug for RawSettings {
                 &self.database_url.as_deref().map(crate::database::redact_url),
             )
             .field("api_keys", &self.api_keys.as_ref().map(|k| ApiKeys(k.clone())))
+            .field("master_keys", &self.master_keys.as_ref().map(|_| "[redacted]"))
+            .field("master_keys_file", &self.master_keys_file)
             .field("insecure_no_auth", &self.insecure_no_auth)
             .finish_non_exhaustive()
     }
@@ -410,6 +439,11 @@ pub struct Config {
     pub api_key_file: Option<PathBuf>,
     /// Serve `/v1` without authentication.
     pub insecure_no_auth: bool,
+    /// Where the master keys sealing endpoint secrets come from.
+    pub master_keys: KeySource,
+    /// The key ring once read ([`Config::load_key_ring`]); `None` from [`Config::resolve`]. Embedders may set
+    /// it, as tests do.
+    pub key_ring: Option<Arc<webhooks_dispatch::keyring::KeyRing>>,
     /// Whether `serve` also runs the delivery worker (`serve --no-worker` turns it off).
     pub worker: bool,
     /// Deliveries in flight at once.

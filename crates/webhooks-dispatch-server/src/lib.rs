@@ -9,11 +9,13 @@
 //! webhooks-dispatch endpoint add --owner acme --url https://acme.example/hooks
 //! webhooks-dispatch send --endpoint ep_… --type invoice.paid --data '{"invoice": 7}'
 //! webhooks-dispatch attempts msg_…
+//! webhooks-dispatch endpoint rotate-secret ep_… --grace 24h               # old and new secret both sign
 //! ```
 //!
 //! ## Layout
 //! - [`cli`]: argument parsing and the client commands; the binary (`src/main.rs`) only calls [`cli::run`].
-//! - [`config`]: settings in two stages, raw (flags > env > file) then resolved and validated.
+//! - [`config`]: settings in two stages, raw (flags > env > file) then resolved and validated; the master
+//!   key ring that seals endpoint secrets at rest ([`config::keyring`]).
 //! - [`server`]: [`run`] (API + worker on a bound listener until a shutdown future completes),
 //!   [`run_worker`], migration, and configuration → `Dispatcher`/`Worker` wiring.
 //! - [`database`]: the one place that picks the storage engine from the URL.
@@ -37,6 +39,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod operational;
+mod private_file;
 pub mod server;
 
 pub use config::Config;

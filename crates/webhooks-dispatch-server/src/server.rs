@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use webhooks_dispatch::keyring::SecretCipher;
 use webhooks_dispatch::rustls::pki_types::pem::PemObject;
 use webhooks_dispatch::rustls::pki_types::CertificateDer;
 use webhooks_dispatch::rustls::RootCertStore;
@@ -32,13 +33,16 @@ pub type ServiceDispatcher = Dispatcher<Arc<dyn Executor>>;
 /// same process, until `shutdown` completes. Then it stops accepting connections, lets in-flight requests
 /// finish, lets the worker finish or release its in-flight deliveries, and returns.
 ///
-/// Creates the tables first if needed (the migration is idempotent and safe to run concurrently).
+/// Creates the tables first if needed (the migration is idempotent and safe to run concurrently), then seals
+/// in the background every endpoint key not yet sealed under the current master key ([`spawn_rekey`]).
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.check_serve()?;
+    // Before the database: a missing or unreadable key ring is a configuration error, reported as one.
+    config.load_key_ring()?;
     let db = database::open(&config.database_url, config.database_max_connections).await?;
     let metrics = Arc::new(Metrics::with_backlog_refresh(config.metrics_refresh));
     // The API and the worker share this dispatcher: one configuration, one observer, and (on SQLite) the
@@ -46,6 +50,7 @@ pub async fn run(
     let (observer, inbox) = observer(&config, Some(metrics.clone()));
     let dispatcher = dispatcher(&config, db.executor.clone(), observer)?;
     dispatcher.migrate().await?;
+    let rekey = spawn_rekey(dispatcher.clone());
     let operational = inbox.map(|inbox| inbox.spawn(dispatcher.clone()));
 
     // One shutdown request fans out to the HTTP server and the worker.
@@ -98,6 +103,8 @@ pub async fn run(
     if let Some(worker) = worker {
         finish_worker(worker.await);
     }
+    // Interrupting it is safe: it is resumable, and the next start carries on where it stopped.
+    rekey.abort();
     // Last, so the events of the final deliveries and requests are still dispatched.
     if let Some(operational) = operational {
         operational.shutdown(config.shutdown_grace).await;
@@ -107,16 +114,19 @@ pub async fn run(
 }
 
 /// Runs only the delivery worker until `shutdown` completes (the `worker` command).
-pub async fn run_worker(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+pub async fn run_worker(mut config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+    config.load_key_ring()?;
     let db = database::open(&config.database_url, config.database_max_connections).await?;
     // A worker alone still sees dead messages and automatic disabling, so it forwards them too.
     let (observer, inbox) = observer(&config, None);
     let dispatcher = dispatcher(&config, db.executor.clone(), observer)?;
     dispatcher.migrate().await?;
+    let rekey = spawn_rekey(dispatcher.clone());
     let operational = inbox.map(|inbox| inbox.spawn(dispatcher.clone()));
     let worker = worker(&config, &db, dispatcher).await;
     tracing::info!("worker started");
     finish_worker(Ok::<_, std::convert::Infallible>(worker.run(shutdown).await));
+    rekey.abort();
     if let Some(operational) = operational {
         operational.shutdown(config.shutdown_grace).await;
     }
@@ -125,9 +135,41 @@ pub async fn run_worker(config: Config, shutdown: impl Future<Output = ()> + Sen
 
 /// Creates the tables if needed (the `migrate` command).
 pub async fn migrate(config: &Config) -> Result<(), Error> {
+    let config = with_key_ring(config)?;
     let db = database::open(&config.database_url, 1).await?;
-    dispatcher(config, db.executor, None)?.migrate().await?;
+    dispatcher(&config, db.executor, None)?.migrate().await?;
     Ok(())
+}
+
+/// `config` with its key ring read, before any database is opened: a missing or unreadable ring is a
+/// configuration error and should be reported as one, not hidden behind an unreachable database.
+pub(crate) fn with_key_ring(config: &Config) -> Result<Config, Error> {
+    let mut config = config.clone();
+    config.load_key_ring()?;
+    Ok(config)
+}
+
+/// Seals, in a background task, every endpoint key not sealed under the current master key: plaintext rows
+/// of databases from before encryption at rest, and rows of a master key since moved out of first place.
+/// In the background because it reads every key, and readiness must not wait on that; every process may run
+/// it at once (each row is replaced only if it still holds what was read). Logs counts, never a key.
+pub fn spawn_rekey(dispatcher: ServiceDispatcher) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match dispatcher.rekey(None).await {
+            Ok(report) => tracing::info!(
+                examined = report.examined,
+                resealed = report.resealed,
+                raced = report.raced,
+                "endpoint keys sealed under the current master key"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "sealing endpoint keys under the current master key failed; keys sealed under a master key \
+                 missing from the key ring cannot sign, so deliveries to their endpoints fail until it is \
+                 restored"
+            ),
+        }
+    })
 }
 
 /// The service's observer — `metrics`, the operational forwarder when `operational_owner` is set, or both
@@ -150,8 +192,9 @@ fn observer(config: &Config, metrics: Option<Arc<Metrics>>) -> (Option<Arc<dyn O
     (Some(Arc::new(Observers(observers))), Some(inbox))
 }
 
-/// A dispatcher configured from the settings: timeouts, concurrency, the SSRF allowlist and trusted CAs;
-/// `observer`, when given, hears of its dispatches, attempts and lifecycle changes.
+/// A dispatcher configured from the settings: timeouts, concurrency, the SSRF allowlist, trusted CAs and the
+/// key ring that seals endpoint secrets ([`Config::key_ring`]); `observer`, when given, hears of its
+/// dispatches, attempts and lifecycle changes.
 pub fn dispatcher(
     config: &Config,
     executor: Arc<dyn Executor>,
@@ -159,6 +202,7 @@ pub fn dispatcher(
 ) -> Result<ServiceDispatcher, Error> {
     // The API's dispatches share the pool and never run in a caller's transaction: group commit applies.
     let mut builder = Dispatcher::builder(executor)
+        .secret_cipher(config.key_ring()? as Arc<dyn SecretCipher>)
         .coalesce_dispatches()
         .attempt_timeout(config.attempt_timeout)
         .concurrency(config.concurrency)

@@ -94,7 +94,7 @@ async fn register_send_deliver_and_read_attempts(engine: Engine) {
 async fn every_v1_route_requires_a_valid_key(engine: Engine) {
     let server = TestServer::start(engine).await;
     for route in routes() {
-        let path = route.path.replace("{id}", "msg_x");
+        let path = route.path.replace("{id}", "msg_x").replace("{owner_id}", "acme");
         let body = (route.method == Method::POST).then(|| "{}".to_owned());
         for key in [None, Some("wrong-key-0123456789abcdef"), Some("")] {
             let mut req = build(route.method.clone(), &path, body.clone());

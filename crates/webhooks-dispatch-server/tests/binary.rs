@@ -13,7 +13,7 @@ use webhooks_dispatch_testkit::PasswordForms;
 
 use crate::engines;
 use crate::process::{command, field, run, service_command, Service, BIN};
-use crate::support::{authorize, bounded, eventually, get, send, Engine, Fixture, API_KEY};
+use crate::support::{authorize, bounded, eventually, get, master_key_text, send, Engine, Fixture, API_KEY};
 
 engines!(
     cli_serve_send_attempts_and_verify,
@@ -344,6 +344,8 @@ async fn bad_configuration_is_refused_at_start() {
         // Anything that gets as far as binding binds port 0, never the default 8080.
         let any_port = ("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0");
         let key = ("WEBHOOKS_DISPATCH_API_KEYS", API_KEY);
+        let ring = master_key_text();
+        let ring = ("WEBHOOKS_DISPATCH_MASTER_KEYS", ring.as_str());
         // Arguments, environment, and what stderr must say. None of these reaches a database.
         type Env<'a> = Vec<(&'a str, &'a str)>;
         let cases: Vec<(Vec<&str>, Env, &str)> = vec![
@@ -352,7 +354,7 @@ async fn bad_configuration_is_refused_at_start() {
             // The environment overrides the file: past `listen`, the next complaint is the database.
             (
                 vec!["--config", file, "serve"],
-                vec![no_db, key, any_port],
+                vec![no_db, key, any_port, ring],
                 "cannot connect to the database at postgres://app:redacted@127.0.0.1:",
             ),
             (
@@ -454,11 +456,13 @@ async fn generated_key_scenario() {
     // A file already there (with a mode others can read) is replaced, not reused.
     std::fs::write(&chosen, "planted\n").unwrap();
     let (_held, url) = refusing_database();
+    let ring = master_key_text();
     let serve = |extra: &[(&str, &str)]| {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .arg("serve")
             .env("WEBHOOKS_DISPATCH_DATABASE_URL", &url)
+            .env("WEBHOOKS_DISPATCH_MASTER_KEYS", &ring)
             .env("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")
             .envs(extra.iter().copied())
             .current_dir(dir.path());
@@ -545,6 +549,7 @@ async fn database_passwords_in_any_form_stay_out_of_stderr_and_logs() {
                     .args(args)
                     .env("WEBHOOKS_DISPATCH_DATABASE_URL", &database_url)
                     .env("WEBHOOKS_DISPATCH_API_KEYS", API_KEY)
+                    .env("WEBHOOKS_DISPATCH_MASTER_KEYS", master_key_text())
                     .env("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")
                     .env("WEBHOOKS_DISPATCH_LOG_FORMAT", "json")
                     .env("RUST_LOG", "trace")

@@ -81,6 +81,16 @@ pub struct AttemptRow {
     pub status_code: Option<i64>,
 }
 
+/// Every stored endpoint key as (key id, endpoint id, stored secret text), by key id.
+pub async fn stored_keys(db: &dyn Executor) -> Vec<(String, String, String)> {
+    let sql = "SELECT id, endpoint_id, secret FROM webhooks_dispatch_endpoint_keys ORDER BY id";
+    rows(db, sql, &[])
+        .await
+        .iter()
+        .map(|r| (r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap()))
+        .collect()
+}
+
 /// Every recorded attempt, by message and number.
 pub async fn attempts(db: &dyn Executor) -> Vec<AttemptRow> {
     let sql = "SELECT message_id, attempt_no, outcome, status_code FROM webhooks_dispatch_attempts \
@@ -97,13 +107,18 @@ pub async fn attempts(db: &dyn Executor) -> Vec<AttemptRow> {
         .collect()
 }
 
-/// The three tables, every row, each cell rendered as text and labelled `table.column`. Built from the
-/// catalogue, so a column added later is covered without touching this.
+/// The four tables holding endpoints, their keys, messages and attempts, every row, each cell rendered as
+/// text and labelled `table.column`. Built from the catalogue, so a column added later is covered without
+/// touching this.
 pub async fn dump(engine: Engine, db: &dyn Executor) -> Vec<(String, String)> {
-    let tables: [(&str, &'static str); 3] = [
+    let tables: [(&str, &'static str); 4] = [
         (
             "webhooks_dispatch_endpoints",
             "SELECT * FROM webhooks_dispatch_endpoints",
+        ),
+        (
+            "webhooks_dispatch_endpoint_keys",
+            "SELECT * FROM webhooks_dispatch_endpoint_keys",
         ),
         (
             "webhooks_dispatch_outbox",

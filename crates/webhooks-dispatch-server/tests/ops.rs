@@ -43,7 +43,8 @@ async fn readiness_is_503_while_the_tables_are_missing_and_liveness_stays_200(en
     db.batch_execute(
         "DROP TABLE webhooks_dispatch_attempts; DROP TABLE webhooks_dispatch_event_skips; \
          DROP TABLE webhooks_dispatch_outbox; DROP TABLE webhooks_dispatch_events; \
-         DROP TABLE webhooks_dispatch_endpoints; DROP TABLE webhooks_dispatch_migrations;",
+         DROP TABLE webhooks_dispatch_endpoint_keys; DROP TABLE webhooks_dispatch_endpoints; \
+         DROP TABLE webhooks_dispatch_migrations;",
     )
     .await
     .expect("drop the tables");

@@ -23,7 +23,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_webhooks-dispatch");
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A command for the binary with the fixture's settings in the environment — the way a deployment would
-/// pass them — and nothing inherited that could change them.
+/// pass them, the master key ring too (for PostgreSQL; SQLite's is the key file beside the database) — and
+/// nothing inherited that could change them.
 pub fn command(fixture: &Fixture) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
@@ -33,6 +34,9 @@ pub fn command(fixture: &Fixture) -> Command {
         .env("WEBHOOKS_DISPATCH_CA_FILE", fixture.ca_file())
         .env("WEBHOOKS_DISPATCH_DATABASE_MAX_CONNECTIONS", "4")
         .kill_on_drop(true);
+    if let Some(ring) = &fixture.master_keys {
+        cmd.env("WEBHOOKS_DISPATCH_MASTER_KEYS", ring);
+    }
     cmd
 }
 

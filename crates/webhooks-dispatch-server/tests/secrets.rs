@@ -1,6 +1,7 @@
-//! Invariant 7 on the service: an endpoint's secret is shown once, in the registration response, and
-//! never again — not in another response, not in a log line even at trace level, not in any stored row
-//! other than the one that must hold it.
+//! Invariant 7 on the service: an endpoint's secret is shown once, in the registration (or rotation)
+//! response, and never again — not in another response, not in a log line even at trace level, not in any
+//! stored row, where it is sealed under the master key. Nor does the master key appear anywhere: not in a
+//! log line, a response, a row, an error or the configuration's `Debug`.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -15,10 +16,30 @@ use webhooks_dispatch_testkit::SecretForms;
 
 use crate::db;
 use crate::engines;
-use crate::process::{service_command, Service};
-use crate::support::{authorize, build, call, eventually, send, set_header, Engine, Fixture, API_KEY};
+use crate::process::{run, service_command, Service, BIN};
+use crate::support::{
+    authorize, bounded, build, call, eventually, master_key_text, send, set_header, Engine, Fixture, API_KEY,
+};
 
 engines!(invariant7_endpoint_secret_is_in_no_response_log_line_or_row_but_its_own);
+
+/// Every form of every master key of the ring the service runs with: the fixture's (PostgreSQL), or the
+/// entries of the default key file beside the SQLite database.
+fn master_key_forms(fixture: &Fixture) -> Vec<SecretForms> {
+    let text = match &fixture.master_keys {
+        Some(ring) => ring.clone(),
+        None => std::fs::read_to_string(fixture.scratch.path().join("webhooks-dispatch.db.keys"))
+            .expect("the default key file"),
+    };
+    let entries: Vec<SecretForms> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(SecretForms::of)
+        .collect();
+    assert!(!entries.is_empty(), "no master key in {text:?}");
+    entries
+}
 
 /// A client that keeps every response body it received, so the test can check all of them at the end.
 struct Recorded {
@@ -65,13 +86,16 @@ async fn invariant7_endpoint_secret_is_in_no_response_log_line_or_row_but_its_ow
     assert_eq!(created.status, 201, "{}", created.text());
     let endpoint = created.json()["id"].as_str().unwrap().to_owned();
     let secret = created.json()["secret"].as_str().unwrap().to_owned();
-    let forms = SecretForms::of(&secret);
     let client = Recorded {
         addr,
         bodies: RefCell::new(Vec::new()),
     };
 
     deliver_each_outcome(&client, &fixture, &endpoint, &secret).await;
+    let rotated = rotate_and_deliver(&client, &fixture, &endpoint, &secret).await;
+    let mut forms = master_key_forms(&fixture);
+    forms.push(SecretForms::of(&secret));
+    forms.push(SecretForms::of(&rotated));
     client
         .expect(200, Method::GET, &format!("/v1/endpoints/{endpoint}"), None)
         .await;
@@ -86,15 +110,49 @@ async fn invariant7_endpoint_secret_is_in_no_response_log_line_or_row_but_its_ow
     assert!(status.success(), "{status:?}");
     // Otherwise the log check below would prove nothing about trace-level events.
     assert!(logs.contains(r#""level":"TRACE""#), "trace logging is not on");
-    forms.assert_absent("the service's logs", logs.as_bytes());
-    assert!(!logs.contains(API_KEY), "the API key is in the logs");
     let bodies = client.bodies.into_inner();
     assert!(bodies.len() >= 25, "{} responses", bodies.len());
-    for (label, body) in &bodies {
-        forms.assert_absent(&format!("the response to {label}"), body);
+    for forms in &forms {
+        forms.assert_absent("the service's logs", logs.as_bytes());
+        for (label, body) in &bodies {
+            forms.assert_absent(&format!("the response to {label}"), body);
+        }
     }
+    assert!(!logs.contains(API_KEY), "the API key is in the logs");
 
-    assert_absent_from_the_tables(engine, &fixture.database_url, &secret).await;
+    assert_absent_from_the_tables(engine, &fixture.database_url, &forms).await;
+}
+
+/// Rotates the endpoint's secret (the response, which must hold the new secret, is not recorded), reads its
+/// keys, and has one more message delivered, signed by both; returns the new secret.
+async fn rotate_and_deliver(client: &Recorded, fixture: &Fixture, endpoint: &str, old: &str) -> String {
+    let path = format!("/v1/endpoints/{endpoint}/rotate-secret");
+    let rotated = call(client.addr, Method::POST, &path, Some(json!({"grace": "1h"}))).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let new = rotated.json()["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let keys = client
+        .expect(200, Method::GET, &format!("/v1/endpoints/{endpoint}/keys"), None)
+        .await;
+    assert_eq!(keys["data"].as_array().unwrap().len(), 2, "{keys}");
+    let body = json!({"endpoint_id": endpoint, "event_type": "invoice.paid", "payload": {"n": 4}});
+    let sent = client.expect(201, Method::POST, "/v1/messages", Some(body)).await;
+    let id = sent["id"].as_str().unwrap().to_owned();
+    // Found by id: the first message's retry may arrive before or after it.
+    let got = eventually(
+        "the delivery after the rotation",
+        Duration::from_secs(30),
+        || async {
+            let received = fixture.receiver.received();
+            received
+                .into_iter()
+                .find(|r| r.headers["webhook-id"] == id.as_str())
+        },
+    )
+    .await;
+    let signatures = got.headers["webhook-signature"].to_str().unwrap().to_owned();
+    assert_eq!(signatures.split(' ').count(), 2, "old and new sign: {signatures}");
+    new
 }
 
 /// Three deliveries, one at a time: a retryable failure and a permanent one, both answering with the
@@ -141,9 +199,9 @@ async fn deliver_each_outcome(client: &Recorded, fixture: &Fixture, endpoint: &s
     }
 }
 
-/// Every cell of the three tables is free of the secret, except the one that must hold it.
-async fn assert_absent_from_the_tables(engine: Engine, url: &str, secret: &str) {
-    let forms = SecretForms::of(secret);
+/// Every cell of the four tables is free of every secret and master key; the keys' own column holds them
+/// sealed.
+async fn assert_absent_from_the_tables(engine: Engine, url: &str, forms: &[SecretForms]) {
     let db = db::open(url).await;
     let cells = db::dump(engine, &*db).await;
     let attempt_rows = cells
@@ -151,14 +209,16 @@ async fn assert_absent_from_the_tables(engine: Engine, url: &str, secret: &str) 
         .filter(|(c, _)| c == "webhooks_dispatch_attempts.message_id");
     // Three above, and perhaps the idempotency check's message by now.
     assert!(attempt_rows.count() >= 3, "the dump covers every attempt");
+    let sealed = cells
+        .iter()
+        .filter(|(c, _)| c == "webhooks_dispatch_endpoint_keys.secret")
+        .inspect(|(_, text)| assert!(text.starts_with("wdenc1."), "not sealed: {text:.8}…"))
+        .count();
+    assert_eq!(sealed, 2, "the two keys of the endpoint, sealed");
     for (column, text) in &cells {
-        // The one place the secret must live: the worker signs every attempt with it, and nothing else
-        // could give it back. Only that column of that table is exempt.
-        if column == "webhooks_dispatch_endpoints.secret" {
-            assert_eq!(text, secret);
-            continue;
+        for forms in forms {
+            forms.assert_absent(column, text.as_bytes());
         }
-        forms.assert_absent(column, text.as_bytes());
     }
 }
 
@@ -235,4 +295,88 @@ async fn provoke_every_error(client: &Recorded, endpoint: &str) {
         client.send("no content type".to_owned(), untyped).await.status,
         415
     );
+}
+
+/// A master key whose base64 decodes to 31 bytes: refused, and still key material not to print.
+fn short_key() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 31];
+    getrandom::fill(&mut bytes).unwrap();
+    format!("bad:{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+// Catches: a master key in the "starting" line (the configuration's Debug, at trace level too), quoted in
+// the error for a ring or key file that does not parse, or echoed on stderr by `keys generate` or by the
+// refusal of `keys add` (which prints the key to add on stdout, its one place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariant7_master_keys_stay_out_of_errors_logs_and_the_configuration_debug() {
+    bounded(
+        "secrets::invariant7_master_keys_stay_out_of_errors_logs_and_the_configuration_debug",
+        async {
+            let dir = tempfile::tempdir().unwrap();
+            let port = webhooks_dispatch_testkit::receiver::ClosedPort::bind([127, 0, 0, 1].into()).unwrap();
+            let refusing = format!("postgres://app@127.0.0.1:{}/x", port.port());
+            let b = webhooks_dispatch::keyring::MasterKey::generate("b").unwrap();
+            let (a, b, bad) = (master_key_text(), b.encoded().to_string(), short_key());
+            let key_file = dir.path().join("keys");
+            std::fs::write(&key_file, format!("{a}\n{bad}\n")).unwrap();
+            let key_file = key_file.to_str().unwrap().to_owned();
+            let ring = format!("{a},{b}");
+            let with_bad = format!("{a},{bad}");
+            // Arguments, environment, and what stderr must say.
+            type Env<'a> = Vec<(&'a str, &'a str)>;
+            let cases: [(&[&str], Env, &str); 5] = [
+                (
+                    &["serve"],
+                    vec![("WEBHOOKS_DISPATCH_MASTER_KEYS", &ring)],
+                    "cannot connect",
+                ),
+                (
+                    &["worker"],
+                    vec![("WEBHOOKS_DISPATCH_MASTER_KEYS", &with_bad)],
+                    "master_keys",
+                ),
+                (
+                    &["migrate"],
+                    vec![("WEBHOOKS_DISPATCH_MASTER_KEYS_FILE", &key_file)],
+                    &key_file,
+                ),
+                (
+                    &["keys", "add"],
+                    vec![("WEBHOOKS_DISPATCH_MASTER_KEYS", &ring)],
+                    "master_keys",
+                ),
+                (&["keys", "generate"], vec![], "A new master key"),
+            ];
+            let forms: Vec<SecretForms> = [&a, &b, &bad].into_iter().map(|k| SecretForms::of(k)).collect();
+            for (args, env, expected) in cases {
+                let mut cmd = tokio::process::Command::new(BIN);
+                cmd.env_clear()
+                    .args(args)
+                    .envs(env)
+                    .env("WEBHOOKS_DISPATCH_DATABASE_URL", &refusing)
+                    .env("WEBHOOKS_DISPATCH_API_KEYS", API_KEY)
+                    .env("WEBHOOKS_DISPATCH_LISTEN", "127.0.0.1:0")
+                    .env("WEBHOOKS_DISPATCH_LOG_FORMAT", "json")
+                    .env("RUST_LOG", "trace")
+                    .current_dir(dir.path());
+                let out = run(cmd, None).await;
+                assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+                if args == ["serve"] {
+                    assert!(out.stderr.contains(r#""message":"starting""#), "{}", out.stderr);
+                }
+                for forms in &forms {
+                    forms.assert_absent(&format!("stderr of {args:?}"), out.stderr.as_bytes());
+                }
+                if args[0] == "keys" {
+                    let printed = out.stdout.trim();
+                    assert!(printed.contains(':'), "the key is on stdout: {}", out.stdout);
+                    SecretForms::of(printed).assert_absent("stderr", out.stderr.as_bytes());
+                } else {
+                    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
+                }
+            }
+        },
+    )
+    .await
 }

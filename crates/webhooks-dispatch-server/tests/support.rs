@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use webhooks_dispatch::keyring::MasterKey;
 use webhooks_dispatch_server::config::{LogFormat, RawSettings};
 use webhooks_dispatch_server::{logging, Config, Error};
 use webhooks_dispatch_testkit::pg::fresh_database;
@@ -113,6 +114,12 @@ pub struct Fixture {
     pub receiver: Receiver,
     pub scratch: tempfile::TempDir,
     pub database_url: String,
+    /// The master key ring (`id:base64`) every process of a PostgreSQL test is given, as a deployment must;
+    /// `None` for SQLite, whose processes use the default key file beside the database.
+    pub master_keys: Option<String>,
+    /// The ring of in-process servers ([`Fixture::settings`]), whatever the engine: the key file's notice
+    /// would otherwise be logged by every SQLite test (the binary's tests cover the default file).
+    ring: String,
 }
 
 impl Fixture {
@@ -125,11 +132,18 @@ impl Fixture {
             .await
             .expect("receiver");
         let database_url = engine.database_url(scratch.path()).await;
+        let ring = master_key_text();
+        let master_keys = match engine {
+            Engine::Postgres => Some(ring.clone()),
+            Engine::Sqlite => None,
+        };
         Fixture {
             ca,
             receiver,
             scratch,
             database_url,
+            master_keys,
+            ring,
         }
     }
 
@@ -142,8 +156,8 @@ impl Fixture {
         url_of(&self.receiver)
     }
 
-    /// Settings for a test server: this database, the test key, loopback allowlisted, the test CA trusted,
-    /// short poll interval and attempt timeout.
+    /// Settings for a test server: this database, the test key, a master key ring, loopback allowlisted, the
+    /// test CA trusted, short poll interval and attempt timeout.
     pub fn settings(&self) -> RawSettings {
         RawSettings {
             database_url: Some(self.database_url.clone()),
@@ -154,9 +168,15 @@ impl Fixture {
             poll_interval: Some("100ms".to_owned()),
             attempt_timeout: Some("5s".to_owned()),
             shutdown_grace: Some("2s".to_owned()),
+            master_keys: Some(self.ring.clone()),
             ..RawSettings::default()
         }
     }
+}
+
+/// A freshly generated master key, as `id:base64` text.
+pub fn master_key_text() -> String {
+    MasterKey::generate("test").expect("a key").encoded().to_string()
 }
 
 /// A receiver as an endpoint URL: an IP literal, covered by the certificate's IP SAN.

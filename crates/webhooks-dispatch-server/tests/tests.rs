@@ -13,12 +13,18 @@ mod api;
 /// The `webhooks-dispatch` binary as a child process: serve, endpoint add, send, attempts, verify, and
 /// start-up refusals.
 mod binary;
+/// The key commands of the binary: `keys generate|add|rekey`, endpoint key rotation, `verify --public-key`.
+mod cli_keys;
 /// A `worker` process killed with SIGKILL mid-run: nothing lost or stuck, its messages back within 15 s.
 mod crash;
 /// Fan-out through `/v1/events`, and disabling and enabling endpoints.
 mod events;
 /// Listing what was sent through `GET /v1/messages`.
 mod history;
+/// The master key ring of the binary: SQLite's default key file, sealed rows, PostgreSQL's refusal.
+mod keyring;
+/// Signing keys through the API: rotation with overlap, expiry, ed25519 and the open key set.
+mod keys;
 /// The API server's limits: header read timeout, connection cap, request timeout, under a flood.
 mod limits;
 /// Lifecycle events as signed webhooks to the `operational_owner`, and the loop guard.

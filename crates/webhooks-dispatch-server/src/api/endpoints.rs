@@ -1,5 +1,5 @@
-//! `/v1/endpoints`: register an endpoint (the only response that ever contains its secret), list and read
-//! them, change, disable, enable or delete one.
+//! `/v1/endpoints`: register an endpoint (with a rotation, the only responses that ever contain a secret),
+//! list and read them, change, disable, enable or delete one. Its keys are in [`super::keys`].
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use webhooks_dispatch::{
-    CustomHeaders, DeletedEndpoint, Endpoint, EndpointPage, EndpointStatus, ListEndpoints, NewEndpoint,
-    UpdateEndpoint,
+    CustomHeaders, DeletedEndpoint, Endpoint, EndpointKey, EndpointPage, EndpointStatus, ListEndpoints,
+    NewEndpoint, UpdateEndpoint,
 };
 
 use super::{ApiError, ApiJson, ApiPath, Shared};
@@ -31,6 +31,9 @@ pub struct CreateEndpoint {
     /// derive below prints them only through [`CustomHeaders`], which redacts).
     #[serde(default)]
     headers: Headers,
+    /// `hmac-sha256` (the default) or `ed25519`.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 /// Custom headers as JSON (`{"name": "value"}`), held redacted.
@@ -53,7 +56,7 @@ impl std::fmt::Debug for Headers {
     }
 }
 
-/// `POST /v1/endpoints` response: the stored endpoint plus its signing secret, shown this once.
+/// `POST /v1/endpoints` response: the stored endpoint, its signing key, and its HMAC secret, shown this once.
 #[derive(Serialize)]
 pub struct CreatedEndpoint {
     #[serde(flatten)]
@@ -61,6 +64,8 @@ pub struct CreatedEndpoint {
     /// The HMAC secret; absent for an ed25519 endpoint, whose signing key never leaves the sender.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
+    /// The current key, without its secret (with the public key of an ed25519 endpoint).
+    key: EndpointKey,
 }
 
 /// Registers an endpoint → 201.
@@ -69,9 +74,11 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
     let (owner_id, url) = (body.owner_id.clone(), body.url.clone());
+    let scheme = super::keys::scheme(body.signature.as_deref())?.unwrap_or_default();
     let mut input = NewEndpoint::new(body.owner_id, body.url)
         .description(body.description)
-        .headers(body.headers.0);
+        .headers(body.headers.0)
+        .signature(scheme);
     input.event_types = body.event_types;
     input.metadata = body.metadata;
     let registered = state
@@ -81,10 +88,16 @@ pub async fn create(
         .map_err(|e| ApiError::refusing_destination(e, Some(&owner_id), None, &url))?;
     // Read back so the response shows what was stored (event types normalized, creation time).
     let endpoint = state.dispatcher.endpoint(&registered.id).await?;
-    tracing::info!(endpoint_id = %endpoint.id, owner_id = %endpoint.owner_id, "endpoint registered");
+    tracing::info!(
+        endpoint_id = %endpoint.id,
+        owner_id = %endpoint.owner_id,
+        algorithm = scheme.as_str(),
+        "endpoint registered"
+    );
     let created = CreatedEndpoint {
         endpoint,
         secret: registered.secret.map(|s| s.expose().to_owned()),
+        key: registered.key,
     };
     Ok((StatusCode::CREATED, Json(created)))
 }

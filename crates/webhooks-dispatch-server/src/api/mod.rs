@@ -5,15 +5,16 @@
 //! Handlers are thin: decode, call the library, encode. Errors carry the library's stable `code()` and
 //! `http_status()`.
 //!
-//! Decisions: `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open (no data, only counts), `/v1`
-//! needs a key; `metrics_require_key` puts `/metrics` behind the key too (default off, so existing scrapers
-//! keep working). A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
+//! Decisions: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and the key sets
+//! (`/v1/owners/{owner_id}/key-set`, public keys only) are open, the rest of `/v1` needs a key;
+//! `metrics_require_key` puts `/metrics` behind the key too (default off, so existing scrapers keep working). A request body over the limit is 413 from the extractor (axum's `DefaultBodyLimit`) rather
 //! than from tower-http's `RequestBodyLimitLayer`, whose early 413 is plain text. An idempotency key replayed
 //! with the same message answers 200 with the first message's id; reused for a different message (another
 //! event type or payload) it is the library's `idempotency_conflict`, 409.
 
 mod endpoints;
 mod events;
+mod keys;
 mod messages;
 mod ops;
 
@@ -75,8 +76,9 @@ where
     }
 }
 
-/// Every route the service serves. `/v1` is behind the API key; health, readiness, metrics and the OpenAPI
-/// document are open (they reveal no data: metrics are counts only), so probes and scrapers need no key.
+/// Every route the service serves. `/v1` is behind the API key, but for owners' key sets (public keys, for
+/// receivers); health, readiness, metrics and the OpenAPI document are open (they reveal no data: metrics
+/// are counts only), so probes and scrapers need no key.
 pub fn routes() -> Vec<Route> {
     vec![
         route(Method::POST, "/v1/endpoints", true, endpoints::create),
@@ -91,6 +93,27 @@ pub fn routes() -> Vec<Route> {
             endpoints::disable,
         ),
         route(Method::POST, "/v1/endpoints/{id}/enable", true, endpoints::enable),
+        route(
+            Method::POST,
+            "/v1/endpoints/{id}/rotate-secret",
+            true,
+            keys::rotate,
+        ),
+        route(
+            Method::POST,
+            "/v1/endpoints/{id}/expire-previous-secrets",
+            true,
+            keys::expire_previous,
+        ),
+        route(Method::GET, "/v1/endpoints/{id}/keys", true, keys::list),
+        route(
+            Method::GET,
+            "/v1/endpoints/{id}/public-keys",
+            true,
+            keys::public_keys,
+        ),
+        // Open, like a JWKS: public keys only, for receivers, which have no API key.
+        route(Method::GET, "/v1/owners/{owner_id}/key-set", false, keys::key_set),
         route(Method::POST, "/v1/events", true, events::create),
         route(Method::GET, "/v1/events/{id}", true, events::get),
         route(Method::POST, "/v1/messages", true, messages::create),

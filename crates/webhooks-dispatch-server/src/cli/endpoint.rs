@@ -1,18 +1,30 @@
-//! `endpoint …`: register, list, show, update, disable, enable and delete endpoints.
+//! `endpoint …`: register, list, show, update, disable, enable and delete endpoints, and manage their
+//! signing keys (rotate, expire the previous ones, list).
+
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use webhooks_dispatch::signing::SignatureScheme;
 use webhooks_dispatch::{
-    CustomHeaders, Endpoint, EndpointStatus, ListEndpoints, NewEndpoint, UpdateEndpoint,
+    CustomHeaders, Endpoint, EndpointKey, EndpointStatus, ListEndpoints, NewEndpoint, RotateSecret,
+    UpdateEndpoint,
 };
 
 use super::client;
-use crate::config::Config;
+use crate::config::{parse_duration_or_zero, Config};
+use crate::server::ServiceDispatcher as Client;
 use crate::Error;
+
+/// The notice beside every secret printed: it cannot be read back later.
+const SHOWN_ONCE: &str =
+    "The secret is shown only this once: store it now and give it to the endpoint's owner.";
 
 /// `endpoint …`.
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
-    /// Register an endpoint; prints its id and its signing secret (shown this once).
+    /// Register an endpoint; prints its id, its key id and its signing secret (shown this once) — or, for
+    /// ed25519, its public key.
+    #[command(visible_alias = "create")]
     Add {
         /// Your customer's id.
         #[arg(long)]
@@ -23,6 +35,10 @@ pub enum EndpointCommand {
         /// Deliver only this event type (repeatable; none: all types).
         #[arg(long = "event-type", value_name = "TYPE")]
         event_types: Vec<String>,
+        /// How deliveries are signed: hmac-sha256 (a shared whsec_ secret) or ed25519 (receivers verify with
+        /// a public key).
+        #[arg(long, default_value = "hmac-sha256", value_parser = scheme)]
+        signature: SignatureScheme,
     },
     /// List endpoints in registration order, one per line (id, owner, status, URL); the cursor of the next
     /// page, if any, goes to standard error.
@@ -63,6 +79,33 @@ pub enum EndpointCommand {
         /// The ep_… id.
         endpoint_id: String,
     },
+    /// Give an endpoint a new signing key; the previous keys keep signing beside it for the grace period.
+    /// Prints the new secret (shown this once) or, for ed25519, the public key.
+    RotateSecret {
+        /// The ep_… id.
+        endpoint_id: String,
+        /// How long the previous keys keep signing, e.g. 24h, 7d (the most), or 0s to end them now
+        /// [default: 24h].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_zero)]
+        grace: Option<Duration>,
+        /// Scheme of the new key [default: the endpoint's current one].
+        #[arg(long, value_parser = scheme)]
+        signature: Option<SignatureScheme>,
+    },
+    /// End the previous keys' grace period now (after a leak): only the current key signs from now on.
+    ExpirePreviousSecrets {
+        /// The ep_… id.
+        endpoint_id: String,
+    },
+    /// List an endpoint's unexpired keys, current first: id, algorithm, not before, not after, public key.
+    Keys {
+        /// The ep_… id.
+        endpoint_id: String,
+    },
+}
+
+fn scheme(name: &str) -> Result<SignatureScheme, String> {
+    SignatureScheme::parse(name).ok_or_else(|| "expected hmac-sha256 or ed25519".to_owned())
 }
 
 /// `endpoint update`.
@@ -130,19 +173,15 @@ pub(super) async fn endpoint_command(command: EndpointCommand, config: &Config) 
             owner,
             url,
             event_types,
+            signature,
         } => {
-            let mut input = NewEndpoint::new(owner, url);
+            let mut input = NewEndpoint::new(owner, url).signature(signature);
             if !event_types.is_empty() {
                 input = input.event_types(event_types);
             }
             let ep = d.register_endpoint(input).await?;
             println!("id: {}", ep.id);
-            if let Some(secret) = &ep.secret {
-                println!("secret: {}", secret.expose());
-            }
-            eprintln!(
-                "The secret is shown only this once: store it now and give it to the endpoint's owner."
-            );
+            print_new_key(&ep.key, ep.secret.as_ref().map(|s| s.expose()));
         }
         EndpointCommand::List {
             owner,
@@ -178,6 +217,52 @@ pub(super) async fn endpoint_command(command: EndpointCommand, config: &Config) 
             println!("deleted: {}", deleted.id);
             println!("pending messages ended: {}", deleted.messages_ended);
         }
+        EndpointCommand::RotateSecret {
+            endpoint_id,
+            grace,
+            signature,
+        } => {
+            let input = RotateSecret {
+                new: None,
+                signature,
+                grace,
+            };
+            let rotated = d.rotate_secret(&endpoint_id, input).await?;
+            print_new_key(&rotated.key, rotated.secret.as_ref().map(|s| s.expose()));
+        }
+        EndpointCommand::ExpirePreviousSecrets { endpoint_id } => {
+            println!("expired: {}", d.expire_previous_secrets(&endpoint_id).await?);
+        }
+        EndpointCommand::Keys { endpoint_id } => print_keys(&d, &endpoint_id).await?,
+    }
+    Ok(())
+}
+
+/// A key just made: its id, then its secret (with the shown-once notice) or its public key.
+fn print_new_key(key: &EndpointKey, secret: Option<&str>) {
+    println!("key: {}", key.id);
+    println!("algorithm: {}", key.algorithm.as_str());
+    if let Some(secret) = secret {
+        println!("secret: {secret}");
+        eprintln!("{SHOWN_ONCE}");
+    }
+    if let Some(public_key) = &key.public_key {
+        println!("public key: {public_key}");
+        eprintln!("Receivers verify with the public key; it is also in the owner's key set.");
+    }
+}
+
+async fn print_keys(d: &Client, endpoint_id: &str) -> Result<(), Error> {
+    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for key in d.endpoint_keys(endpoint_id).await? {
+        println!(
+            "{}  {}  {}  {}  {}",
+            key.id,
+            key.algorithm.as_str(),
+            time(key.not_before),
+            key.not_after.map_or_else(|| "-".to_owned(), time),
+            key.public_key.as_deref().unwrap_or("-")
+        );
     }
     Ok(())
 }

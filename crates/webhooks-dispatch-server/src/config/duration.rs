@@ -19,6 +19,12 @@ pub const MAX_DISABLE_FAILING_AFTER: Duration = Duration::from_secs(3650 * 86_40
 /// Parses `500ms`, `10s`, `2m`, `1h`, `5d` (a whole number and a unit; no unit is an error, so `10` cannot be
 /// misread as milliseconds or seconds). Numbers too large for a `Duration` are refused, never saturated.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    non_zero(parse_duration_or_zero(text)?)
+}
+
+/// [`parse_duration`] that also accepts zero (`0s`), for the one duration where none is meaningful: a key
+/// rotation's grace period, which zero ends at once.
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let shape = || format!("{text:?} is not a duration like 500ms, 10s, 2m or 1h");
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -29,14 +35,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let too_large = || format!("{text:?} is far longer than any allowed duration");
     let n: u64 = number.parse().map_err(|_| too_large())?;
     let seconds_per = match unit.trim() {
-        "ms" => return non_zero(Duration::from_millis(n)),
+        "ms" => return Ok(Duration::from_millis(n)),
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         _ => return Err(shape()),
     };
-    non_zero(Duration::from_secs(
+    Ok(Duration::from_secs(
         n.checked_mul(seconds_per).ok_or_else(too_large)?,
     ))
 }

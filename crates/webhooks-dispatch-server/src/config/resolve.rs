@@ -20,6 +20,11 @@ impl Config {
             .unwrap_or(DEFAULT_DATABASE_URL)
             .parse::<DatabaseUrl>()
             .map_err(|why| bad("database_url", why))?;
+        let master_keys = KeySource::resolve(
+            raw.master_keys.as_deref(),
+            raw.master_keys_file.clone(),
+            &database_url,
+        )?;
         let api_keys = raw.api_keys.unwrap_or_default();
         for (i, key) in api_keys.iter().enumerate() {
             // Keys are named by position: the value itself must never be printed.
@@ -96,6 +101,8 @@ impl Config {
             api_keys: ApiKeys(api_keys),
             api_key_file: raw.api_key_file,
             insecure_no_auth: raw.insecure_no_auth,
+            master_keys,
+            key_ring: None,
             worker: true,
             concurrency: positive(
                 "concurrency",

@@ -4,9 +4,19 @@ use super::*;
 use proptest::prelude::*;
 use std::path::Path;
 
+/// A master key ring of one key, `t:` + 32 bytes of 7.
+fn ring_text() -> String {
+    use base64::Engine as _;
+    format!(
+        "t:{}",
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    )
+}
+
 fn raw() -> RawSettings {
     RawSettings {
         database_url: Some("postgres://u:hunter2@127.0.0.1/db".to_owned()),
+        master_keys: Some(ring_text()),
         ..RawSettings::default()
     }
 }
@@ -111,11 +121,53 @@ fn debug_never_shows_secrets() {
         api_keys: Some(vec![key.clone()]),
         ..raw()
     };
-    let c = Config::resolve(raw.clone()).unwrap();
+    let mut c = Config::resolve(raw.clone()).unwrap();
+    c.load_key_ring().unwrap();
+    let master = ring_text();
+    let master_b64 = master.split_once(':').unwrap().1;
     for text in [format!("{raw:?}"), format!("{c:?}")] {
         assert!(!text.contains(&key), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains(master_b64), "{text}");
     }
+    assert!(format!("{c:?}").contains(r#"current: "t""#), "{c:?}");
+}
+
+#[test]
+fn master_keys_flow_like_every_setting_and_a_bad_ring_names_the_setting() {
+    let file = RawSettings {
+        master_keys_file: Some("/etc/webhooks/keys".into()),
+        ..RawSettings::default()
+    };
+    let c = Config::resolve(RawSettings::default().or(file.clone())).unwrap();
+    assert_eq!(c.master_keys.file(), Some(Path::new("/etc/webhooks/keys")));
+    let flags = RawSettings {
+        master_keys: Some(ring_text()),
+        ..RawSettings::default()
+    };
+    let c = Config::resolve(flags.or(file)).unwrap();
+    assert_eq!(c.master_keys.file(), None, "the ring itself wins over a file");
+    let c = Config::resolve(RawSettings::default()).unwrap();
+    assert_eq!(
+        c.master_keys.file(),
+        Some(Path::new("webhooks-dispatch.db.keys")),
+        "SQLite's default sits beside the database"
+    );
+    let bad = RawSettings {
+        master_keys: Some("t:short".into()),
+        ..raw()
+    };
+    let err = Config::resolve(bad).unwrap_err().to_string();
+    assert!(err.contains("master_keys") && !err.contains("short"), "{err}");
+    let none = RawSettings {
+        master_keys: None,
+        ..raw()
+    };
+    let err = Config::resolve(none).unwrap_err().to_string();
+    assert!(
+        err.contains("master_keys") && err.contains("keys generate"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,6 +194,7 @@ fn the_example_file_is_valid() {
     let c = Config::resolve(raw).unwrap();
     c.check_serve().unwrap();
     assert!(matches!(c.database_url, DatabaseUrl::Postgres(_)));
+    assert!(c.master_keys.file().is_some(), "PostgreSQL needs a ring: {c:?}");
 }
 
 #[test]
@@ -149,6 +202,12 @@ fn durations() {
     assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
     assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
     assert!(parse_duration("0s").is_err());
+    assert_eq!(parse_duration_or_zero("0s").unwrap(), Duration::ZERO);
+    assert_eq!(
+        parse_duration_or_zero("24h").unwrap(),
+        Duration::from_secs(86_400)
+    );
+    assert!(parse_duration_or_zero("-1s").is_err());
     assert!(parse_duration("1.5s").is_err());
     assert!(parse_duration("s").is_err());
     assert_eq!(duration::show(Duration::from_secs(3650 * 86_400)), "3650d");
