@@ -139,6 +139,8 @@ pub(crate) struct Settings {
     pub hold_back: Option<HoldBack>,
     /// None: new keys are stored as plaintext and sealed rows cannot be opened.
     pub cipher: Option<Arc<dyn SecretCipher>>,
+    /// Endpoint keys already opened, so a claimed message does not decrypt its keys again.
+    pub opened_keys: crate::keys::OpenedKeys,
 }
 
 /// Configures a [`Dispatcher`]. Every setter takes already-valid values, so [`build`](Self::build) cannot fail.
@@ -456,6 +458,7 @@ impl<E> DispatcherBuilder<E> {
             disable_failing_after: self.disable_failing_after,
             hold_back: self.hold_back,
             cipher: self.cipher,
+            opened_keys: crate::keys::OpenedKeys::default(),
         };
         Dispatcher::from_parts(self.executor, Arc::new(settings))
             .with_coalescer(self.coalesce.map(crate::coalesce::Coalescer::new))

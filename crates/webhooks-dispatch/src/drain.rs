@@ -18,15 +18,13 @@ use serde::Serialize;
 
 use crate::attempt::Outcome;
 use crate::concurrency::{self, EndpointLimiter, Held, Route, Slot};
-use crate::config::{later, OnGone};
+use crate::config::{later, OnGone, Settings};
 use crate::delivery::{Attempted, Outgoing};
 use crate::dispatcher::Dispatcher;
 use crate::endpoint::DisabledReason;
 use crate::error::{DispatchError, StorageError};
 use crate::headers::WireHeaders;
 use crate::id;
-use crate::keyring::SecretCipher;
-use crate::keys::signing_keys;
 use crate::observe::{AttemptEvent, LifecycleEvent, QueueStats};
 use crate::retry::{AttemptResult, Decision};
 use crate::signing::SigningSecret;
@@ -96,7 +94,7 @@ impl Claimed {
         row: &Row,
         token: &Arc<str>,
         limiter: &Arc<EndpointLimiter>,
-        cipher: Option<&dyn SecretCipher>,
+        settings: &Settings,
     ) -> Result<Self, StorageError> {
         let endpoint_id = row.text(1)?;
         let attempts =
@@ -116,7 +114,9 @@ impl Claimed {
             payload: row.text(2)?,
             attempt_no: attempts.saturating_add(1),
             url,
-            keys: row.opt_text(5)?.and_then(|listed| signing_keys(cipher, &listed)),
+            keys: row
+                .opt_text(5)?
+                .and_then(|listed| settings.opened_keys.open(settings.cipher.as_deref(), &listed)),
             headers: WireHeaders::decode(&row.text(6)?),
         })
     }
@@ -298,7 +298,7 @@ impl<E: Executor> Dispatcher<E> {
         ];
         let rows = self.query(self.sql().claim_due, &params).await?;
         rows.iter()
-            .map(|row| Claimed::from_row(row, &token, limiter, self.settings().cipher.as_deref()))
+            .map(|row| Claimed::from_row(row, &token, limiter, self.settings()))
             .collect()
     }
 
