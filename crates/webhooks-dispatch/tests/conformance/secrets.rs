@@ -5,6 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use webhooks_dispatch::keyring::SecretCipher as _;
+use webhooks_dispatch::signing::SignatureScheme;
 use webhooks_dispatch::store::Value;
 use webhooks_dispatch::{DeliverDue, NewEndpoint, NewMessage, RetryPolicy, Worker};
 use webhooks_dispatch_testkit::receiver::Reply;
@@ -138,6 +140,28 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
         texts.push(err.to_string());
         texts.push(format!("{err:?}"));
     }
+    // An ed25519 endpoint's signing key, which no call ever returns: read from its sealed row with the test's
+    // ring, it must appear nowhere either, not even after a delivery signed with it.
+    let ed = d
+        .register_endpoint(NewEndpoint::new("o", ctx.url()).signature(SignatureScheme::Ed25519))
+        .await
+        .unwrap();
+    d.dispatch(NewMessage::new(&ed.id, "a", 9)).await.unwrap();
+    d.deliver_due(DeliverDue::default()).await.unwrap();
+    let sealed = ctx
+        .exec
+        .query(
+            "SELECT secret FROM webhooks_dispatch_endpoint_keys WHERE id = $1",
+            &[ed.key.id.as_str().into()],
+        )
+        .await
+        .unwrap();
+    let signing_key = ctx.ring.open(&ed.key.id, &sealed[0].text(0).unwrap()).unwrap();
+    assert!(signing_key.starts_with("whsk_"));
+    let ed_forms = SecretForms::of(&signing_key);
+    texts.push(format!("{ed:?}"));
+    texts.push(format!("{:?}", d.endpoint_keys(&ed.id).await.unwrap()));
+    texts.push(format!("{:?}", d.owner_key_set("o").await.unwrap()));
     // Every column of every row, the keys' included: sealed by the key ring, they hold no form of the
     // secret (encryption at rest); nor does the ring's Debug.
     texts.push(format!("{:?}", ctx.ring));
@@ -154,6 +178,7 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
     }
     for text in &texts {
         forms.assert_absent("a returned value, error or row", text.as_bytes());
+        ed_forms.assert_absent("a returned value, error or row", text.as_bytes());
     }
     let log_bytes = logs.0.lock().unwrap().clone();
     let log_text = String::from_utf8_lossy(&log_bytes);
@@ -164,6 +189,7 @@ async fn exercise(engine: Engine, logs: LogBuffer) {
         );
     }
     forms.assert_absent("the logs", &log_bytes);
+    ed_forms.assert_absent("the logs", &log_bytes);
 }
 
 const ATTEMPT_COUNT: &str = "SELECT count(*) FROM webhooks_dispatch_attempts";
