@@ -423,6 +423,15 @@ async fn invariant1_rotation_refuses_bad_input_before_any_sql(engine: Engine) {
     assert_eq!(left, 0, "a deleted endpoint's secrets are destroyed");
 }
 
+/// The test configuration without a key ring: keys it writes are plaintext, and it opens no sealed one.
+fn without_cipher(ctx: &Ctx) -> D {
+    Dispatcher::builder(ctx.exec.clone())
+        .resolver(Arc::new(ctx.resolver.clone()))
+        .allow_net("127.0.0.1/32".parse().unwrap())
+        .root_certificates(ctx.ca.root_store())
+        .build()
+}
+
 /// Every stored key secret, raw.
 async fn stored_secrets(ctx: &Ctx) -> Vec<(String, String)> {
     let rows = ctx
@@ -452,11 +461,7 @@ async fn invariant7_a_database_copied_without_its_key_yields_no_secret(engine: E
     let stranger = Arc::new(KeyRing::new(MasterKey::generate("test").unwrap()));
     for d in [
         ctx.builder().secret_cipher(stranger).build(),
-        Dispatcher::builder(ctx.exec.clone())
-            .resolver(Arc::new(ctx.resolver.clone()))
-            .allow_net("127.0.0.1/32".parse().unwrap())
-            .root_certificates(ctx.ca.root_store())
-            .build(),
+        without_cipher(&ctx),
     ] {
         let sent = d.dispatch(NewMessage::new(&ep, "a", 1)).await.unwrap();
         let report = d.deliver_due(DeliverDue::default()).await.unwrap();
@@ -474,11 +479,7 @@ async fn invariant7_a_database_copied_without_its_key_yields_no_secret(engine: E
 async fn invariant7_rekey_seals_plaintext_rows_and_moves_every_key_to_a_new_master_key(engine: Engine) {
     let ctx = Ctx::new(engine).await;
     // Rows written without a cipher (as by a release before encryption at rest) are plaintext.
-    let plain = Dispatcher::builder(ctx.exec.clone())
-        .resolver(Arc::new(ctx.resolver.clone()))
-        .allow_net("127.0.0.1/32".parse().unwrap())
-        .root_certificates(ctx.ca.root_store())
-        .build();
+    let plain = without_cipher(&ctx);
     let mut endpoints = Vec::new();
     for _ in 0..5 {
         endpoints.push(ctx.endpoint(&plain).await);
