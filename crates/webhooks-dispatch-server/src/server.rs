@@ -156,6 +156,13 @@ pub(crate) fn with_key_ring(config: &Config) -> Result<Config, Error> {
 pub fn spawn_rekey(dispatcher: ServiceDispatcher) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match dispatcher.rekey(None).await {
+            Ok(report) if report.unopened > 0 => tracing::error!(
+                examined = report.examined,
+                resealed = report.resealed,
+                unopened = report.unopened,
+                "some endpoint keys did not open: they are sealed under a master key missing from the key \
+                 ring, and deliveries to their endpoints fail until it is restored"
+            ),
             Ok(report) => tracing::info!(
                 examined = report.examined,
                 resealed = report.resealed,

@@ -116,6 +116,9 @@ pub struct RekeyReport {
     pub resealed: u64,
     /// Keys changed by someone else meanwhile (a rotation), left to that writer, which sealed them anew.
     pub raced: u64,
+    /// Keys that did not open — sealed under a master key missing from the ring, or altered — left as they
+    /// are. They cannot sign until their master key is back in the ring: anything but zero needs an operator.
+    pub unopened: u64,
 }
 
 impl<E: Executor> Dispatcher<E> {
@@ -236,8 +239,8 @@ impl<E: Executor> Dispatcher<E> {
     /// of `batch` (`None`: 500) in id order. Safe beside live workers and rotations: a row is replaced only
     /// if it still holds what was read, and workers open either form as long as their ring holds both master
     /// keys. Resumable: an interrupted run just runs again, and rows it already sealed are left alone. Keys
-    /// that do not open (sealed under a master key missing from the ring) are left as they are, and the first
-    /// such failure is the error once every other key is done.
+    /// that do not open (sealed under a master key missing from the ring) are left as they are and counted
+    /// in [`RekeyReport::unopened`], after every other key is done.
     pub async fn rekey(&self, batch: Option<u32>) -> Result<RekeyReport, DispatchError> {
         let cipher = self.cipher().ok_or(DispatchError::InvalidInput {
             field: "secret_cipher",
@@ -245,7 +248,6 @@ impl<E: Executor> Dispatcher<E> {
         })?;
         let limit = i64::from(batch.unwrap_or(DEFAULT_REKEY_BATCH).clamp(1, 10_000));
         let mut report = RekeyReport::default();
-        let mut first_failure = None;
         let mut after = String::new();
         loop {
             let params = [after.as_str().into(), limit.into()];
@@ -265,9 +267,7 @@ impl<E: Executor> Dispatcher<E> {
                         old.push(stored);
                         new.push(sealed);
                     }
-                    Err(e) => {
-                        first_failure.get_or_insert(e);
-                    }
+                    Err(_) => report.unopened += 1,
                 }
             }
             if ids.is_empty() {
@@ -279,10 +279,7 @@ impl<E: Executor> Dispatcher<E> {
             report.resealed += updated;
             report.raced += attempted - updated;
         }
-        match first_failure {
-            Some(e) => Err(DispatchError::Cipher(e)),
-            None => Ok(report),
-        }
+        Ok(report)
     }
 
     /// The endpoint's current scheme (that of its current key).

@@ -74,7 +74,14 @@ pub(super) async fn keys_command(command: KeysCommand, config: &Config) -> Resul
             println!("examined: {}", report.examined);
             println!("resealed: {}", report.resealed);
             println!("raced: {}", report.raced);
-            Ok(())
+            println!("unopened: {}", report.unopened);
+            match report.unopened {
+                0 => Ok(()),
+                n => Err(Error::Input(format!(
+                    "{n} key(s) did not open: they are sealed under a master key missing from the key ring \
+                     (or were altered) and cannot sign until that master key is back in the ring"
+                ))),
+            }
         }
     }
 }

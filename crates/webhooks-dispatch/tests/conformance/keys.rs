@@ -519,6 +519,18 @@ async fn invariant7_rekey_seals_plaintext_rows_and_moves_every_key_to_a_new_mast
         let got = deliver_one(&ctx, &d, ep).await;
         assert!(independently_signed_by(secret, &got));
     }
+    // A ring that lacks the master key opens nothing: every key is counted and left as it is.
+    let stranger = Arc::new(KeyRing::new(MasterKey::generate("other").unwrap()));
+    let before = stored_secrets(&ctx).await;
+    let report = ctx
+        .builder()
+        .secret_cipher(stranger)
+        .build()
+        .rekey(None)
+        .await
+        .unwrap();
+    assert_eq!((report.examined, report.resealed, report.unopened), (5, 0, 5));
+    assert_eq!(stored_secrets(&ctx).await, before);
     // A row changed between the scan and the write is left to its writer: the write is compare-and-set.
     let (id, stored) = stored_secrets(&ctx).await.remove(0);
     let params = [
