@@ -124,7 +124,7 @@ async fn sqlite_default_key_file_scenario() {
     );
     let (served, addr) = Service::serve(cmd).await;
     served
-        .wait_for_log(|e| e["level"] == "ERROR" && e["message"].as_str().unwrap().contains("sealing"))
+        .wait_for_log(|e| e["level"] == "ERROR" && e["unopened"].as_u64().is_some_and(|n| n > 0))
         .await;
     let before = fixture.receiver.count();
     let body = json!({"endpoint_id": endpoint, "event_type": "invoice.paid", "payload": {"n": 1}});
