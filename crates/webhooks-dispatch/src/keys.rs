@@ -33,7 +33,7 @@ pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Most keys signing an endpoint's deliveries at once, the new one included: each costs every delivery a
 /// signature, and a receiver needs no more to move between secrets.
 pub const MAX_ENDPOINT_KEYS: usize = 10;
-/// Keys resealed per statement by [`Dispatcher::rekey`].
+/// Keys [`Dispatcher::rekey`] reads per statement (each batch is then resealed in one statement).
 pub const DEFAULT_REKEY_BATCH: u32 = 500;
 
 /// Input to [`Dispatcher::rotate_secret`].
